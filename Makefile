@@ -1,0 +1,33 @@
+# The few verbs people type. `make demo` and `make test` install what they need first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is installed first and pinned: this version is a CPU build on the project's
+# machines, while an unpinned `torch` would pull gigabytes of CUDA packages.
+TORCH ?= torch==2.13.0
+
+.PHONY: install demo test lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: install
+	$(VENV)/bin/minitalk demo
+
+test: install
+	$(PY) -m pytest --nbval --sanitize-with notebooks/nbval_sanitize.cfg
+
+lint: install
+	$(VENV)/bin/ruff check minitalk tests benchmarks notebooks
+
+format: install
+	$(VENV)/bin/ruff format minitalk tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache .ruff_cache

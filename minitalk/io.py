@@ -1,0 +1,213 @@
+"""Reading and writing video and audio.
+
+Everything goes through PyAV (FFmpeg), so any common container works as input
+(mp4, mov, mkv, avi, webm, wav, ...), whatever its frame rate, frame size,
+sample rate or channel count. Output is an mp4 with H.264 video (yuv420p) and
+AAC audio, the combination every browser and JupyterLab's
+`IPython.display.Video` play.
+
+Every failure names the file: `FileNotFoundError` for a missing path and
+`MediaError` (a `ValueError`) for a file that has no video, no audio where audio
+is needed, or cannot be decoded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from minitalk.utils import atomic_path
+
+SAMPLE_RATE = 16_000  # the rate every audio feature in minitalk is computed at
+
+
+class MediaError(ValueError):
+    """A media file that cannot be used; the message starts with its path."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    fps: float
+    width: int
+    height: int
+    n_frames: int  # from the container header; may be an estimate
+    duration: float  # seconds
+    has_audio: bool
+    sample_rate: int | None
+    channels: int | None
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise MediaError(f"{path}: not a readable media file ({exc})") from exc
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """What a video file holds, read from its header without decoding."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        vs = container.streams.video[0]
+        fps = float(vs.average_rate or vs.guessed_rate or 0)
+        if fps <= 0:
+            raise MediaError(f"{path}: the video stream has no frame rate")
+        duration = float(container.duration or 0) / av.time_base
+        n_frames = vs.frames or int(round(duration * fps))
+        aud = container.streams.audio[0] if container.streams.audio else None
+        return VideoInfo(
+            path=path,
+            fps=fps,
+            width=vs.codec_context.width,
+            height=vs.codec_context.height,
+            n_frames=n_frames,
+            duration=duration,
+            has_audio=aud is not None,
+            sample_rate=aud.codec_context.sample_rate if aud else None,
+            channels=aud.codec_context.channels if aud else None,
+        )
+
+
+def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
+    """Decoded frames one at a time, each (H, W, 3) uint8 RGB."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        n = 0
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+                n += 1
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: corrupt video data after frame {n} ({exc})") from exc
+        if n == 0:
+            raise MediaError(f"{path}: the video stream holds no decodable frame")
+        if stream.frames and n < stream.frames - 2:  # the container's index knows the count
+            raise MediaError(
+                f"{path}: truncated or corrupt: the header lists {stream.frames} frames but only {n} decode"
+            )
+
+
+def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
+    """All frames as one array (T, H, W, 3) uint8 RGB, and the frame rate."""
+    fps = probe(path).fps
+    return np.stack(list(iter_frames(path))), fps
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """The first audio track as mono float32 in [-1, 1], resampled to `sample_rate`.
+
+    Works on video files and plain audio files alike; stereo is averaged to mono.
+    """
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: no audio track")
+        stream = container.streams.audio[0]
+        # resample each channel, then average them (FFmpeg's own downmix would scale by 1/sqrt(2))
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=sample_rate)
+        chunks = []
+        try:
+            for frame in container.decode(stream):
+                frame.pts = None  # let the resampler keep its own clock
+                chunks += [f.to_ndarray().mean(axis=0) for f in resampler.resample(frame)]
+            chunks += [f.to_ndarray().mean(axis=0) for f in resampler.resample(None)]
+        except av.error.FFmpegError as exc:
+            raise MediaError(f"{path}: corrupt audio data ({exc})") from exc
+        # AAC decodes whole 1024-sample frames; drop the padding past the stream's end
+        n_expected = None
+        if stream.duration is not None and stream.time_base is not None:
+            n_expected = int(round(float(stream.duration * stream.time_base) * sample_rate))
+    if not chunks:
+        raise MediaError(f"{path}: the audio track holds no decodable samples")
+    audio = np.concatenate(chunks).astype(np.float32)
+    if n_expected and len(audio) < 0.98 * n_expected - sample_rate * 0.1:
+        raise MediaError(
+            f"{path}: truncated or corrupt audio: the header lists "
+            f"{n_expected / sample_rate:.2f} s but only {len(audio) / sample_rate:.2f} s decode"
+        )
+    return audio[:n_expected] if n_expected else audio
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    audio: np.ndarray | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    crf: int = 18,
+) -> Path:
+    """Write RGB frames (and optionally mono audio) as an H.264 + AAC mp4.
+
+    `frames` is an array (T, H, W, 3) or any iterable of (H, W, 3) uint8 frames,
+    so long clips can be streamed. H.264 in yuv420p needs even sizes: an odd
+    width or height is padded by one edge pixel. The file is written to a
+    temporary name and moved into place only when complete.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
+            vstream = None
+            astream = None
+            if audio is not None:
+                astream = out.add_stream("aac", rate=sample_rate, layout="mono")
+                astream.bit_rate = 64_000
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                    raise ValueError(
+                        f"{path}: frames must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}"
+                    )
+                h, w = frame.shape[:2]
+                if h % 2 or w % 2:
+                    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                if vstream is None:
+                    vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                    vstream.width, vstream.height = frame.shape[1], frame.shape[0]
+                    vstream.pix_fmt = "yuv420p"
+                    vstream.options = {"crf": str(crf), "preset": "medium"}
+                out.mux(vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            if vstream is None:
+                raise ValueError(f"{path}: no frames to write")
+            out.mux(vstream.encode(None))
+            if astream is not None:
+                _mux_audio(out, astream, np.asarray(audio, dtype=np.float32), sample_rate)
+    return path
+
+
+def _mux_audio(out, stream, audio: np.ndarray, sample_rate: int) -> None:
+    """Encode mono float audio in the AAC encoder's frame size."""
+    audio = np.clip(audio.reshape(-1), -1.0, 1.0)
+    step = stream.codec_context.frame_size or 1024
+    for start in range(0, len(audio), step):
+        chunk = np.ascontiguousarray(audio[start : start + step][None, :])
+        frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+
+
+def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono float audio as 16-bit PCM wav, atomically."""
+    import soundfile as sf
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), np.clip(audio, -1, 1), sample_rate, subtype="PCM_16", format="WAV")
+    return path

@@ -1,0 +1,65 @@
+"""Small helpers every module shares: the device, seeding, atomic writes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+
+def get_device(prefer: str | None = None):
+    """The torch device to run on: CUDA when available, else CPU.
+
+    `prefer` ("cpu" or "cuda") overrides the choice; asking for CUDA on a machine
+    without it is an error rather than a silent fallback.
+    """
+    import torch
+
+    if prefer == "cpu":
+        return torch.device("cpu")
+    if prefer == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def set_seed(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch; return a NumPy Generator for local use."""
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (the legacy global state, for code that still uses it)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # torch is a dependency, but seeding must not need it
+        pass
+    return np.random.default_rng(seed)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; move it onto `path` only on success.
+
+    Whatever was at `path` before stays intact if the block raises or the process
+    dies, so a reader never sees a half-written file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
+    """`np.savez_compressed`, written atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)

@@ -1,0 +1,78 @@
+"""The install files agree with each other and the command line exists."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~;\[ ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def pyproject_requirements() -> set[str]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return set(meta["dependencies"]) | set(meta["optional-dependencies"]["dev"])
+
+
+def environment_requirements() -> set[str]:
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip() == "- pip:")
+    reqs = set()
+    for line in lines[start + 1 :]:
+        item = line.strip()
+        if item.startswith("- ") and not item.startswith("- -e"):
+            reqs.add(item[2:].strip())
+    return reqs
+
+
+def test_environment_yml_names_the_same_dependencies_as_pyproject():
+    env = environment_requirements()
+    env.discard("torch==2.13.0")  # the CPU pin installed first, as in the Makefile
+    assert env == pyproject_requirements()
+
+
+def test_no_second_opencv():
+    names = {_name(r) for r in pyproject_requirements()}
+    assert "opencv-python" not in names  # mediapipe brings opencv-contrib-python
+
+
+def test_layout():
+    for path in (
+        "notebooks",
+        "minitalk",
+        "data_samples",
+        "tests",
+        "environment.yml",
+        "pyproject.toml",
+        "README.md",
+        "Makefile",
+        "benchmarks",
+        ".ci/run",
+    ):
+        assert (ROOT / path).exists(), path
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [["minitalk", "--help"], [sys.executable, "-m", "minitalk", "--help"], ["minitalk", "demo", "--help"]],
+)
+def test_command_line_help(cmd):
+    if cmd[0] == "minitalk":
+        cmd[0] = str(Path(sys.executable).with_name("minitalk"))
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    assert "usage:" in out and "demo" in out
+
+
+def test_demo_names_a_missing_sample(tmp_path):
+    from minitalk.cli import main
+
+    assert main(["demo", "--sample", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 1

@@ -1,0 +1,119 @@
+"""The shipped sample dialogue: its files, its ground truth, and that the two agree."""
+
+import numpy as np
+import pytest
+
+from minitalk import face, io
+from minitalk.audio import zcr_rms
+from minitalk.synthetic import avatar, render_video
+
+
+def psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_files_and_sizes(sample_dir):
+    names = {"dialogue.mp4", "dialogue_gt.npz", "new_dialogue.wav"}
+    assert names <= {p.name for p in sample_dir.iterdir()}
+    assert sum(p.stat().st_size for p in sample_dir.rglob("*") if p.is_file()) < 10e6
+
+
+def test_ground_truth_contract(gt):
+    p, t = gt["speaking"].shape
+    assert p == 2 and t / float(gt["fps"]) >= 40 and float(gt["fps"]) == 25
+    assert gt["pose"].shape == (2, t, 6) and gt["pose"].dtype == np.float32
+    assert gt["speaking"].dtype == bool
+    for key in ("blink", "mouth"):
+        assert gt[key].shape == (2, t) and gt[key].dtype == np.float32
+        assert gt[key].min() >= 0 and gt[key].max() <= 1
+    assert np.all(np.abs(gt["pose"][..., :3]) < 30)  # degrees, not radians
+
+
+def test_video_matches_ground_truth(sample_dir, gt):
+    info = io.probe(sample_dir / "dialogue.mp4")
+    t = gt["pose"].shape[1]
+    assert info.n_frames == t and info.fps == 25 and info.has_audio
+    assert info.width == 2 * int(gt["tile"]) and info.height == int(gt["tile"]) >= 256
+    assert abs(info.duration - t / 25) < 0.1
+
+
+def test_turns(gt):
+    speaking = gt["speaking"]
+    assert not np.any(speaking[0] & speaking[1])
+    who = np.where(speaking[0], 0, np.where(speaking[1], 1, -1))
+    who = who[who >= 0]
+    assert np.count_nonzero(np.diff(who)) >= 4  # at least four swaps of roles
+    assert speaking.mean() > 0.6  # mostly talk, short pauses
+
+
+def test_speaker_moves_more_than_listener(gt):
+    for p in range(2):
+        s = gt["speaking"][p]
+        yaw_speaking, yaw_listening = gt["pose"][p, s, 1], gt["pose"][p, ~s, 1]
+        assert yaw_speaking.std() > 1.5 * yaw_listening.std()
+
+
+def test_listener_nods_follow_the_speakers_voice_with_a_lag(sample_dir, gt):
+    """DialogueNeRF Fig. 6: listener pitch responds to the speaker's RMS and ZCR."""
+    audio = io.read_audio(sample_dir / "new_dialogue.wav")  # a control: unrelated speech
+    mix = io.read_audio(sample_dir / "dialogue.mp4")
+    t = gt["pose"].shape[1]
+    lags = np.arange(0, 26)
+    for signal, expect_link in ((mix, True), (audio, False)):
+        zcr, rms = zcr_rms(signal, io.SAMPLE_RATE, 25, t)
+        drive = np.convolve(rms / rms.max() + zcr / zcr.max(), np.hanning(9), mode="same")
+        best = 0.0
+        for p in range(2):
+            listening = ~gt["speaking"][p] & gt["speaking"][1 - p]
+            pitch = gt["pose"][p, :, 0]
+            corr = [
+                np.corrcoef(
+                    np.diff(drive)[: t - 1 - k][listening[k + 1 :]], np.diff(pitch)[k:][listening[k + 1 :]]
+                )[0, 1]
+                for k in lags
+            ]
+            best = max(best, max(corr))
+        assert (best > 0.3) == expect_link, best
+
+
+@pytest.mark.parametrize("index", [0, 137, 333, 512, 760, -1])
+def test_rerendered_frames_match_the_video(frames, gt, index):
+    """The ground truth is complete: rendering it again gives the frame in the video."""
+    t = index % len(frames)
+    again = next(render_video(gt, [t]))
+    assert psnr(again, frames[t]) > 35
+    other = next(render_video(gt, [(t + 40) % len(frames)]))
+    assert psnr(other, frames[t]) < psnr(again, frames[t]) - 8
+
+
+def test_head_sits_where_the_pose_says(gt):
+    """Rendered silhouette centre vs the head centre projected with the stored intrinsics."""
+    pose = gt["pose"][0, 0].astype(np.float64)
+    img = avatar.render_person(0, pose, gt["torso_pose"][0, 0], 0.0, 0.0)
+    far = pose.copy()
+    far[5] = 50.0  # same head pushed far away: only torso and background remain
+    base = avatar.render_person(0, far, gt["torso_pose"][0, 0], 0.0, 0.0)
+    ys, xs = np.nonzero(np.any(img != base, axis=-1))
+    k = gt["intrinsics"].astype(np.float64)
+    u, v = k[0, 0] * pose[3] / pose[5] + k[0, 2], k[1, 1] * pose[4] / pose[5] + k[1, 2]
+    assert abs(xs.mean() - u) < 4 and abs(ys.mean() - v) < 8
+
+
+def test_facemesh_finds_both_faces(frames):
+    """The real-video face tracker works on the sample: detector run on every frame."""
+    tile = frames.shape[2] // 2
+    for p in range(2):
+        lm = face.detect_landmarks(frames[:, :, p * tile : (p + 1) * tile], static=True)
+        assert np.mean(~np.isnan(lm[:, 0, 0])) >= 0.95
+
+
+def test_tracked_mouth_and_blinks_follow_ground_truth(frames, gt):
+    tile = frames.shape[2] // 2
+    for p in range(2):
+        lm = face.detect_landmarks(frames[:, :, p * tile : (p + 1) * tile], static=False)
+        ok = ~np.isnan(lm[:, 0, 0])
+        assert np.corrcoef(face.mouth_opening(lm[ok]), gt["mouth"][p, ok])[0, 1] > 0.7
+        ear = face.eye_aspect_ratio(lm[ok])
+        closed, open_ = gt["blink"][p, ok] > 0.9, gt["blink"][p, ok] == 0
+        assert ear[closed].mean() < 0.7 * ear[open_].mean()
