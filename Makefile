@@ -21,7 +21,7 @@ demo: install
 	$(VENV)/bin/minitalk demo
 
 test: install
-	$(PY) -m pytest --nbval --sanitize-with notebooks/nbval_sanitize.cfg
+	$(PY) -m pytest --nbval --nbval-sanitize-with notebooks/nbval_sanitize.cfg
 
 lint: install
 	$(VENV)/bin/ruff check minitalk tests benchmarks notebooks

@@ -8,6 +8,7 @@ expression basis of DialogueNeRF Eq. 1, blinks, masks) build on this module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable
 
@@ -24,8 +25,28 @@ CHEEKS = (234, 454)
 EYES = ((33, 133, 159, 145), (362, 263, 386, 374))
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what MediaPipe's C++ side writes straight to file descriptor 2.
+
+    Its start-up notices (TensorFlow Lite delegates, feedback tensors) carry
+    timestamps and thread ids, which would clutter notebooks and logs. Python
+    exceptions are unaffected: they are raised, and printed, after the
+    descriptor is restored.
+    """
+    fd = 2  # the descriptor C++ writes to (not sys.stderr, which Jupyter replaces)
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _face_mesh(static: bool):
-    os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ logging
     import mediapipe as mp
 
     return mp.solutions.face_mesh.FaceMesh(
@@ -46,7 +67,7 @@ def detect_landmarks(images: Iterable[np.ndarray], static: bool = True) -> np.nd
     `static=False` tracks from frame to frame, as a video pipeline would.
     """
     out = []
-    with _face_mesh(static) as mesh:
+    with _quiet_native_stderr(), _face_mesh(static) as mesh:
         for image in images:
             h, w = image.shape[:2]
             result = mesh.process(np.ascontiguousarray(image))

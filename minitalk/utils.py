@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,9 +49,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    # a unique name in the same folder (so the final rename is atomic), created by the writer
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)

@@ -44,7 +44,7 @@ def test_turns(gt):
     who = np.where(speaking[0], 0, np.where(speaking[1], 1, -1))
     who = who[who >= 0]
     assert np.count_nonzero(np.diff(who)) >= 4  # at least four swaps of roles
-    assert speaking.mean() > 0.6  # mostly talk, short pauses
+    assert speaking.any(axis=0).mean() > 0.7  # mostly talk, short pauses
 
 
 def test_speaker_moves_more_than_listener(gt):
@@ -54,27 +54,28 @@ def test_speaker_moves_more_than_listener(gt):
         assert yaw_speaking.std() > 1.5 * yaw_listening.std()
 
 
+def lagged_corr(drive, pitch, mask, lag):
+    """Correlation of pitch at frame t + lag with drive at t, over frames where mask holds."""
+    t = len(drive)
+    keep = mask[lag:]
+    return np.corrcoef(drive[: t - lag][keep], pitch[lag:][keep])[0, 1]
+
+
 def test_listener_nods_follow_the_speakers_voice_with_a_lag(sample_dir, gt):
-    """DialogueNeRF Fig. 6: listener pitch responds to the speaker's RMS and ZCR."""
-    audio = io.read_audio(sample_dir / "new_dialogue.wav")  # a control: unrelated speech
-    mix = io.read_audio(sample_dir / "dialogue.mp4")
+    """DialogueNeRF Fig. 6: listener pitch responds to the speaker's RMS and ZCR, after a lag."""
     t = gt["pose"].shape[1]
-    lags = np.arange(0, 26)
-    for signal, expect_link in ((mix, True), (audio, False)):
-        zcr, rms = zcr_rms(signal, io.SAMPLE_RATE, 25, t)
+    lags = np.arange(0, 30)
+    for source, linked in (("dialogue.mp4", True), ("new_dialogue.wav", False)):  # unrelated speech
+        zcr, rms = zcr_rms(io.read_audio(sample_dir / source), io.SAMPLE_RATE, 25, t)
         drive = np.convolve(rms / rms.max() + zcr / zcr.max(), np.hanning(9), mode="same")
-        best = 0.0
         for p in range(2):
             listening = ~gt["speaking"][p] & gt["speaking"][1 - p]
-            pitch = gt["pose"][p, :, 0]
-            corr = [
-                np.corrcoef(
-                    np.diff(drive)[: t - 1 - k][listening[k + 1 :]], np.diff(pitch)[k:][listening[k + 1 :]]
-                )[0, 1]
-                for k in lags
-            ]
-            best = max(best, max(corr))
-        assert (best > 0.3) == expect_link, best
+            corr = [lagged_corr(drive, gt["pose"][p, :, 0], listening, k) for k in lags]
+            if linked:
+                assert max(corr) > 0.5 and 0.1 <= lags[np.argmax(corr)] / 25 <= 0.8
+                assert corr[0] < max(corr) - 0.2  # the response comes later, not at once
+            else:
+                assert max(np.abs(corr)) < 0.4
 
 
 @pytest.mark.parametrize("index", [0, 137, 333, 512, 760, -1])

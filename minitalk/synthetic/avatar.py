@@ -216,23 +216,29 @@ def warp_mouth(u, v, mouth_param, opening: float):
     return src, inside, np.clip(below / np.maximum(gap, 1e-6), 0.0, 1.0)
 
 
-def warp_eyes(u, v, eyes, closure: float):
-    """Slide each upper lid down over the eye; returns source rows and a lash-line shadow."""
-    src = v.copy()
-    shadow = np.zeros_like(v)
+def eyelids(u, v, eyes, closure: float, lash_width: float):
+    """Upper lids lowered over the eyes by `closure` (0 open .. 1 shut).
+
+    Returns where the lid covers the eye, a shading of the lid (darker toward
+    its edge) and the dark lash line along its lower edge, all (n, n).
+    """
+    lid = np.zeros(v.shape, bool)
+    lid_shade = np.ones_like(v)
+    lash = np.zeros_like(v)
     if closure <= 0:
-        return src, shadow
+        return lid, lid_shade, lash
     for uc, v_up, v_low, half_w in eyes:
         x = (u - uc) / (1.15 * half_w)
-        arc = np.sqrt(np.clip(1 - x * x, 0.0, 1.0))
-        top = v_up - 0.35 * (v_low - v_up) - 1.0
-        bottom = v_low + 0.35 * (v_low - v_up) + 1.0
+        arc = np.sqrt(np.clip(1 - x * x, 0.0, 1.0))  # the lid's curve across the eye
+        top = v_up - 0.2 * (v_low - v_up) - 0.5
+        bottom = v_low + 0.2 * (v_low - v_up) + 0.5
         edge = top + closure * (bottom - top) * arc  # the lid's lower edge
-        lid = (v >= top) & (v < edge) & (arc > 0)
-        src = np.where(lid, top - 0.3 * (edge - v) - 1.0, src)
-        near = np.exp(-(((v - edge) / 1.2) ** 2)) * (arc > 0) * min(1.0, 3 * closure)
-        shadow = np.maximum(shadow, 0.45 * near)
-    return src, shadow
+        here = (v >= top) & (v < edge) & (arc > 0)
+        lid |= here
+        lid_shade = np.where(here, 0.97 - 0.12 * (v - top) / np.maximum(edge - top, 1e-6), lid_shade)
+        line = np.exp(-(((v - edge) / lash_width) ** 2)) * arc * min(1.0, 2 * closure)
+        lash = np.maximum(lash, 0.6 * line)
+    return lid, lid_shade, lash
 
 
 # --- one person, one frame ------------------------------------------------------------------
@@ -253,7 +259,7 @@ def render_person(index: int, pose, torso_pose, mouth: float, blink: float) -> n
     u = person.centre[0] + p_head[..., 0] * person.scale
     v = person.centre[1] + p_head[..., 1] * person.scale
     v_src, interior, depth_in_mouth = warp_mouth(u, v, person.mouth, mouth)
-    v_src, lash = warp_eyes(u, v_src, person.eyes, blink)
+    lid, lid_shade, lash = eyelids(u, v, person.eyes, blink, 0.0025 * person.scale)
     mu, mv = u.astype(np.float32), v_src.astype(np.float32)
     front = cv2.remap(person.front, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     back = cv2.remap(person.back, mu, mv, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -262,6 +268,7 @@ def render_person(index: int, pose, torso_pose, mouth: float, blink: float) -> n
     teeth = (depth_in_mouth < 0.22)[..., None] & (mouth > 0.25)
     mouth_colour = np.where(teeth, np.array([0.86, 0.83, 0.76]), mouth_colour)
     head = np.where((interior & (p_head[..., 2] < 0))[..., None], mouth_colour, head)
+    head = np.where(lid[..., None], person.skin * lid_shade[..., None], head)
     head = head * (1 - lash[..., None]) * shade(p_head, head_rot, HEAD_RADII)
 
     neck = person.skin * 0.9 * shade(p_neck - NECK_CENTRE, body_rot, NECK_RADII)

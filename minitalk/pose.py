@@ -1,0 +1,312 @@
+"""Head-pose generation for speaker and listener with a TCN (DialogueNeRF IV-A, Fig. 9-10).
+
+A temporal convolutional network (Bai, Kolter and Koltun 2018) maps per-frame
+inputs to per-frame head poses. Its convolutions are
+
+* causal: the output at frame t sees inputs at frames <= t only. A Conv1d
+  padded by (k - 1) * d on both sides is made causal by chopping the last
+  (k - 1) * d outputs (`Chomp1d`);
+* dilated: level i skips 2^i frames, so the receptive field grows
+  exponentially with depth: 1 + 2 (k - 1) (2^L - 1) frames for L levels of
+  two convolutions each;
+* weight-normalised, in residual blocks.
+
+Two TCNs, used in turn (DialogueNeRF generates the speaker's pose f_p,s and
+the listener's f_p,l):
+
+    speaker:  ZCR, RMS of the speech                      -> speaker pose
+    listener: ZCR, RMS of the speech, the speaker's pose  -> listener pose
+
+The speaker's pose is generated first and then fed to the listener's network.
+Neither network ever sees its own past output, so generation cannot drift: a
+minute of audio yields a minute of pose with the same statistics throughout.
+Poses are learned relative to each person's mean pose, so the same networks
+serve both people, whichever role each has.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import weight_norm
+
+from minitalk.utils import get_device, set_seed
+
+# --- the network (Bai et al. 2018) ----------------------------------------------------------
+
+
+class Chomp1d(nn.Module):
+    """Drop the last `size` time steps: turns a symmetric padding into a causal one."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):  # (B, C, T + size) -> (B, C, T)
+        return x[:, :, : -self.size] if self.size else x
+
+
+class TemporalBlock(nn.Module):
+    """Two dilated causal convolutions with a residual connection."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float):
+        super().__init__()
+        pad = (kernel_size - 1) * dilation
+        layers = []
+        for c in (c_in, c_out):
+            layers += [
+                weight_norm(nn.Conv1d(c, c_out, kernel_size, padding=pad, dilation=dilation)),
+                Chomp1d(pad),
+                nn.ReLU(),
+                nn.Dropout(dropout),
+            ]
+        self.net = nn.Sequential(*layers)
+        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x):  # (B, C_in, T) -> (B, C_out, T)
+        return torch.relu(self.net(x) + self.skip(x))
+
+
+class TemporalConvNet(nn.Module):
+    """A stack of TemporalBlocks with dilations 1, 2, 4, ..., and a linear read-out."""
+
+    def __init__(self, n_in: int, n_out: int, channels: int, levels: int, kernel_size: int, dropout: float):
+        super().__init__()
+        self.kernel_size, self.levels = kernel_size, levels
+        blocks = [
+            TemporalBlock(n_in if i == 0 else channels, channels, kernel_size, 2**i, dropout)
+            for i in range(levels)
+        ]
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Conv1d(channels, n_out, 1)
+
+    @property
+    def receptive_field(self) -> int:
+        """Frames of input that one output frame depends on."""
+        return 1 + 2 * (self.kernel_size - 1) * (2**self.levels - 1)
+
+    def forward(self, x):  # (B, n_in, T) -> (B, n_out, T)
+        return self.head(self.blocks(x))
+
+
+# --- training data: roles, normalisation, windows ------------------------------------------
+
+
+@dataclass
+class PoseConfig:
+    channels: int = 32
+    levels: int = 5  # receptive field 125 frames = 5 s at 25 fps with kernel 3
+    kernel_size: int = 3
+    dropout: float = 0.1
+    lr: float = 2e-3
+    epochs: int = 40  # one epoch: a window ending at every training frame, once
+    window: int = 100  # frames per training window
+    batch: int = 64
+    use_audio: bool = True  # the listener's ablations of DialogueNeRF Fig. 10
+    use_speaker_pose: bool = True
+    seed: int = 0
+
+
+PAPER_CONFIG = PoseConfig(lr=5e-5, epochs=200)  # DialogueNeRF V-A: Adam, lr 5e-5, 200 epochs
+
+
+def speaker_track(speaking: np.ndarray) -> np.ndarray:
+    """Who holds the floor at each frame (T,): the last person who spoke, through pauses."""
+    who = np.where(speaking[0], 0, np.where(speaking[1], 1, -1))
+    first = who[who >= 0][0] if np.any(who >= 0) else 0
+    out = np.empty(len(who), np.int64)
+    current = first
+    for t, w in enumerate(who):
+        current = w if w >= 0 else current
+        out[t] = current
+    return out
+
+
+def turn_segments(speaker: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) frame ranges over which the speaker does not change."""
+    cuts = np.flatnonzero(np.diff(speaker)) + 1
+    bounds = np.concatenate([[0], cuts, [len(speaker)]])
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+def moving_average(x: np.ndarray, n: int) -> np.ndarray:
+    """Centred moving average of odd width n along axis 1 of (P, T, D), edges held."""
+    padded = np.pad(x, ((0, 0), (n // 2, n // 2), (0, 0)), mode="edge")
+    c = np.cumsum(np.pad(padded, ((0, 0), (1, 0), (0, 0))), axis=1)
+    return (c[:, n:] - c[:, :-n]) / n
+
+
+def audio_inputs(zcr: np.ndarray, rms: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(T, 2) normalised ZCR and RMS."""
+    return np.stack([zcr / scale[0], rms / scale[1]], -1).astype(np.float32)
+
+
+def by_role(pose: np.ndarray, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 6) poses of whoever speaks and whoever listens at each frame."""
+    t = np.arange(len(speaker))
+    return pose[speaker, t], pose[1 - speaker, t]
+
+
+# --- the model ------------------------------------------------------------------------------
+
+
+class PoseGenerator:
+    """Speaker and listener TCNs plus the normalisation they were trained with."""
+
+    def __init__(self, config: PoseConfig | None = None):
+        self.config = config or PoseConfig()
+        c = self.config
+        n_listener_in = 2 * c.use_audio + 6 * c.use_speaker_pose
+        if n_listener_in == 0:
+            raise ValueError("the listener needs audio, speaker pose or both")
+        set_seed(c.seed)
+        net = dict(channels=c.channels, levels=c.levels, kernel_size=c.kernel_size, dropout=c.dropout)
+        self.speaker_net = TemporalConvNet(2, 6, **net)
+        self.listener_net = TemporalConvNet(n_listener_in, 6, **net)
+        self.audio_scale = np.ones(2, np.float32)
+        self.pose_mean = np.zeros((2, 6), np.float32)  # per person
+        self.pose_std = np.ones(6, np.float32)
+        self.history: list[float] = []
+
+    @property
+    def receptive_field(self) -> int:
+        return self.speaker_net.receptive_field
+
+    def _listener_inputs(self, aud: torch.Tensor, spk: torch.Tensor) -> torch.Tensor:
+        parts = ([aud] if self.config.use_audio else []) + ([spk] if self.config.use_speaker_pose else [])
+        return torch.cat(parts, dim=1)
+
+    # -- training --
+
+    def fit(self, pose, speaking, zcr, rms, train_mask=None, device=None, progress=False):
+        """Learn both networks from tracks: pose (2, T, 6), speaking (2, T), zcr and rms (T,).
+
+        `train_mask` (T,) marks the frames whose poses may be learned from; the
+        others (held-out) still feed the causal context as inputs, never as targets.
+        """
+        c = self.config
+        device = device or get_device()
+        t_len = pose.shape[1]
+        train_mask = np.ones(t_len, bool) if train_mask is None else train_mask
+        speaker = speaker_track(speaking)
+        self.audio_scale = np.array([np.percentile(zcr, 95), np.percentile(rms, 95)], np.float32) + 1e-8
+        self.pose_mean = np.stack([pose[p, train_mask].mean(0) for p in range(2)]).astype(np.float32)
+        rel = pose - self.pose_mean[:, None]
+        self.pose_std = rel[:, train_mask].reshape(-1, 6).std(0).astype(np.float32) + 1e-6
+        spk, lst = by_role(rel / self.pose_std, speaker)
+        aud = audio_inputs(zcr, rms, self.audio_scale)
+
+        # windows inside one turn, ending at every training frame; targets only on training frames
+        windows = []
+        for a, b in turn_segments(speaker):
+            for end in range(a + 1, b + 1):
+                if train_mask[end - 1]:
+                    windows.append((max(a, end - c.window), end))
+        gen = torch.Generator().manual_seed(c.seed)
+
+        def batch_of(idx):
+            n = max(e - s for s, e in (windows[i] for i in idx))
+            x_a, x_s, y_s, y_l, m = (np.zeros((len(idx), n, d), np.float32) for d in (2, 6, 6, 6, 1))
+            for j, i in enumerate(idx):
+                s, e = windows[i]
+                k = e - s  # right-aligned, zero history before the turn starts (as at generation)
+                x_a[j, n - k :], x_s[j, n - k :] = aud[s:e], spk[s:e]
+                y_s[j, n - k :], y_l[j, n - k :] = spk[s:e], lst[s:e]
+                m[j, n - k :, 0] = train_mask[s:e]
+            return [torch.from_numpy(v).transpose(1, 2).to(device) for v in (x_a, x_s, y_s, y_l, m)]
+
+        nets = [self.speaker_net.to(device), self.listener_net.to(device)]
+        params = [p for net in nets for p in net.parameters()]
+        opt = torch.optim.Adam(params, lr=c.lr)
+        for net in nets:
+            net.train()
+        self.history = []
+        start = time.time()
+        for _epoch in range(c.epochs):
+            order = torch.randperm(len(windows), generator=gen).tolist()
+            total = 0.0
+            for i in range(0, len(order), c.batch):
+                x_a, x_s, y_s, y_l, m = batch_of(order[i : i + c.batch])
+                pred_s = self.speaker_net(x_a)
+                # teacher forcing: the listener learns from the real speaker's pose
+                pred_l = self.listener_net(self._listener_inputs(x_a, x_s))
+                loss = (((pred_s - y_s) ** 2 + (pred_l - y_l) ** 2) * m).sum() / (12 * m.sum())
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += loss.item()
+            self.history.append(total / max(1, (len(order) + c.batch - 1) // c.batch))
+            if progress:
+                print(f"epoch {_epoch + 1}/{c.epochs} loss {self.history[-1]:.4f}")
+        for net in nets:
+            net.eval().cpu()
+        self.train_seconds = time.time() - start
+        return self
+
+    # -- generation --
+
+    @torch.no_grad()
+    def generate_roles(self, zcr, rms, speaker_pose=None, device=None):
+        """Relative poses (T, 6) of the speaker and the listener for one stretch of speech.
+
+        Pass `speaker_pose` (T, 6, relative to the person's mean) to condition the
+        listener on a known speaker motion instead of the generated one.
+        """
+        device = device or torch.device("cpu")
+        aud = torch.from_numpy(audio_inputs(zcr, rms, self.audio_scale)).T[None].to(device)
+        self.speaker_net.to(device), self.listener_net.to(device)
+        std = torch.from_numpy(self.pose_std)[None, :, None].to(device)
+        spk = self.speaker_net(aud)
+        if speaker_pose is not None:
+            spk = torch.from_numpy(np.asarray(speaker_pose, np.float32)).T[None].to(device) / std
+        lst = self.listener_net(self._listener_inputs(aud, spk))
+        self.speaker_net.cpu(), self.listener_net.cpu()
+        return (spk * std)[0].T.cpu().numpy(), (lst * std)[0].T.cpu().numpy()
+
+    def generate(self, zcr, rms, speaking, fps: float = 25.0, crossfade_s: float = 0.4):
+        """Poses (2, T, 6) of both people for new speech, given who speaks when (2, T).
+
+        Each turn is generated from its own start (as in training); at a change
+        of turn each person blends from one role to the other over `crossfade_s`.
+        """
+        speaker = speaker_track(speaking)
+        out = np.zeros((2, len(speaker), 6), np.float32)
+        for a, b in turn_segments(speaker):
+            spk, lst = self.generate_roles(zcr[a:b], rms[a:b])
+            s = speaker[a]
+            out[s, a:b], out[1 - s, a:b] = spk, lst
+        # soften each change of role: a centred moving average over a short window around the cut
+        n = max(1, int(crossfade_s * fps)) | 1
+        blurred = moving_average(out, n)
+        near_cut = np.zeros(len(speaker), bool)
+        for a, _ in turn_segments(speaker)[1:]:
+            near_cut[max(0, a - n) : a + n] = True
+        out[:, near_cut] = blurred[:, near_cut]
+        return out + self.pose_mean[:, None]
+
+    # -- saving --
+
+    def state_dict(self) -> dict:
+        return {
+            "config": asdict(self.config),
+            "speaker_net": self.speaker_net.state_dict(),
+            "listener_net": self.listener_net.state_dict(),
+            "audio_scale": torch.from_numpy(self.audio_scale),
+            "pose_mean": torch.from_numpy(self.pose_mean),
+            "pose_std": torch.from_numpy(self.pose_std),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> PoseGenerator:
+        model = cls(PoseConfig(**state["config"]))
+        model.speaker_net.load_state_dict(state["speaker_net"])
+        model.listener_net.load_state_dict(state["listener_net"])
+        model.audio_scale = state["audio_scale"].numpy()
+        model.pose_mean = state["pose_mean"].numpy()
+        model.pose_std = state["pose_std"].numpy()
+        model.speaker_net.eval(), model.listener_net.eval()
+        return model
