@@ -58,8 +58,10 @@ def replay_poses(pose: np.ndarray, train: np.ndarray) -> np.ndarray:
     return out
 
 
-def compare(pose, speaking, zcr, rms, config: PoseConfig | None = None, fraction: float = 0.2) -> dict:
-    """Train the model and its ablations, run the baselines, score all on held-out frames.
+def compare(
+    pose, speaking, zcr, rms, config: PoseConfig | None = None, fraction: float = 0.2, ablations: bool = True
+) -> dict:
+    """Train the model (and its ablations), run the baselines, score all on held-out frames.
 
     Returns a dict with per-variant predictions by role and the metrics.
     """
@@ -74,21 +76,33 @@ def compare(pose, speaking, zcr, rms, config: PoseConfig | None = None, fraction
         "tcn": generate_given_speaker(full, pose, speaking, zcr, rms, use_real_speaker=True),
         "tcn_from_audio": generate_given_speaker(full, pose, speaking, zcr, rms, use_real_speaker=False),
     }
-    for name, cfg in (("no_speaker_pose", replace(config, use_speaker_pose=False)),
-                      ("no_audio", replace(config, use_audio=False))):
+    for name, cfg in (
+        ("no_speaker_pose", replace(config, use_speaker_pose=False)),
+        ("no_audio", replace(config, use_audio=False)),
+    ):
         model = PoseGenerator(cfg).fit(pose, speaking, zcr, rms, train)
         variants[name] = generate_given_speaker(model, pose, speaking, zcr, rms, use_real_speaker=True)
     mean = np.stack([np.broadcast_to(pose[p, train].mean(0), pose[p].shape) for p in range(2)])
     variants["mean"] = by_role(mean, speaker)
     variants["replay"] = by_role(replay_poses(pose, train), speaker)
 
-    scores = {"listener_pitch_corr": {}, "listener_posefd": {}, "listener_posel1": {},
-              "speaker_posefd": {}, "speaker_posel1": {}}
+    scores = {
+        "listener_pitch_corr": {},
+        "listener_posefd": {},
+        "listener_posel1": {},
+        "speaker_posefd": {},
+        "speaker_posel1": {},
+    }
     for name, (spk, lst) in variants.items():
         scores["listener_pitch_corr"][name] = metrics.correlation(lst[held, 0], real_lst[held, 0])
         scores["listener_posefd"][name] = metrics.pose_fd(lst[held], real_lst[held])
         scores["listener_posel1"][name] = metrics.pose_l1(lst[held], real_lst[held])
         scores["speaker_posefd"][name] = metrics.pose_fd(spk[held], real_spk[held])
         scores["speaker_posel1"][name] = metrics.pose_l1(spk[held], real_spk[held])
-    return {"model": full, "held_out": held, "variants": variants, "real": (real_spk, real_lst),
-            "scores": scores}
+    return {
+        "model": full,
+        "held_out": held,
+        "variants": variants,
+        "real": (real_spk, real_lst),
+        "scores": scores,
+    }

@@ -106,9 +106,7 @@ def test_training_is_deterministic():
 
 def test_a_minute_of_speech_does_not_drift():
     pose, speaking, zcr, rms = synthetic_conversation(n_turns=4, turn_len=120)
-    model = PoseGenerator(PoseConfig(channels=8, levels=3, epochs=3, window=40)).fit(
-        pose, speaking, zcr, rms
-    )
+    model = PoseGenerator(PoseConfig(channels=8, levels=3, epochs=3, window=40)).fit(pose, speaking, zcr, rms)
     # one long turn of 60 s: person 0 speaks throughout
     reps = 1500 // len(zcr) + 1
     z, r = np.tile(zcr, reps)[:1500], np.tile(np.maximum(rms, 0.05), reps)[:1500]
@@ -119,14 +117,12 @@ def test_a_minute_of_speech_does_not_drift():
     first, last = gen[:, 100:500], gen[:, -400:]
     assert np.allclose(first.mean(1), last.mean(1), atol=0.5 * first.std(1).max() + 1e-3)
     ratio = last.std(1) / (first.std(1) + 1e-6)
-    assert np.all((ratio[..., :3] > 0.5) & (ratio[..., :3] < 2.0))
+    assert np.all((ratio[..., :2] > 0.5) & (ratio[..., :2] < 2.0))  # pitch and yaw move; roll is 0
 
 
 def test_save_and_load_with_weights_only():
     pose, speaking, zcr, rms = synthetic_conversation(n_turns=2, turn_len=60)
-    model = PoseGenerator(PoseConfig(channels=8, levels=2, epochs=1, window=30)).fit(
-        pose, speaking, zcr, rms
-    )
+    model = PoseGenerator(PoseConfig(channels=8, levels=2, epochs=1, window=30)).fit(pose, speaking, zcr, rms)
     buf = _io.BytesIO()
     torch.save(model.state_dict(), buf)
     buf.seek(0)

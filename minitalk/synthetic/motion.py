@@ -8,7 +8,10 @@ seeded random generator:
 * head pose (DialogueNeRF Fig. 3): the speaker moves more (turns, emphasis
   nods); the listener mostly nods, and its nods respond to the speaker's
   loudness (RMS) and zero-crossing rate with a short lag (Fig. 6), through a
-  causal filter that a pose model can learn;
+  causal filter that a pose model can learn. The listener also partly mirrors
+  the speaker's head turns, a moment later: it receives "both visual and
+  acoustic information" from the speaker (Fig. 1), so the pose model has a
+  reason to look at the speaker's pose as well as the audio;
 * blinks at random moments; the torso follows the head loosely, with a lag.
 
 Pose layout: (pitch, yaw, roll) in degrees, then (tx, ty, tz) in metres, as in
@@ -28,6 +31,7 @@ TORSO_OFFSET = np.array([0.0, 0.165, 0.03])  # torso origin relative to the head
 FACING_YAW = (-8.0, 8.0)  # each person turns a little toward the other
 ANGLE_LIMITS = np.array([18.0, 28.0, 12.0])  # soft limits on pitch, yaw, roll
 NOD_LAG_S = 0.2  # the listener responds this long after the speaker's voice
+MIMIC_LAG_S = 0.4  # ... and mirrors the speaker's head turns this long after them
 
 
 @dataclass
@@ -115,27 +119,31 @@ def generate_motion(
     pose = np.zeros((2, n_frames, 6))
     lag = int(round(NOD_LAG_S * fps))
     kernel = nod_kernel(fps)
+    # speaking: emphasis nods on one's own loudness, free turning and tilting
+    spk_pitch = [4.0 * smooth(loud[p], fps, 0.3) + ou_noise(rng, n_frames, fps, 2.5, 0.8) for p in (0, 1)]
+    spk_yaw = [ou_noise(rng, n_frames, fps, 9.0, 1.2) for _ in (0, 1)]
+    spk_roll = [ou_noise(rng, n_frames, fps, 3.0, 1.5) for _ in (0, 1)]
+    mimic = int(round(MIMIC_LAG_S * fps))
     for p in range(2):
         other = 1 - p
-        # speaking: emphasis nods on own loudness, free turning and swaying
-        spk_pitch = 4.0 * smooth(loud[p], fps, 0.3) + ou_noise(rng, n_frames, fps, 2.5, 0.8)
-        spk_yaw = ou_noise(rng, n_frames, fps, 9.0, 1.2)
-        spk_roll = ou_noise(rng, n_frames, fps, 3.0, 1.5)
-        # listening: nods driven by the other's loudness and zero-crossing rate, after a lag
+        # listening, acoustic: nods driven by the other's loudness and zero-crossing rate, after a lag
         drive = smooth(0.6 * loud[other] + 0.4 * bright[other], fps, 0.3)
         nod = np.convolve(drive, kernel)[:n_frames]
         nod = np.concatenate([np.zeros(lag), nod[: n_frames - lag]])
         nod *= 7.0 / (np.percentile(np.abs(nod), 99) + 1e-8)
-        lst_pitch = nod + ou_noise(rng, n_frames, fps, 0.8, 1.5)
-        lst_yaw = ou_noise(rng, n_frames, fps, 2.5, 3.0)
-        lst_roll = ou_noise(rng, n_frames, fps, 1.2, 3.0)
+        # listening, visual: partly mirror the speaker's turns and tilts, a little later
+        follow_yaw = np.concatenate([np.zeros(mimic), smooth(spk_yaw[other], fps, 0.4)[: n_frames - mimic]])
+        follow_roll = np.concatenate([np.zeros(mimic), smooth(spk_roll[other], fps, 0.4)[: n_frames - mimic]])
+        lst_pitch = nod + ou_noise(rng, n_frames, fps, 0.5, 1.5)
+        lst_yaw = 0.35 * follow_yaw + ou_noise(rng, n_frames, fps, 1.0, 3.0)
+        lst_roll = 0.35 * follow_roll + ou_noise(rng, n_frames, fps, 0.6, 3.0)
 
         w = role[p]
         angles = np.stack(
             [
-                w * spk_pitch + (1 - w) * lst_pitch,
-                FACING_YAW[p] + w * spk_yaw + (1 - w) * lst_yaw,
-                w * spk_roll + (1 - w) * lst_roll,
+                w * spk_pitch[p] + (1 - w) * lst_pitch,
+                FACING_YAW[p] + w * spk_yaw[p] + (1 - w) * lst_yaw,
+                w * spk_roll[p] + (1 - w) * lst_roll,
             ],
             -1,
         )

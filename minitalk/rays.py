@@ -1,0 +1,513 @@
+"""Ray sampling helpers: each a plain NumPy reference beside its Numba twin.
+
+These are the loops over rays and samples at the heart of a NeRF, the part that
+the reference systems write as hand-made CUDA (torch-ngp / RAD-NeRF / ER-NeRF
+`raymarching`, nerfacc). Here every helper exists three times with one
+signature:
+
+* `name_numpy`: the readable reference, vectorised NumPy;
+* `name_numba`: the same computation as explicit loops compiled by Numba
+  (`@njit(cache=True, nogil=True)`, `parallel=True` with `prange` over rays);
+* `name(...)`: the dispatcher: torch tensors (CPU or CUDA) go to the torch
+  path in `minitalk.render`-style tensor code so the GPU never round-trips
+  through NumPy; NumPy arrays go to Numba.
+
+Randomness is always passed in (arrays of uniform numbers `u`), so the twins
+are tested equal on the same draws.
+
+Conventions: rays live in the canonical head frame (the head is fixed in a
+box, the camera moves by the inverse head pose, as in AD-NeRF and DialogueNeRF
+IV-B); `rays_o`, `rays_d` are (N, 3); `t_vals` are distances along the ray.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from numba import njit, prange
+
+from minitalk.camera import camera_to_head
+
+# --- camera rays (DialogueNeRF IV-B: the camera moves by the inverse head pose) --------------
+
+
+def camera_rays_numpy(k: np.ndarray, c2w: np.ndarray, pixels: np.ndarray):
+    """Rays through pixel centres. k (3, 3); c2w (4, 4) camera-to-head; pixels (N, 2) as (x, y).
+
+    Returns rays_o (N, 3) and unit rays_d (N, 3), both float32.
+    """
+    x = (pixels[:, 0] + 0.5 - k[0, 2]) / k[0, 0]
+    y = (pixels[:, 1] + 0.5 - k[1, 2]) / k[1, 1]
+    d_cam = np.stack([x, y, np.ones_like(x)], -1)  # (N, 3), OpenCV camera: z forward
+    d = d_cam @ c2w[:3, :3].T
+    d /= np.linalg.norm(d, axis=-1, keepdims=True)
+    o = np.broadcast_to(c2w[:3, 3], d.shape)
+    return o.astype(np.float32), d.astype(np.float32)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def camera_rays_numba(k, c2w, pixels):
+    n = pixels.shape[0]
+    rays_o = np.empty((n, 3), np.float32)
+    rays_d = np.empty((n, 3), np.float32)
+    for i in prange(n):
+        x = (pixels[i, 0] + 0.5 - k[0, 2]) / k[0, 0]
+        y = (pixels[i, 1] + 0.5 - k[1, 2]) / k[1, 1]
+        dx = c2w[0, 0] * x + c2w[0, 1] * y + c2w[0, 2]
+        dy = c2w[1, 0] * x + c2w[1, 1] * y + c2w[1, 2]
+        dz = c2w[2, 0] * x + c2w[2, 1] * y + c2w[2, 2]
+        norm = np.sqrt(dx * dx + dy * dy + dz * dz)
+        rays_d[i, 0], rays_d[i, 1], rays_d[i, 2] = dx / norm, dy / norm, dz / norm
+        rays_o[i, 0], rays_o[i, 1], rays_o[i, 2] = c2w[0, 3], c2w[1, 3], c2w[2, 3]
+    return rays_o, rays_d
+
+
+def pixel_grid(height: int, width: int) -> np.ndarray:
+    """All pixel coordinates (H * W, 2) as (x, y), row-major."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x.ravel(), y.ravel()], -1).astype(np.float32)
+
+
+def head_rays(k: np.ndarray, pose: np.ndarray, pixels: np.ndarray):
+    """Rays in the canonical head frame for a head pose (6,): see `minitalk.camera`."""
+    c2w = camera_to_head(np.asarray(pose, np.float64))
+    return camera_rays_numba(np.asarray(k, np.float64), c2w, np.ascontiguousarray(pixels, np.float32))
+
+
+# --- ray / box intersection (the slab method) ------------------------------------------------
+
+
+def ray_aabb_numpy(rays_o, rays_d, box_min, box_max):
+    """Entry and exit distances of each ray through an axis-aligned box.
+
+    Returns near (N,), far (N,) and hit (N,) bool. Rays that miss get
+    near = far = 0 and hit = False (never NaN). A ray starting inside has near 0.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inv = 1.0 / rays_d
+        t0 = (np.asarray(box_min) - rays_o) * inv
+        t1 = (np.asarray(box_max) - rays_o) * inv
+    t_lo = np.where(np.isnan(t0), -np.inf, np.minimum(t0, t1))
+    t_hi = np.where(np.isnan(t1), np.inf, np.maximum(t0, t1))
+    near = np.maximum(t_lo.max(-1), 0.0)
+    far = t_hi.min(-1)
+    hit = far > near
+    return (np.where(hit, near, 0).astype(np.float32), np.where(hit, far, 0).astype(np.float32), hit)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def ray_aabb_numba(rays_o, rays_d, box_min, box_max):
+    n = rays_o.shape[0]
+    near = np.zeros(n, np.float32)
+    far = np.zeros(n, np.float32)
+    hit = np.zeros(n, np.bool_)
+    for i in prange(n):
+        lo, hi = 0.0, np.inf
+        for a in range(3):
+            o, d = rays_o[i, a], rays_d[i, a]
+            if d == 0.0:
+                if o < box_min[a] or o > box_max[a]:
+                    lo, hi = 1.0, 0.0  # parallel to this slab and outside it: a miss
+                continue
+            t0 = (box_min[a] - o) / d
+            t1 = (box_max[a] - o) / d
+            lo = max(lo, min(t0, t1))
+            hi = min(hi, max(t0, t1))
+        if hi > lo:
+            near[i], far[i], hit[i] = lo, hi, True
+    return near, far, hit
+
+
+# --- stratified samples (NeRF section 4) -----------------------------------------------------
+
+
+def stratified_numpy(near, far, u):
+    """One sample in each of S equal bins of [near, far]; u (N, S) in [0, 1) jitters it.
+
+    Pass u = 0.5 everywhere for the bin centres (evaluation). Returns t_vals (N, S).
+    """
+    s = u.shape[1]
+    edges = np.arange(s, dtype=np.float32) / s
+    frac = edges[None, :] + u / s
+    return (near[:, None] + (far - near)[:, None] * frac).astype(np.float32)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def stratified_numba(near, far, u):
+    n, s = u.shape
+    t = np.empty((n, s), np.float32)
+    for i in prange(n):
+        span = far[i] - near[i]
+        for j in range(s):
+            t[i, j] = near[i] + span * ((j + u[i, j]) / s)
+    return t
+
+
+# --- hierarchical sampling: inverse transform of the coarse weights (NeRF section 5.2) -------
+
+
+def importance_numpy(bins, weights, u):
+    """Draw K samples per ray from the piecewise-constant pdf that `weights` define on `bins`.
+
+    bins (N, B + 1) are bin edges along each ray, weights (N, B) >= 0 the coarse
+    compositing weights, u (N, K) uniform numbers in [0, 1) (sorted u give sorted
+    samples). A small constant keeps empty rays sampling uniformly.
+    """
+    w = weights.astype(np.float64) + 1e-5
+    pdf = w / w.sum(-1, keepdims=True)
+    cdf = np.concatenate([np.zeros_like(pdf[:, :1]), np.cumsum(pdf, -1)], -1)  # (N, B + 1)
+    cdf[:, -1] = 1.0
+    # one searchsorted for all rays: lift row i by 2 i so the rows never interleave
+    n, width = cdf.shape
+    lift = 2.0 * np.arange(n)[:, None]
+    flat = np.searchsorted((cdf + lift).ravel(), (u + lift).ravel(), side="right")
+    idx = flat.reshape(u.shape) - width * np.arange(n)[:, None]  # first index with cdf > u
+    below = np.clip(idx - 1, 0, bins.shape[1] - 2)
+    c0, c1 = np.take_along_axis(cdf, below, -1), np.take_along_axis(cdf, below + 1, -1)
+    b0, b1 = np.take_along_axis(bins, below, -1), np.take_along_axis(bins, below + 1, -1)
+    denom = np.where(c1 - c0 < 1e-8, 1.0, c1 - c0)
+    return (b0 + (u - c0) / denom * (b1 - b0)).astype(np.float32)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def importance_numba(bins, weights, u):
+    n, k = u.shape
+    nb = weights.shape[1]
+    out = np.empty((n, k), np.float32)
+    for i in prange(n):
+        cdf = np.empty(nb + 1)
+        cdf[0] = 0.0
+        total = 0.0
+        for j in range(nb):
+            total += weights[i, j] + 1e-5
+        acc = 0.0
+        for j in range(nb):
+            acc += (weights[i, j] + 1e-5) / total
+            cdf[j + 1] = acc
+        cdf[nb] = 1.0
+        for m in range(k):
+            x = u[i, m]
+            lo, hi = 0, nb + 1  # first index with cdf > x (searchsorted side="right")
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if cdf[mid] <= x:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            below = min(max(lo - 1, 0), nb - 1)
+            c0, c1 = cdf[below], cdf[below + 1]
+            denom = c1 - c0 if c1 - c0 >= 1e-8 else 1.0
+            out[i, m] = bins[i, below] + (x - c0) / denom * (bins[i, below + 1] - bins[i, below])
+    return out
+
+
+# --- occupancy grid and empty-space skipping (Instant-NGP / ER-NeRF) -------------------------
+
+
+def grid_cell_centres(box_min, box_max, res: int) -> np.ndarray:
+    """Centres (res^3, 3) of the grid's cells, x-major like the grid's flat index."""
+    box_min, box_max = np.asarray(box_min, np.float64), np.asarray(box_max, np.float64)
+    idx = (np.arange(res) + 0.5) / res
+    x, y, z = np.meshgrid(idx, idx, idx, indexing="ij")
+    return (box_min + np.stack([x, y, z], -1).reshape(-1, 3) * (box_max - box_min)).astype(np.float32)
+
+
+def grid_update_numpy(ema, density, decay: float = 0.95, threshold: float = 0.01):
+    """Fold fresh densities into the running grid: ema <- max(decay * ema, density).
+
+    Returns the new ema and the occupied cells (ema > threshold). Decaying the old
+    value lets cells empty out when the scene stops needing them.
+    """
+    ema = np.maximum(decay * ema, density).astype(np.float32)
+    return ema, ema > threshold
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def grid_update_numba(ema, density, decay=0.95, threshold=0.01):
+    flat_e, flat_d = ema.ravel(), density.ravel()
+    out = np.empty(flat_e.size, np.float32)
+    occ = np.empty(flat_e.size, np.bool_)
+    for i in prange(flat_e.size):
+        out[i] = max(np.float32(decay * flat_e[i]), flat_d[i])
+        occ[i] = out[i] > threshold
+    return out.reshape(ema.shape), occ.reshape(ema.shape)
+
+
+def march_numpy(rays_o, rays_d, near, far, occupied, box_min, box_max, step: float, max_samples: int):
+    """Samples every `step` along each ray, kept only where they fall in occupied cells.
+
+    Sample i of a ray sits at t = near + (i + 0.5) step while t < far. Returns
+    packed t (M,) with per-ray offsets (N,) and counts (N,): ray r owns
+    t[offsets[r] : offsets[r] + counts[r]], sorted. The reference builds every
+    candidate and masks; the Numba twin jumps over empty cells instead.
+    """
+    res = occupied.shape[0]
+    box_min, box_max = np.asarray(box_min, np.float64), np.asarray(box_max, np.float64)
+    t = near[:, None].astype(np.float64) + (np.arange(max_samples) + 0.5) * step  # (N, S)
+    pts = rays_o[:, None, :].astype(np.float64) + t[..., None] * rays_d[:, None, :].astype(np.float64)
+    cell = np.floor((pts - box_min) / (box_max - box_min) * res).astype(np.int64)
+    inside = np.all((cell >= 0) & (cell < res), -1) & (t < far[:, None])
+    cell = np.clip(cell, 0, res - 1)
+    keep = inside & occupied[cell[..., 0], cell[..., 1], cell[..., 2]]
+    counts = keep.sum(-1).astype(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return t[keep].astype(np.float32), offsets, counts
+
+
+@njit(cache=True, nogil=True)
+def _cell_of(o, d, t, box_min, box_max, res):
+    """Cell index (x, y, z) of the point o + t d, and whether it is inside the grid."""
+    c = np.empty(3, np.int64)
+    inside = True
+    for a in range(3):
+        p = o[a] + t * d[a]
+        c[a] = int(np.floor((p - box_min[a]) / (box_max[a] - box_min[a]) * res))
+        if c[a] < 0 or c[a] >= res:
+            inside = False
+    return c, inside
+
+
+@njit(cache=True, nogil=True)
+def _march_one(o, d, near, far, occupied, box_min, box_max, step, max_samples, out):
+    """March one ray; write kept t values into `out` (if not None-sized) and return their count."""
+    res = occupied.shape[0]
+    size = np.empty(3)
+    for a in range(3):
+        size[a] = (box_max[a] - box_min[a]) / res
+    count = 0
+    i = 0
+    while i < max_samples:
+        t = near + (i + 0.5) * step
+        if t >= far:
+            break
+        c, inside = _cell_of(o, d, t, box_min, box_max, res)
+        if inside and occupied[c[0], c[1], c[2]]:
+            if out.size > 0:
+                out[count] = t
+            count += 1
+            i += 1
+            continue
+        # empty (or outside) cell: jump to where the ray leaves it, then back one step to be safe
+        t_exit = np.inf
+        for a in range(3):
+            if d[a] > 0:
+                t_exit = min(t_exit, (box_min[a] + (c[a] + 1) * size[a] - o[a]) / d[a])
+            elif d[a] < 0:
+                t_exit = min(t_exit, (box_min[a] + c[a] * size[a] - o[a]) / d[a])
+        j = int(np.floor((t_exit - near) / step - 0.5))
+        i = max(i + 1, j)
+    return count
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def march_numba(rays_o, rays_d, near, far, occupied, box_min, box_max, step, max_samples):
+    n = rays_o.shape[0]
+    o64, d64 = rays_o.astype(np.float64), rays_d.astype(np.float64)
+    bmin, bmax = box_min.astype(np.float64), box_max.astype(np.float64)
+    counts = np.zeros(n, np.int64)
+    empty = np.empty(0)
+    for r in prange(n):  # pass 1: how many samples each ray keeps
+        counts[r] = _march_one(
+            o64[r], d64[r], np.float64(near[r]), far[r], occupied, bmin, bmax, step, max_samples, empty
+        )
+    offsets = np.zeros(n, np.int64)
+    for r in range(1, n):
+        offsets[r] = offsets[r - 1] + counts[r - 1]
+    total = offsets[-1] + counts[-1] if n > 0 else 0
+    t_all = np.empty(total)
+    for r in prange(n):  # pass 2: write them into the packed array
+        if counts[r] > 0:
+            _march_one(
+                o64[r],
+                d64[r],
+                np.float64(near[r]),
+                far[r],
+                occupied,
+                bmin,
+                bmax,
+                step,
+                max_samples,
+                t_all[offsets[r] : offsets[r] + counts[r]],
+            )
+    return t_all.astype(np.float32), offsets, counts
+
+
+# --- pixel sampling for training batches -----------------------------------------------------
+
+
+def pixel_weights(face_mask=None, mouth_mask=None, shape=None, face: float = 4.0, mouth: float = 8.0):
+    """Sampling weights (H, W): 1 everywhere, plus extra on the face and more on the mouth."""
+    base = np.ones(shape if shape is not None else np.shape(face_mask), np.float64)
+    if face_mask is not None:
+        base += face * np.asarray(face_mask, np.float64)
+    if mouth_mask is not None:
+        base += mouth * np.asarray(mouth_mask, np.float64)
+    return base
+
+
+def sample_pixels_numpy(weights, u):
+    """Flat pixel indices drawn in proportion to `weights` (any shape), one per u in [0, 1)."""
+    cdf = np.cumsum(np.asarray(weights, np.float64).ravel())
+    cdf /= cdf[-1]
+    return np.minimum(np.searchsorted(cdf, u, side="right"), cdf.size - 1).astype(np.int64)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def sample_pixels_numba(weights, u):
+    flat = weights.ravel()
+    cdf = np.empty(flat.size)
+    acc = 0.0
+    for i in range(flat.size):
+        acc += flat[i]
+        cdf[i] = acc
+    for i in range(flat.size):
+        cdf[i] /= acc
+    out = np.empty(u.size, np.int64)
+    for m in prange(u.size):
+        lo, hi = 0, flat.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if cdf[mid] <= u[m]:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[m] = min(lo, flat.size - 1)
+    return out
+
+
+# --- torch twins: same API, any device, no round trip through NumPy --------------------------
+
+
+def camera_rays_torch(k: torch.Tensor, c2w: torch.Tensor, pixels: torch.Tensor):
+    x = (pixels[:, 0] + 0.5 - k[0, 2]) / k[0, 0]
+    y = (pixels[:, 1] + 0.5 - k[1, 2]) / k[1, 1]
+    d = torch.stack([x, y, torch.ones_like(x)], -1) @ c2w[:3, :3].T.to(x.dtype)
+    d = d / d.norm(dim=-1, keepdim=True)
+    return c2w[:3, 3].to(d.dtype).expand_as(d), d
+
+
+def ray_aabb_torch(rays_o, rays_d, box_min, box_max):
+    box_min = torch.as_tensor(box_min, dtype=rays_o.dtype, device=rays_o.device)
+    box_max = torch.as_tensor(box_max, dtype=rays_o.dtype, device=rays_o.device)
+    t0 = (box_min - rays_o) / rays_d
+    t1 = (box_max - rays_o) / rays_d
+    t_lo = torch.nan_to_num(torch.minimum(t0, t1), nan=-torch.inf)
+    t_hi = torch.nan_to_num(torch.maximum(t0, t1), nan=torch.inf)
+    near = t_lo.amax(-1).clamp(min=0.0)
+    far = t_hi.amin(-1)
+    hit = far > near
+    zero = torch.zeros_like(near)
+    return torch.where(hit, near, zero), torch.where(hit, far, zero), hit
+
+
+def stratified_torch(near, far, u):
+    s = u.shape[1]
+    frac = (torch.arange(s, device=u.device, dtype=u.dtype)[None, :] + u) / s
+    return near[:, None] + (far - near)[:, None] * frac
+
+
+def importance_torch(bins, weights, u):
+    w = weights.double() + 1e-5
+    pdf = w / w.sum(-1, keepdim=True)
+    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)
+    cdf[:, -1] = 1.0
+    idx = torch.searchsorted(cdf, u.double().contiguous(), right=True)
+    below = (idx - 1).clamp(0, bins.shape[1] - 2)
+    c0, c1 = cdf.gather(1, below), cdf.gather(1, below + 1)
+    b0, b1 = bins.double().gather(1, below), bins.double().gather(1, below + 1)
+    denom = torch.where(c1 - c0 < 1e-8, torch.ones_like(c0), c1 - c0)
+    return (b0 + (u - c0) / denom * (b1 - b0)).to(bins.dtype)
+
+
+def grid_update_torch(ema, density, decay: float = 0.95, threshold: float = 0.01):
+    ema = torch.maximum(decay * ema, density)
+    return ema, ema > threshold
+
+
+def march_torch(rays_o, rays_d, near, far, occupied, box_min, box_max, step: float, max_samples: int):
+    res = occupied.shape[0]
+    dev = rays_o.device
+    box_min = torch.as_tensor(box_min, dtype=torch.float64, device=dev)
+    box_max = torch.as_tensor(box_max, dtype=torch.float64, device=dev)
+    i = torch.arange(max_samples, device=dev, dtype=torch.float64)
+    t = near.double()[:, None] + (i + 0.5) * step
+    pts = rays_o.double()[:, None, :] + t[..., None] * rays_d.double()[:, None, :]
+    cell = torch.floor((pts - box_min) / (box_max - box_min) * res).long()
+    inside = ((cell >= 0) & (cell < res)).all(-1) & (t < far.double()[:, None])
+    cell = cell.clamp(0, res - 1)
+    keep = inside & occupied[cell[..., 0], cell[..., 1], cell[..., 2]]
+    counts = keep.sum(-1)
+    offsets = torch.cumsum(counts, 0) - counts
+    return t[keep].float(), offsets, counts
+
+
+def sample_pixels_torch(weights, u):
+    cdf = torch.cumsum(weights.double().flatten(), 0)
+    cdf = cdf / cdf[-1]
+    return torch.searchsorted(cdf, u.double(), right=True).clamp(max=cdf.numel() - 1)
+
+
+# --- dispatch: torch tensors stay in torch, NumPy arrays go to Numba ---------------------------
+
+
+def _is_torch(x) -> bool:
+    return isinstance(x, torch.Tensor)
+
+
+def camera_rays(k, c2w, pixels):
+    """Rays through pixels (N, 2) of a camera: see `camera_rays_numpy`."""
+    if _is_torch(pixels):
+        return camera_rays_torch(k, c2w, pixels)
+    return camera_rays_numba(np.asarray(k, np.float64), np.asarray(c2w, np.float64), pixels)
+
+
+def ray_aabb(rays_o, rays_d, box_min, box_max):
+    """Near, far and hit of rays through a box: see `ray_aabb_numpy`."""
+    if _is_torch(rays_o):
+        return ray_aabb_torch(rays_o, rays_d, box_min, box_max)
+    return ray_aabb_numba(rays_o, rays_d, np.asarray(box_min, np.float64), np.asarray(box_max, np.float64))
+
+
+def stratified(near, far, u):
+    """Jittered samples in equal bins: see `stratified_numpy`."""
+    return stratified_torch(near, far, u) if _is_torch(u) else stratified_numba(near, far, u)
+
+
+def importance(bins, weights, u):
+    """Inverse-CDF samples from coarse weights: see `importance_numpy`."""
+    return importance_torch(bins, weights, u) if _is_torch(u) else importance_numba(bins, weights, u)
+
+
+def grid_update(ema, density, decay: float = 0.95, threshold: float = 0.01):
+    """Running occupancy grid: see `grid_update_numpy`."""
+    if _is_torch(ema):
+        return grid_update_torch(ema, density, decay, threshold)
+    return grid_update_numba(ema, density, decay, threshold)
+
+
+def march(rays_o, rays_d, near, far, occupied, box_min, box_max, step: float, max_samples: int):
+    """Samples in occupied cells only, packed: see `march_numpy`."""
+    if _is_torch(rays_o):
+        return march_torch(rays_o, rays_d, near, far, occupied, box_min, box_max, step, max_samples)
+    return march_numba(
+        rays_o,
+        rays_d,
+        near,
+        far,
+        occupied,
+        np.asarray(box_min, np.float64),
+        np.asarray(box_max, np.float64),
+        float(step),
+        int(max_samples),
+    )
+
+
+def sample_pixels(weights, u):
+    """Pixel indices drawn in proportion to weights: see `sample_pixels_numpy`."""
+    return sample_pixels_torch(weights, u) if _is_torch(u) else sample_pixels_numba(weights, u)
+
+
+def to_torch(*arrays, device=None):
+    """Zero-copy `torch.from_numpy` of helper outputs (then moved to `device` if given)."""
+    out = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+    return out if device is None else tuple(t.to(device) for t in out)
