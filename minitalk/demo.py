@@ -6,12 +6,16 @@ Stages that run now:
    them against the ground truth that came with them;
 2. faces: track 478 FaceMesh landmarks on each person, and measure how well the
    tracked mouth opening and eye closure follow the ground truth;
-3. preview: write `preview.mp4` (landmarks drawn, the current speaker framed
+3. pose: train the TCN pose model for speaker and listener on the sample's
+   poses (the ground truth stands in for tracked poses until data preparation
+   exists), score it on held-out frames, and plot generated against real
+   listener nods (`pose.png`);
+4. preview: write `preview.mp4` (landmarks drawn, the current speaker framed
    green, with the audio) and `summary.json`.
 
 The later stages of the pipeline (data preparation into a training folder, the
-TCN pose model, the DialogueNeRF training and rendering of a new dialogue,
-evaluation) are listed at the end as not yet available.
+DialogueNeRF training and rendering of a new dialogue, evaluation) are listed
+at the end as not yet available.
 """
 
 from __future__ import annotations
@@ -22,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from minitalk import face, io
+from minitalk import audio as audio_features
+from minitalk import face, io, pose_eval
 from minitalk.utils import atomic_path
 
 REMAINING_STAGES = (
     "prepare: video -> tracks.npz, crops, masks, background (minitalk prepare)",
-    "pose: TCN head-pose generation for speaker and listener",
     "train: one conditional NeRF for both people (minitalk train)",
     "render: new dialogue audio -> two-person clip (minitalk render)",
     "evaluate: image, motion, sync metrics and Preference Score (minitalk evaluate)",
@@ -74,12 +78,40 @@ def draw_preview(frames: np.ndarray, landmarks: np.ndarray, speaking: np.ndarray
     return out
 
 
+def pose_stage(gt: dict, audio: np.ndarray, fps: float, out_dir: Path) -> dict:
+    """Train and score the pose model; plot the listener's generated and real pitch."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    zcr, rms = audio_features.zcr_rms(audio, io.SAMPLE_RATE, fps, gt["pose"].shape[1])
+    result = pose_eval.compare(gt["pose"], gt["speaking"], zcr, rms, ablations=False)
+    scores = result["scores"]
+    _, real_listener = result["real"]
+    _, listener = result["variants"]["tcn"]
+    t = np.arange(len(listener)) / fps
+    fig = Figure(figsize=(12, 3))
+    ax = fig.subplots()
+    ax.plot(t, real_listener[:, 0], lw=1, label="real listener pitch")
+    ax.plot(t, listener[:, 0], lw=1, label="generated")
+    ax.fill_between(t, *ax.get_ylim(), where=result["held_out"], color="0.85", lw=0, label="held out")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("degrees")
+    ax.legend(loc="upper right", fontsize=8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / "pose.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight")
+    return {
+        "listener_pitch_corr": round(scores["listener_pitch_corr"]["tcn"], 4),
+        "listener_posefd": {k: float(f"{v:.4g}") for k, v in scores["listener_posefd"].items()},
+        "train_seconds": round(result["model"].train_seconds, 1),
+    }
+
+
 def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     timings = {}
 
     t0 = time.time()
-    print("[1/3] sample: reading video, audio and ground truth")
+    print("[1/4] sample: reading video, audio and ground truth")
     frames, fps, audio, gt = load_sample(sample_dir)
     timings["sample"] = time.time() - t0
     print(
@@ -88,7 +120,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print("[2/3] faces: tracking 478 FaceMesh landmarks on each person")
+    print("[2/4] faces: tracking 478 FaceMesh landmarks on each person")
     tile = frames.shape[2] // 2
     landmarks = np.stack(
         [face.detect_landmarks(frames[:, :, p * tile : (p + 1) * tile], static=False) for p in range(2)]
@@ -112,7 +144,18 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[3/3] preview: writing {out_dir / 'preview.mp4'}")
+    print("[3/4] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
+    summary["pose"] = pose_stage(gt, audio, fps, out_dir)
+    timings["pose"] = time.time() - t0
+    p = summary["pose"]
+    print(
+        f"      held-out listener pitch r = {p['listener_pitch_corr']:.2f}; listener PoseFD "
+        f"tcn {p['listener_posefd']['tcn']:.2e} vs mean pose {p['listener_posefd']['mean']:.2e}, "
+        f"replay {p['listener_posefd']['replay']:.2e}; wrote {out_dir / 'pose.png'}"
+    )
+
+    t0 = time.time()
+    print(f"[4/4] preview: writing {out_dir / 'preview.mp4'}")
     io.write_video(out_dir / "preview.mp4", draw_preview(frames, landmarks, gt["speaking"]), fps, audio)
     timings["preview"] = time.time() - t0
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}

@@ -174,30 +174,30 @@ def importance_numba(bins, weights, u):
     n, k = u.shape
     nb = weights.shape[1]
     out = np.empty((n, k), np.float32)
-    for i in prange(n):
+    chunk = 256
+    for first in prange((n + chunk - 1) // chunk):  # one cdf buffer per chunk of rays
         cdf = np.empty(nb + 1)
-        cdf[0] = 0.0
-        total = 0.0
-        for j in range(nb):
-            total += weights[i, j] + 1e-5
-        acc = 0.0
-        for j in range(nb):
-            acc += (weights[i, j] + 1e-5) / total
-            cdf[j + 1] = acc
-        cdf[nb] = 1.0
-        for m in range(k):
-            x = u[i, m]
-            lo, hi = 0, nb + 1  # first index with cdf > x (searchsorted side="right")
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if cdf[mid] <= x:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            below = min(max(lo - 1, 0), nb - 1)
-            c0, c1 = cdf[below], cdf[below + 1]
-            denom = c1 - c0 if c1 - c0 >= 1e-8 else 1.0
-            out[i, m] = bins[i, below] + (x - c0) / denom * (bins[i, below + 1] - bins[i, below])
+        for i in range(first * chunk, min(n, (first + 1) * chunk)):
+            total = 0.0
+            for j in range(nb):
+                total += weights[i, j] + 1e-5
+            cdf[0] = 0.0
+            acc = 0.0
+            for j in range(nb):
+                acc += (weights[i, j] + 1e-5) / total
+                cdf[j + 1] = acc
+            cdf[nb] = 1.0
+            pos = 0  # first index with cdf > u (searchsorted side="right"), found by walking
+            for m in range(k):  # from the previous answer: one pass when u is sorted
+                x = u[i, m]
+                while pos > 0 and cdf[pos - 1] > x:
+                    pos -= 1
+                while pos <= nb and cdf[pos] <= x:
+                    pos += 1
+                below = min(max(pos - 1, 0), nb - 1)
+                c0, c1 = cdf[below], cdf[below + 1]
+                denom = c1 - c0 if c1 - c0 >= 1e-8 else 1.0
+                out[i, m] = bins[i, below] + (x - c0) / denom * (bins[i, below + 1] - bins[i, below])
     return out
 
 
@@ -245,7 +245,8 @@ def march_numpy(rays_o, rays_d, near, far, occupied, box_min, box_max, step: flo
     box_min, box_max = np.asarray(box_min, np.float64), np.asarray(box_max, np.float64)
     t = near[:, None].astype(np.float64) + (np.arange(max_samples) + 0.5) * step  # (N, S)
     pts = rays_o[:, None, :].astype(np.float64) + t[..., None] * rays_d[:, None, :].astype(np.float64)
-    cell = np.floor((pts - box_min) / (box_max - box_min) * res).astype(np.int64)
+    scale = res / (box_max - box_min)  # cells per metre, per axis
+    cell = np.floor((pts - box_min) * scale).astype(np.int64)
     inside = np.all((cell >= 0) & (cell < res), -1) & (t < far[:, None])
     cell = np.clip(cell, 0, res - 1)
     keep = inside & occupied[cell[..., 0], cell[..., 1], cell[..., 2]]
@@ -255,81 +256,62 @@ def march_numpy(rays_o, rays_d, near, far, occupied, box_min, box_max, step: flo
 
 
 @njit(cache=True, nogil=True)
-def _cell_of(o, d, t, box_min, box_max, res):
-    """Cell index (x, y, z) of the point o + t d, and whether it is inside the grid."""
-    c = np.empty(3, np.int64)
-    inside = True
-    for a in range(3):
-        p = o[a] + t * d[a]
-        c[a] = int(np.floor((p - box_min[a]) / (box_max[a] - box_min[a]) * res))
-        if c[a] < 0 or c[a] >= res:
-            inside = False
-    return c, inside
+def _march_one(o, d, near, far, occupied, box_min, scale, step, max_samples, out):
+    """March one ray, writing kept t values into `out`; return their count.
 
-
-@njit(cache=True, nogil=True)
-def _march_one(o, d, near, far, occupied, box_min, box_max, step, max_samples, out):
-    """March one ray; write kept t values into `out` (if not None-sized) and return their count."""
+    Same sample positions and the same cell test as `march_numpy`; when a sample
+    falls in an empty cell, jump to where the ray leaves that cell (minus one
+    step, to be safe) instead of testing every sample inside it.
+    """
     res = occupied.shape[0]
-    size = np.empty(3)
-    for a in range(3):
-        size[a] = (box_max[a] - box_min[a]) / res
     count = 0
     i = 0
     while i < max_samples:
         t = near + (i + 0.5) * step
         if t >= far:
             break
-        c, inside = _cell_of(o, d, t, box_min, box_max, res)
-        if inside and occupied[c[0], c[1], c[2]]:
-            if out.size > 0:
-                out[count] = t
+        cx = int(np.floor((o[0] + t * d[0] - box_min[0]) * scale[0]))
+        cy = int(np.floor((o[1] + t * d[1] - box_min[1]) * scale[1]))
+        cz = int(np.floor((o[2] + t * d[2] - box_min[2]) * scale[2]))
+        if 0 <= cx < res and 0 <= cy < res and 0 <= cz < res and occupied[cx, cy, cz]:
+            out[count] = t
             count += 1
             i += 1
             continue
-        # empty (or outside) cell: jump to where the ray leaves it, then back one step to be safe
-        t_exit = np.inf
+        t_exit = np.inf  # leave the empty cell through the nearest of its faces ahead
         for a in range(3):
+            c = cx if a == 0 else (cy if a == 1 else cz)
             if d[a] > 0:
-                t_exit = min(t_exit, (box_min[a] + (c[a] + 1) * size[a] - o[a]) / d[a])
+                t_exit = min(t_exit, (box_min[a] + (c + 1) / scale[a] - o[a]) / d[a])
             elif d[a] < 0:
-                t_exit = min(t_exit, (box_min[a] + c[a] * size[a] - o[a]) / d[a])
-        j = int(np.floor((t_exit - near) / step - 0.5))
-        i = max(i + 1, j)
+                t_exit = min(t_exit, (box_min[a] + c / scale[a] - o[a]) / d[a])
+        i = max(i + 1, int(np.floor((t_exit - near) / step - 0.5)))
     return count
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def march_numba(rays_o, rays_d, near, far, occupied, box_min, box_max, step, max_samples):
     n = rays_o.shape[0]
-    o64, d64 = rays_o.astype(np.float64), rays_d.astype(np.float64)
-    bmin, bmax = box_min.astype(np.float64), box_max.astype(np.float64)
+    res = occupied.shape[0]
+    bmin = box_min.astype(np.float64)
+    scale = res / (box_max.astype(np.float64) - bmin)
+    buffer = np.empty((n, max_samples))  # each ray's samples, then packed
     counts = np.zeros(n, np.int64)
-    empty = np.empty(0)
-    for r in prange(n):  # pass 1: how many samples each ray keeps
+    for r in prange(n):
+        o = rays_o[r].astype(np.float64)
+        d = rays_d[r].astype(np.float64)
         counts[r] = _march_one(
-            o64[r], d64[r], np.float64(near[r]), far[r], occupied, bmin, bmax, step, max_samples, empty
+            o, d, np.float64(near[r]), far[r], occupied, bmin, scale, step, max_samples, buffer[r]
         )
     offsets = np.zeros(n, np.int64)
     for r in range(1, n):
         offsets[r] = offsets[r - 1] + counts[r - 1]
     total = offsets[-1] + counts[-1] if n > 0 else 0
-    t_all = np.empty(total)
-    for r in prange(n):  # pass 2: write them into the packed array
-        if counts[r] > 0:
-            _march_one(
-                o64[r],
-                d64[r],
-                np.float64(near[r]),
-                far[r],
-                occupied,
-                bmin,
-                bmax,
-                step,
-                max_samples,
-                t_all[offsets[r] : offsets[r] + counts[r]],
-            )
-    return t_all.astype(np.float32), offsets, counts
+    t_all = np.empty(total, np.float32)
+    for r in prange(n):
+        for j in range(counts[r]):
+            t_all[offsets[r] + j] = buffer[r, j]
+    return t_all, offsets, counts
 
 
 # --- pixel sampling for training batches -----------------------------------------------------
@@ -432,7 +414,7 @@ def march_torch(rays_o, rays_d, near, far, occupied, box_min, box_max, step: flo
     i = torch.arange(max_samples, device=dev, dtype=torch.float64)
     t = near.double()[:, None] + (i + 0.5) * step
     pts = rays_o.double()[:, None, :] + t[..., None] * rays_d.double()[:, None, :]
-    cell = torch.floor((pts - box_min) / (box_max - box_min) * res).long()
+    cell = torch.floor((pts - box_min) * (res / (box_max - box_min))).long()
     inside = ((cell >= 0) & (cell < res)).all(-1) & (t < far.double()[:, None])
     cell = cell.clamp(0, res - 1)
     keep = inside & occupied[cell[..., 0], cell[..., 1], cell[..., 2]]

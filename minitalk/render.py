@@ -85,12 +85,12 @@ def composite_numba(sigma, rgb, dt, background):
     opacity = np.empty(n, np.float32)
     weights = np.empty((n, s), np.float32)
     for i in prange(n):
-        passed = 0.0  # sum of sigma * dt so far
+        trans = 1.0  # transmittance so far: one exp per sample
         acc, r, g, b = 0.0, 0.0, 0.0, 0.0
         for j in range(s):
-            tau = sigma[i, j] * dt[i, j]
-            w = np.exp(-passed) * (1.0 - np.exp(-tau))
-            passed += tau
+            keep = np.exp(-sigma[i, j] * dt[i, j])
+            w = trans * (1.0 - keep)
+            trans *= keep
             weights[i, j] = w
             acc += w
             r += w * rgb[i, j, 0]
@@ -136,11 +136,11 @@ def composite_packed_numba(sigma, rgb, dt, offsets, counts, background):
     opacity = np.empty(n, np.float32)
     weights = np.empty(sigma.shape[0], np.float32)
     for i in prange(n):
-        passed, acc, r, g, b = 0.0, 0.0, 0.0, 0.0, 0.0
+        trans, acc, r, g, b = 1.0, 0.0, 0.0, 0.0, 0.0
         for k in range(offsets[i], offsets[i] + counts[i]):
-            tau = sigma[k] * dt[k]
-            w = np.exp(-passed) * (1.0 - np.exp(-tau))
-            passed += tau
+            keep = np.exp(-sigma[k] * dt[k])
+            w = trans * (1.0 - keep)
+            trans *= keep
             weights[k] = w
             acc += w
             r += w * rgb[k, 0]
