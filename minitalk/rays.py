@@ -181,10 +181,11 @@ def importance_numba(bins, weights, u):
             total = 0.0
             for j in range(nb):
                 total += weights[i, j] + 1e-5
+            inv_total = 1.0 / total
             cdf[0] = 0.0
             acc = 0.0
             for j in range(nb):
-                acc += (weights[i, j] + 1e-5) / total
+                acc += (weights[i, j] + 1e-5) * inv_total
                 cdf[j + 1] = acc
             cdf[nb] = 1.0
             pos = 0  # first index with cdf > u (searchsorted side="right"), found by walking
@@ -264,6 +265,9 @@ def _march_one(o, d, near, far, occupied, box_min, scale, step, max_samples, out
     step, to be safe) instead of testing every sample inside it.
     """
     res = occupied.shape[0]
+    cell = 1.0 / scale
+    inv_d = 1.0 / d  # inf on axis-parallel rays, used only where d != 0
+    inv_step = 1.0 / step
     count = 0
     i = 0
     while i < max_samples:
@@ -282,10 +286,10 @@ def _march_one(o, d, near, far, occupied, box_min, scale, step, max_samples, out
         for a in range(3):
             c = cx if a == 0 else (cy if a == 1 else cz)
             if d[a] > 0:
-                t_exit = min(t_exit, (box_min[a] + (c + 1) / scale[a] - o[a]) / d[a])
+                t_exit = min(t_exit, (box_min[a] + (c + 1) * cell[a] - o[a]) * inv_d[a])
             elif d[a] < 0:
-                t_exit = min(t_exit, (box_min[a] + c / scale[a] - o[a]) / d[a])
-        i = max(i + 1, int(np.floor((t_exit - near) / step - 0.5)))
+                t_exit = min(t_exit, (box_min[a] + c * cell[a] - o[a]) * inv_d[a])
+        i = max(i + 1, int((t_exit - near) * inv_step - 0.5))
     return count
 
 

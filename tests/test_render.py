@@ -1,0 +1,132 @@
+"""Volume rendering: the twins agree, the weights behave, the closed form of a known scene holds."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minitalk import nerf, rays, render
+
+
+def random_samples(n, s, seed=0):
+    rng = np.random.default_rng(seed)
+    sigma = (rng.random((n, s)) * rng.choice([0.1, 5, 50], (n, 1))).astype(np.float32)
+    rgb = rng.random((n, s, 3)).astype(np.float32)
+    t = np.cumsum(rng.uniform(0.005, 0.05, (n, s)), axis=1).astype(np.float32)
+    bg = rng.random((n, 3)).astype(np.float32)
+    return sigma, rgb, t, bg
+
+
+def test_padded_twins_agree():
+    sigma, rgb, t, bg = random_samples(500, 32)
+    dt = render.deltas(torch.from_numpy(t)).numpy()
+    colour, opacity, depth, weights = render.composite(*map(torch.from_numpy, (sigma, rgb, t, dt, bg)))
+    for c, o, w in (render.composite_numpy(sigma, rgb, dt, bg), render.composite_numba(sigma, rgb, dt, bg),
+                    render.composite_numba.py_func(sigma[:20], rgb[:20], dt[:20], bg[:20])):
+        k = len(c)
+        np.testing.assert_allclose(c, colour[:k].numpy(), atol=1e-5)
+        np.testing.assert_allclose(o, opacity[:k].numpy(), atol=1e-5)
+        np.testing.assert_allclose(w, weights[:k].numpy(), atol=1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 40), st.integers(0, 2**31))
+def test_weights_are_nonnegative_and_sum_to_at_most_one(n, s, seed):
+    sigma, rgb, t, bg = random_samples(n, s, seed)
+    _, opacity, _, weights = render.composite(*map(torch.from_numpy, (sigma, rgb, t)))
+    assert torch.all(weights >= 0) and torch.all(opacity <= 1 + 1e-6)
+
+
+def test_empty_ray_shows_the_background_and_an_opaque_wall_hides_it():
+    t = torch.linspace(0.1, 1.0, 16)[None].repeat(2, 1)
+    sigma = torch.zeros(2, 16)
+    sigma[1, 5:] = 1e4  # a wall from the 6th sample on
+    rgb = torch.zeros(2, 16, 3)
+    rgb[1, 5:] = torch.tensor([1.0, 0.0, 0.0])
+    colour, opacity, depth, _ = render.composite(sigma, rgb, t, background=torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(colour[0], torch.tensor([0.0, 0.0, 1.0]))
+    torch.testing.assert_close(colour[1], torch.tensor([1.0, 0.0, 0.0]))
+    assert opacity[0] == 0 and opacity[1] == pytest.approx(1.0)
+    assert depth[1] == pytest.approx(t[1, 5].item(), abs=1e-5)
+
+
+def test_translucent_sphere_matches_the_closed_form():
+    """C = c (1 - exp(-sigma l)) + c_bg exp(-sigma l) for a chord of length l."""
+    n = 400
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-0.1, 0.1, (n, 2))
+    o = np.concatenate([xy, np.full((n, 1), -0.5)], 1).astype(np.float32)
+    d = np.tile(np.array([0, 0, 1], np.float32), (n, 1))
+    near, far, _ = rays.ray_aabb(o, d, np.full(3, -0.2), np.full(3, 0.2))
+    t = torch.from_numpy(rays.stratified(near, far, np.full((n, 2048), 0.5)))
+    pts = torch.from_numpy(o)[:, None] + t[..., None] * torch.from_numpy(d)[:, None]
+    density, c, bg = 25.0, torch.tensor([0.9, 0.3, 0.2]), torch.tensor([0.1, 0.2, 0.5])
+    sigma = torch.where(pts.norm(dim=-1) < 0.08, torch.tensor(density), torch.tensor(0.0))
+    colour, *_ = render.composite(sigma, c.expand(n, 2048, 3), t, background=bg)
+    chord = 2 * np.sqrt(np.clip(0.08**2 - (xy**2).sum(1), 0, None))
+    keep = np.exp(-density * chord)[:, None]
+    exact = c.numpy() * (1 - keep) + bg.numpy() * keep
+    np.testing.assert_allclose(colour.numpy(), exact, atol=5e-3)
+
+
+def test_packed_equals_padded_per_ray():
+    sigma, rgb, t, bg = random_samples(60, 24, seed=2)
+    dt = render.deltas(torch.from_numpy(t)).numpy()
+    counts = np.random.default_rng(3).integers(0, 25, 60)
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keep = np.arange(24)[None, :] < counts[:, None]
+    packed = [x[keep] for x in (sigma, rgb, t, dt)]
+    colour, opacity, depth, weights = render.composite_packed(
+        *map(torch.from_numpy, packed), torch.from_numpy(offsets), torch.from_numpy(counts), torch.from_numpy(bg)
+    )
+    nb_colour, nb_opacity, nb_weights = render.composite_packed_numba(
+        packed[0], packed[1], packed[3], offsets, counts, bg
+    )
+    for r in range(60):
+        c = counts[r]
+        ref = render.composite(*(torch.from_numpy(x[r : r + 1, :c]) for x in (sigma, rgb, t, dt, bg)))
+        if c == 0:
+            np.testing.assert_allclose(colour[r].numpy(), bg[r], atol=1e-6)
+            continue
+        np.testing.assert_allclose(colour[r].numpy(), ref[0][0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(depth[r].numpy(), ref[2][0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(nb_colour, colour.numpy(), atol=1e-5)
+    np.testing.assert_allclose(nb_opacity, opacity.numpy(), atol=1e-5)
+    np.testing.assert_allclose(nb_weights, weights.numpy(), atol=1e-5)
+
+
+def test_compositing_is_differentiable():
+    sigma, rgb, t, bg = (torch.from_numpy(x).double() for x in random_samples(3, 6, seed=4))
+    sigma.requires_grad_(True)
+    rgb.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s, c: render.composite(s, c, t, background=bg)[0], (sigma, rgb))
+
+
+def test_merge_by_depth_puts_the_nearer_sample_in_front():
+    t_head = torch.tensor([[0.5, 0.9]])
+    t_torso = torch.tensor([[0.7, 0.8]])
+    sig_head, sig_torso = torch.tensor([[1e4, 1e4]]), torch.tensor([[1e4, 1e4]])
+    red, blue = torch.tensor([1.0, 0, 0]).expand(1, 2, 3), torch.tensor([0, 0, 1.0]).expand(1, 2, 3)
+    t, sigma, rgb = render.merge_by_depth(t_head, t_torso, (sig_head, sig_torso), (red, blue))
+    assert torch.all(t[:, 1:] >= t[:, :-1])
+    colour, *_ = render.composite(sigma, rgb, t)
+    torch.testing.assert_close(colour[0], torch.tensor([1.0, 0, 0]))  # the head sample at 0.5 wins
+    t, sigma, rgb = render.merge_by_depth(t_head + 0.3, t_torso, (sig_head, sig_torso), (red, blue))
+    colour, *_ = render.composite(sigma, rgb, t)
+    torch.testing.assert_close(colour[0], torch.tensor([0, 0, 1.0]))  # now the torso is nearer
+
+
+def test_positional_encoding_and_static_nerf():
+    x = torch.tensor([[0.25, -0.5, 1.0]])
+    enc = nerf.positional_encoding(x, 3)
+    assert enc.shape == (1, 3 * 7)
+    torch.testing.assert_close(enc[0, :3], x[0])
+    torch.testing.assert_close(enc[0, 3:6], torch.sin(torch.pi * x[0]))  # 2^0 pi, per coordinate
+    model = nerf.StaticNeRF()
+    o = torch.tensor([[0.0, 0.0, -1.0], [5.0, 5.0, -1.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    bg = torch.tensor([[0.2, 0.4, 0.6], [0.2, 0.4, 0.6]])
+    colour, opacity, *_ = nerf.render_rays(model, o, d, bg, n_samples=16)
+    assert colour.shape == (2, 3) and opacity[1] == 0
+    torch.testing.assert_close(colour[1], bg[1])  # the second ray misses the box
