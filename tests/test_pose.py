@@ -18,7 +18,7 @@ from minitalk.pose import (
 )
 from minitalk.pose_eval import held_out_mask
 
-SMALL = PoseConfig(channels=16, levels=4, epochs=25, window=60, batch=32, dropout=0.0)
+SMALL = PoseConfig(channels=16, levels=4, epochs=25, window=60, stride=1, batch=32, dropout=0.0)
 
 
 def tcn():

@@ -22,8 +22,11 @@ def test_padded_twins_agree():
     sigma, rgb, t, bg = random_samples(500, 32)
     dt = render.deltas(torch.from_numpy(t)).numpy()
     colour, opacity, depth, weights = render.composite(*map(torch.from_numpy, (sigma, rgb, t, dt, bg)))
-    for c, o, w in (render.composite_numpy(sigma, rgb, dt, bg), render.composite_numba(sigma, rgb, dt, bg),
-                    render.composite_numba.py_func(sigma[:20], rgb[:20], dt[:20], bg[:20])):
+    for c, o, w in (
+        render.composite_numpy(sigma, rgb, dt, bg),
+        render.composite_numba(sigma, rgb, dt, bg),
+        render.composite_numba.py_func(sigma[:20], rgb[:20], dt[:20], bg[:20]),
+    ):
         k = len(c)
         np.testing.assert_allclose(c, colour[:k].numpy(), atol=1e-5)
         np.testing.assert_allclose(o, opacity[:k].numpy(), atol=1e-5)
@@ -78,17 +81,23 @@ def test_packed_equals_padded_per_ray():
     keep = np.arange(24)[None, :] < counts[:, None]
     packed = [x[keep] for x in (sigma, rgb, t, dt)]
     colour, opacity, depth, weights = render.composite_packed(
-        *map(torch.from_numpy, packed), torch.from_numpy(offsets), torch.from_numpy(counts), torch.from_numpy(bg)
+        *map(torch.from_numpy, packed),
+        torch.from_numpy(offsets),
+        torch.from_numpy(counts),
+        torch.from_numpy(bg),
     )
     nb_colour, nb_opacity, nb_weights = render.composite_packed_numba(
         packed[0], packed[1], packed[3], offsets, counts, bg
     )
     for r in range(60):
         c = counts[r]
-        ref = render.composite(*(torch.from_numpy(x[r : r + 1, :c]) for x in (sigma, rgb, t, dt, bg)))
         if c == 0:
             np.testing.assert_allclose(colour[r].numpy(), bg[r], atol=1e-6)
             continue
+        ref = render.composite(
+            *(torch.from_numpy(x[r : r + 1, :c]) for x in (sigma, rgb, t, dt)),
+            background=torch.from_numpy(bg[r : r + 1]),
+        )
         np.testing.assert_allclose(colour[r].numpy(), ref[0][0].numpy(), atol=1e-5)
         np.testing.assert_allclose(depth[r].numpy(), ref[2][0].numpy(), atol=1e-5)
     np.testing.assert_allclose(nb_colour, colour.numpy(), atol=1e-5)
@@ -122,7 +131,10 @@ def test_positional_encoding_and_static_nerf():
     enc = nerf.positional_encoding(x, 3)
     assert enc.shape == (1, 3 * 7)
     torch.testing.assert_close(enc[0, :3], x[0])
-    torch.testing.assert_close(enc[0, 3:6], torch.sin(torch.pi * x[0]))  # 2^0 pi, per coordinate
+    # per coordinate: sin at frequencies 2^0 pi, 2^1 pi, 2^2 pi, then the cosines
+    freqs = torch.pi * 2.0 ** torch.arange(3)
+    torch.testing.assert_close(enc[0, 3:6], torch.sin(freqs * x[0, 0]))
+    torch.testing.assert_close(enc[0, 6:9], torch.cos(freqs * x[0, 0]))
     model = nerf.StaticNeRF()
     o = torch.tensor([[0.0, 0.0, -1.0], [5.0, 5.0, -1.0]])
     d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
