@@ -9,11 +9,18 @@ Motion metrics for generated head poses:
   is not in step with the ground truth.
 
 Pose coefficients follow 3DMM practice: rotations in radians, translation in metres.
+Image metrics: PSNR (more to come with the evaluation stage).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+
+def psnr(a, b, peak: float = 1.0) -> float:
+    """Peak signal-to-noise ratio in dB between two images (arrays or tensors) of one scale."""
+    diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    return float(10 * np.log10(peak**2 / max(float(np.mean(diff**2)), 1e-20)))
 
 
 def pose_coefficients(pose: np.ndarray) -> np.ndarray:

@@ -83,14 +83,6 @@ def render_rays(model: StaticNeRF, rays_o, rays_d, background, n_samples: int = 
     return colour, opacity, depth, weights, t_vals
 
 
-def psnr(a: np.ndarray | torch.Tensor, b, peak: float = 1.0) -> float:
-    """Peak signal-to-noise ratio in dB."""
-    mse = float(
-        ((torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)) ** 2).mean()
-    )
-    return 10 * np.log10(peak**2 / max(mse, 1e-20))
-
-
 def fit_static(
     images,
     poses,

@@ -256,8 +256,18 @@ def march_numpy(rays_o, rays_d, near, far, occupied, box_min, box_max, step: flo
     return t[keep].astype(np.float32), offsets, counts
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _exit_along(o, d, cell_lo, width):
+    """Distance along one axis to where the ray leaves the slab [cell_lo, cell_lo + width]."""
+    if d > 0:
+        return (cell_lo + width - o) / d
+    if d < 0:
+        return (cell_lo - o) / d
+    return np.inf
+
+
 @njit(cache=True, nogil=True)
-def _march_one(o, d, near, far, occupied, box_min, scale, step, max_samples, out):
+def _march_one(ray_o, ray_d, near, far, occupied, box_min, scale, step, max_samples, out):
     """March one ray, writing kept t values into `out`; return their count.
 
     Same sample positions and the same cell test as `march_numpy`; when a sample
@@ -265,31 +275,29 @@ def _march_one(o, d, near, far, occupied, box_min, scale, step, max_samples, out
     step, to be safe) instead of testing every sample inside it.
     """
     res = occupied.shape[0]
-    cell = 1.0 / scale
-    inv_d = 1.0 / d  # inf on axis-parallel rays, used only where d != 0
-    inv_step = 1.0 / step
+    ox, oy, oz = np.float64(ray_o[0]), np.float64(ray_o[1]), np.float64(ray_o[2])
+    dx, dy, dz = np.float64(ray_d[0]), np.float64(ray_d[1]), np.float64(ray_d[2])
     count = 0
     i = 0
     while i < max_samples:
         t = near + (i + 0.5) * step
         if t >= far:
             break
-        cx = int(np.floor((o[0] + t * d[0] - box_min[0]) * scale[0]))
-        cy = int(np.floor((o[1] + t * d[1] - box_min[1]) * scale[1]))
-        cz = int(np.floor((o[2] + t * d[2] - box_min[2]) * scale[2]))
+        cx = int(np.floor((ox + t * dx - box_min[0]) * scale[0]))
+        cy = int(np.floor((oy + t * dy - box_min[1]) * scale[1]))
+        cz = int(np.floor((oz + t * dz - box_min[2]) * scale[2]))
         if 0 <= cx < res and 0 <= cy < res and 0 <= cz < res and occupied[cx, cy, cz]:
             out[count] = t
             count += 1
             i += 1
             continue
-        t_exit = np.inf  # leave the empty cell through the nearest of its faces ahead
-        for a in range(3):
-            c = cx if a == 0 else (cy if a == 1 else cz)
-            if d[a] > 0:
-                t_exit = min(t_exit, (box_min[a] + (c + 1) * cell[a] - o[a]) * inv_d[a])
-            elif d[a] < 0:
-                t_exit = min(t_exit, (box_min[a] + c * cell[a] - o[a]) * inv_d[a])
-        i = max(i + 1, int((t_exit - near) * inv_step - 0.5))
+        # an empty cell: leave it through the nearest of its faces ahead
+        t_exit = min(
+            _exit_along(ox, dx, box_min[0] + cx / scale[0], 1.0 / scale[0]),
+            _exit_along(oy, dy, box_min[1] + cy / scale[1], 1.0 / scale[1]),
+            _exit_along(oz, dz, box_min[2] + cz / scale[2], 1.0 / scale[2]),
+        )
+        i = max(i + 1, int((t_exit - near) / step - 0.5))
     return count
 
 
@@ -302,10 +310,17 @@ def march_numba(rays_o, rays_d, near, far, occupied, box_min, box_max, step, max
     buffer = np.empty((n, max_samples))  # each ray's samples, then packed
     counts = np.zeros(n, np.int64)
     for r in prange(n):
-        o = rays_o[r].astype(np.float64)
-        d = rays_d[r].astype(np.float64)
         counts[r] = _march_one(
-            o, d, np.float64(near[r]), far[r], occupied, bmin, scale, step, max_samples, buffer[r]
+            rays_o[r],
+            rays_d[r],
+            np.float64(near[r]),
+            far[r],
+            occupied,
+            bmin,
+            scale,
+            step,
+            max_samples,
+            buffer[r],
         )
     offsets = np.zeros(n, np.int64)
     for r in range(1, n):

@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from minitalk import io
+from minitalk import io, metrics
 
 
 def moving_pattern(t_len=40, h=64, w=96):
@@ -20,8 +20,7 @@ def moving_pattern(t_len=40, h=64, w=96):
 
 
 def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / mse)
+    return metrics.psnr(a, b, peak=255.0)
 
 
 def tone(seconds, sr, hz=440.0):

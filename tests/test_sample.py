@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 
-from minitalk import face, io
+from minitalk import face, io, metrics
 from minitalk.audio import zcr_rms
 from minitalk.synthetic import avatar, render_video
 
 
 def psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0**2 / mse)
+    return metrics.psnr(a, b, peak=255.0)
 
 
 def test_files_and_sizes(sample_dir):
