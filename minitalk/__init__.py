@@ -2,8 +2,8 @@
 
 A small, readable reference implementation of DialogueNeRF (Yan et al.), with
 ideas from ER-NeRF, the Disentangling Head NeRF and the Preference Score.
-Modules are imported on demand, so `import minitalk as mt` is cheap:
-`mt.io`, `mt.camera`, `mt.face`, `mt.audio`, `mt.synthetic`, `mt.utils`.
+Modules are imported on first use, so `import minitalk as mt` is cheap and
+`mt.io`, `mt.rays`, `mt.pose`, ... work without importing each one.
 """
 
 from __future__ import annotations
@@ -15,7 +15,22 @@ __version__ = "0.1.0"
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data_samples"
 
-_SUBMODULES = ("audio", "camera", "cli", "demo", "face", "io", "synthetic", "utils")
+_SUBMODULES = (
+    "audio",
+    "camera",
+    "cli",
+    "demo",
+    "face",
+    "io",
+    "metrics",
+    "nerf",
+    "pose",
+    "pose_eval",
+    "rays",
+    "render",
+    "synthetic",
+    "utils",
+)
 
 
 def __getattr__(name: str):

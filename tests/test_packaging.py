@@ -76,3 +76,13 @@ def test_demo_names_a_missing_sample(tmp_path):
     from minitalk.cli import main
 
     assert main(["demo", "--sample", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 1
+
+
+def test_every_module_is_reachable_from_the_package():
+    import minitalk
+
+    modules = {p.stem for p in (ROOT / "minitalk").glob("*.py") if not p.stem.startswith("_")}
+    modules |= {p.name for p in (ROOT / "minitalk").iterdir() if (p / "__init__.py").exists()}
+    assert modules == set(minitalk._SUBMODULES)
+    for name in modules:
+        assert getattr(minitalk, name).__name__ == f"minitalk.{name}"
