@@ -113,7 +113,8 @@ class PoseConfig:
 
 
 # DialogueNeRF V-A: Adam, lr 5e-5, 200 epochs (here an epoch ends a window at every frame).
-# The default above reaches better held-out scores in a tenth of the time (benchmarks/bench_pose.py).
+# The default above reaches comparable held-out scores in a small fraction of the time;
+# `python benchmarks/bench_pose.py --paper` trains and scores both.
 PAPER_CONFIG = PoseConfig(lr=5e-5, epochs=200, stride=1)
 
 
@@ -173,7 +174,8 @@ class PoseGenerator:
         self.audio_scale = np.ones(2, np.float32)
         self.pose_mean = np.zeros((2, 6), np.float32)  # per person
         self.pose_std = np.ones(6, np.float32)
-        self.history: list[float] = []
+        self.history: list[float] = []  # training loss per epoch
+        self.train_seconds = 0.0
 
     @property
     def receptive_field(self) -> int:
@@ -229,7 +231,7 @@ class PoseGenerator:
             net.train()
         self.history = []
         start = time.time()
-        for _epoch in range(c.epochs):
+        for epoch in range(c.epochs):
             order = torch.randperm(len(windows), generator=gen).tolist()
             total = 0.0
             for i in range(0, len(order), c.batch):
@@ -244,7 +246,7 @@ class PoseGenerator:
                 total += loss.item()
             self.history.append(total / max(1, (len(order) + c.batch - 1) // c.batch))
             if progress:
-                print(f"epoch {_epoch + 1}/{c.epochs} loss {self.history[-1]:.4f}")
+                print(f"epoch {epoch + 1}/{c.epochs} loss {self.history[-1]:.4f}")
         for net in nets:
             net.eval().cpu()
         self.train_seconds = time.time() - start
