@@ -2,15 +2,16 @@
 
 These are the loops over rays and samples at the heart of a NeRF, the part that
 the reference systems write as hand-made CUDA (torch-ngp / RAD-NeRF / ER-NeRF
-`raymarching`, nerfacc). Here every helper exists three times with one
-signature:
+`raymarching`, nerfacc). Here every helper exists in three versions with one
+signature, plus a dispatcher:
 
 * `name_numpy`: the readable reference, vectorised NumPy;
 * `name_numba`: the same computation as explicit loops compiled by Numba
   (`@njit(cache=True, nogil=True)`, `parallel=True` with `prange` over rays);
-* `name(...)`: the dispatcher: torch tensors (CPU or CUDA) go to the torch
-  path in `minitalk.render`-style tensor code so the GPU never round-trips
-  through NumPy; NumPy arrays go to Numba.
+* `name_torch`: the same in torch ops, on any device, so CUDA tensors never
+  round-trip through NumPy;
+* `name(...)`: the dispatcher: torch tensors go to the torch twin, NumPy
+  arrays to the Numba kernel.
 
 Randomness is always passed in (arrays of uniform numbers `u`), so the twins
 are tested equal on the same draws.
