@@ -27,6 +27,7 @@ _SUBMODULES = (
     "pose",
     "pose_eval",
     "rays",
+    "rays_torch",
     "render",
     "synthetic",
     "utils",

@@ -28,6 +28,15 @@ import torch
 from numba import njit, prange
 
 from minitalk.camera import camera_to_head
+from minitalk.rays_torch import (
+    camera_rays_torch,
+    grid_update_torch,
+    importance_torch,
+    march_torch,
+    ray_aabb_torch,
+    sample_pixels_torch,
+    stratified_torch,
+)
 
 # --- camera rays (DialogueNeRF IV-B: the camera moves by the inverse head pose) --------------
 
@@ -375,78 +384,6 @@ def sample_pixels_numba(weights, u):
                 hi = mid
         out[m] = min(lo, flat.size - 1)
     return out
-
-
-# --- torch twins: same API, any device, no round trip through NumPy --------------------------
-
-
-def camera_rays_torch(k: torch.Tensor, c2w: torch.Tensor, pixels: torch.Tensor):
-    x = (pixels[:, 0] + 0.5 - k[0, 2]) / k[0, 0]
-    y = (pixels[:, 1] + 0.5 - k[1, 2]) / k[1, 1]
-    d = torch.stack([x, y, torch.ones_like(x)], -1) @ c2w[:3, :3].T.to(x.dtype)
-    d = d / d.norm(dim=-1, keepdim=True)
-    return c2w[:3, 3].to(d.dtype).expand_as(d), d
-
-
-def ray_aabb_torch(rays_o, rays_d, box_min, box_max):
-    box_min = torch.as_tensor(box_min, dtype=rays_o.dtype, device=rays_o.device)
-    box_max = torch.as_tensor(box_max, dtype=rays_o.dtype, device=rays_o.device)
-    t0 = (box_min - rays_o) / rays_d
-    t1 = (box_max - rays_o) / rays_d
-    t_lo = torch.nan_to_num(torch.minimum(t0, t1), nan=-torch.inf)
-    t_hi = torch.nan_to_num(torch.maximum(t0, t1), nan=torch.inf)
-    near = t_lo.amax(-1).clamp(min=0.0)
-    far = t_hi.amin(-1)
-    hit = far > near
-    zero = torch.zeros_like(near)
-    return torch.where(hit, near, zero), torch.where(hit, far, zero), hit
-
-
-def stratified_torch(near, far, u):
-    s = u.shape[1]
-    frac = (torch.arange(s, device=u.device, dtype=u.dtype)[None, :] + u) / s
-    return near[:, None] + (far - near)[:, None] * frac
-
-
-def importance_torch(bins, weights, u):
-    w = weights.double() + 1e-5
-    pdf = w / w.sum(-1, keepdim=True)
-    cdf = torch.cat([torch.zeros_like(pdf[:, :1]), torch.cumsum(pdf, -1)], -1)
-    cdf[:, -1] = 1.0
-    idx = torch.searchsorted(cdf, u.double().contiguous(), right=True)
-    below = (idx - 1).clamp(0, bins.shape[1] - 2)
-    c0, c1 = cdf.gather(1, below), cdf.gather(1, below + 1)
-    b0, b1 = bins.double().gather(1, below), bins.double().gather(1, below + 1)
-    denom = torch.where(c1 - c0 < 1e-8, torch.ones_like(c0), c1 - c0)
-    return (b0 + (u - c0) / denom * (b1 - b0)).to(bins.dtype)
-
-
-def grid_update_torch(ema, density, decay: float = 0.95, threshold: float = 0.01):
-    ema = torch.maximum(decay * ema, density)
-    return ema, ema > threshold
-
-
-def march_torch(rays_o, rays_d, near, far, occupied, box_min, box_max, step: float, max_samples: int):
-    res = occupied.shape[0]
-    dev = rays_o.device
-    box_min = torch.as_tensor(box_min, dtype=torch.float64, device=dev)
-    box_max = torch.as_tensor(box_max, dtype=torch.float64, device=dev)
-    i = torch.arange(max_samples, device=dev, dtype=torch.float64)
-    t = near.double()[:, None] + (i + 0.5) * step
-    pts = rays_o.double()[:, None, :] + t[..., None] * rays_d.double()[:, None, :]
-    cell = torch.floor((pts - box_min) * (res / (box_max - box_min))).long()
-    inside = ((cell >= 0) & (cell < res)).all(-1) & (t < far.double()[:, None])
-    cell = cell.clamp(0, res - 1)
-    keep = inside & occupied[cell[..., 0], cell[..., 1], cell[..., 2]]
-    counts = keep.sum(-1)
-    offsets = torch.cumsum(counts, 0) - counts
-    return t[keep].float(), offsets, counts
-
-
-def sample_pixels_torch(weights, u):
-    cdf = torch.cumsum(weights.double().flatten(), 0)
-    cdf = cdf / cdf[-1]
-    return torch.searchsorted(cdf, u.double(), right=True).clamp(max=cdf.numel() - 1)
 
 
 # --- dispatch: torch tensors stay in torch, NumPy arrays go to Numba ---------------------------
