@@ -142,9 +142,7 @@ def render_image(
     model: StaticNeRF, pose, k, background, height: int, width: int, n_samples: int = 48, chunk: int = 8192
 ):
     """A whole (H, W, 3) image of the model under a head pose, evaluated without jitter."""
-    from minitalk.camera import camera_to_head
-
-    o, d = rays.camera_rays(k, camera_to_head(pose), rays.pixel_grid(height, width))
+    o, d = rays.head_rays(k, pose, rays.pixel_grid(height, width))
     o, d = rays.to_torch(o, d)
     bg = torch.from_numpy(np.ascontiguousarray(background, np.float32)).reshape(-1, 3)
     out = [

@@ -255,44 +255,57 @@ class PoseGenerator:
     # -- generation --
 
     @torch.no_grad()
-    def generate_roles(self, zcr, rms, speaker_pose=None, device=None):
+    def generate_roles(self, zcr, rms, speaker_pose=None):
         """Relative poses (T, 6) of the speaker and the listener for one stretch of speech.
 
         The listener is fed the generated speaker pose, or `speaker_pose` (T, 6,
         relative to the speaker's mean) when the speaker's real motion is known.
         """
-        device = device or torch.device("cpu")
-        aud = torch.from_numpy(audio_inputs(zcr, rms, self.audio_scale)).T[None].to(device)
-        self.speaker_net.to(device), self.listener_net.to(device)
-        std = torch.from_numpy(self.pose_std)[None, :, None].to(device)
+        aud = torch.from_numpy(audio_inputs(zcr, rms, self.audio_scale)).T[None]  # (1, 2, T)
+        std = torch.from_numpy(self.pose_std)[None, :, None]
         spk = self.speaker_net(aud)
-        given = spk
-        if speaker_pose is not None:
-            given = torch.from_numpy(np.asarray(speaker_pose, np.float32)).T[None].to(device) / std
+        given = (
+            spk
+            if speaker_pose is None
+            else torch.from_numpy(np.asarray(speaker_pose, np.float32)).T[None] / std
+        )
         lst = self.listener_net(self._listener_inputs(aud, given))
-        self.speaker_net.cpu(), self.listener_net.cpu()
-        return (spk * std)[0].T.cpu().numpy(), (lst * std)[0].T.cpu().numpy()
+        return (spk * std)[0].T.numpy(), (lst * std)[0].T.numpy()
+
+    def generate_by_role(self, zcr, rms, speaking, real_pose=None):
+        """Poses (T, 6) of whoever speaks and whoever listens, each turn from its own start.
+
+        With `real_pose` (2, T, 6) the listener is fed the speaker's real motion
+        instead of the generated one (the setting of DialogueNeRF Fig. 10).
+        """
+        speaker = speaker_track(speaking)
+        spk_out, lst_out = np.zeros((2, len(speaker), 6), np.float32)
+        for a, b in turn_segments(speaker):
+            s = speaker[a]
+            given = None if real_pose is None else real_pose[s, a:b] - self.pose_mean[s]
+            spk, lst = self.generate_roles(zcr[a:b], rms[a:b], speaker_pose=given)
+            spk_out[a:b] = spk + self.pose_mean[s]
+            lst_out[a:b] = lst + self.pose_mean[1 - s]
+        return spk_out, lst_out
 
     def generate(self, zcr, rms, speaking, fps: float = 25.0, crossfade_s: float = 0.4):
         """Poses (2, T, 6) of both people for new speech, given who speaks when (2, T).
 
-        Each turn is generated from its own start (as in training); at a change
-        of turn each person blends from one role to the other over `crossfade_s`.
+        At a change of turn each person passes from one role to the other; a
+        centred moving average over `crossfade_s` around each cut softens the switch.
         """
         speaker = speaker_track(speaking)
-        out = np.zeros((2, len(speaker), 6), np.float32)
-        for a, b in turn_segments(speaker):
-            spk, lst = self.generate_roles(zcr[a:b], rms[a:b])
-            s = speaker[a]
-            out[s, a:b], out[1 - s, a:b] = spk, lst
-        # soften each change of role: a centred moving average over a short window around the cut
+        t = np.arange(len(speaker))
+        spk, lst = self.generate_by_role(zcr, rms, speaking)
+        out = np.empty((2, len(speaker), 6), np.float32)
+        out[speaker, t], out[1 - speaker, t] = spk, lst
         n = max(1, int(crossfade_s * fps)) | 1
         blurred = moving_average(out, n)
         near_cut = np.zeros(len(speaker), bool)
         for a, _ in turn_segments(speaker)[1:]:
             near_cut[max(0, a - n) : a + n] = True
         out[:, near_cut] = blurred[:, near_cut]
-        return out + self.pose_mean[:, None]
+        return out
 
     # -- saving --
 

@@ -36,19 +36,6 @@ def held_out_mask(speaking: np.ndarray, fraction: float = 0.2) -> np.ndarray:
     return held
 
 
-def generate_given_speaker(model: PoseGenerator, pose, speaking, zcr, rms, use_real_speaker: bool):
-    """Both roles' poses (T, 6) per turn; the listener fed the real or the generated speaker pose."""
-    speaker = speaker_track(speaking)
-    spk_out, lst_out = np.zeros((2, len(speaker), 6), np.float32)
-    for a, b in turn_segments(speaker):
-        s = speaker[a]
-        real = pose[s, a:b] - model.pose_mean[s] if use_real_speaker else None
-        spk, lst = model.generate_roles(zcr[a:b], rms[a:b], speaker_pose=real)
-        spk_out[a:b] = spk + model.pose_mean[s]
-        lst_out[a:b] = lst + model.pose_mean[1 - s]
-    return spk_out, lst_out
-
-
 def replay_poses(pose: np.ndarray, train: np.ndarray) -> np.ndarray:
     """(2, T, 6): each person's training frames played again from the start, looped."""
     out = np.empty_like(pose)
@@ -73,15 +60,15 @@ def compare(
 
     full = PoseGenerator(config).fit(pose, speaking, zcr, rms, train)
     variants = {
-        "tcn": generate_given_speaker(full, pose, speaking, zcr, rms, use_real_speaker=True),
-        "tcn_from_audio": generate_given_speaker(full, pose, speaking, zcr, rms, use_real_speaker=False),
+        "tcn": full.generate_by_role(zcr, rms, speaking, real_pose=pose),
+        "tcn_from_audio": full.generate_by_role(zcr, rms, speaking),
     }
     for name, cfg in (
         ("no_speaker_pose", replace(config, use_speaker_pose=False)),
         ("no_audio", replace(config, use_audio=False)),
     ):
         model = PoseGenerator(cfg).fit(pose, speaking, zcr, rms, train)
-        variants[name] = generate_given_speaker(model, pose, speaking, zcr, rms, use_real_speaker=True)
+        variants[name] = model.generate_by_role(zcr, rms, speaking, real_pose=pose)
     mean = np.stack([np.broadcast_to(pose[p, train].mean(0), pose[p].shape) for p in range(2)])
     variants["mean"] = by_role(mean, speaker)
     variants["replay"] = by_role(replay_poses(pose, train), speaker)

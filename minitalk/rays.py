@@ -78,10 +78,9 @@ def pixel_grid(height: int, width: int) -> np.ndarray:
     return np.stack([x.ravel(), y.ravel()], -1).astype(np.float32)
 
 
-def head_rays(k: np.ndarray, pose: np.ndarray, pixels: np.ndarray):
-    """Rays in the canonical head frame for a head pose (6,): see `minitalk.camera`."""
-    c2w = camera_to_head(np.asarray(pose, np.float64))
-    return camera_rays_numba(np.asarray(k, np.float64), c2w, np.ascontiguousarray(pixels, np.float32))
+def head_rays(k, pose, pixels):
+    """Rays in the canonical head frame for a head pose (6,): the camera moved by its inverse."""
+    return camera_rays(k, camera_to_head(np.asarray(pose, np.float64)), pixels)
 
 
 # --- ray / box intersection (the slab method) ------------------------------------------------

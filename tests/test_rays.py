@@ -52,6 +52,7 @@ def test_camera_rays_twins_and_geometry():
     on_axis = camera_to_head(np.array([10.0, -20.0, 5.0, 0.0, 0.0, 0.7]))
     o2, d2 = rays.camera_rays_numba(k, on_axis, np.array([[31.5, 23.5]], np.float32))
     np.testing.assert_allclose(o2[0] + 0.7 * d2[0], 0.0, atol=1e-6)
+    assert_same(rays.head_rays(k, pose, px), fast)
     ot, dt = rays.camera_rays(torch.from_numpy(k), torch.from_numpy(c2w), torch.from_numpy(px))
     assert_same((ot.numpy(), dt.numpy()), fast)
 
