@@ -58,24 +58,42 @@ def _face_mesh(static: bool):
     )
 
 
-def detect_landmarks(images: Iterable[np.ndarray], static: bool = True) -> np.ndarray:
-    """Landmarks (N, 478, 3) in pixels for each RGB uint8 image; NaN where no face.
+class LandmarkTracker:
+    """FaceMesh on one image stream: `tracker(image)` -> (478, 3) pixels, NaN where no face.
 
-    x and y are pixel coordinates; z is MediaPipe's relative depth scaled by the
-    image width, so all three share one unit. `static=True` runs the face
-    detector on every image independently (use it to ask "is there a face?");
-    `static=False` tracks from frame to frame, as a video pipeline would.
+    A context manager, so several streams (one per person) can be tracked side by
+    side. x and y are pixel coordinates; z is MediaPipe's relative depth scaled
+    by the image width, so all three share one unit. `static=True` runs the
+    face detector on every image independently (use it to ask "is there a
+    face?"); `static=False` tracks from frame to frame, as a video pipeline would.
     """
-    out = []
-    with _quiet_native_stderr(), _face_mesh(static) as mesh:
-        for image in images:
-            h, w = image.shape[:2]
-            result = mesh.process(np.ascontiguousarray(image))
-            pts = np.full((N_LANDMARKS, 3), np.nan, np.float32)
-            if result.multi_face_landmarks:
-                lm = result.multi_face_landmarks[0].landmark
-                pts[:] = [(p.x * w, p.y * h, p.z * w) for p in lm]
-            out.append(pts)
+
+    def __init__(self, static: bool = False):
+        self.static = static
+
+    def __enter__(self) -> LandmarkTracker:
+        self._quiet = _quiet_native_stderr()
+        self._quiet.__enter__()
+        self._mesh = _face_mesh(self.static)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._mesh.close()
+        self._quiet.__exit__(*exc)
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(image))
+        pts = np.full((N_LANDMARKS, 3), np.nan, np.float32)
+        if result.multi_face_landmarks:
+            pts[:] = [(p.x * w, p.y * h, p.z * w) for p in result.multi_face_landmarks[0].landmark]
+        return pts
+
+
+def detect_landmarks(images: Iterable[np.ndarray], static: bool = True) -> np.ndarray:
+    """Landmarks (N, 478, 3) in pixels for each RGB uint8 image; NaN where no face (see LandmarkTracker)."""
+    with LandmarkTracker(static) as track:
+        out = [track(image) for image in images]
     return np.stack(out) if out else np.zeros((0, N_LANDMARKS, 3), np.float32)
 
 
@@ -105,3 +123,44 @@ def eye_aspect_ratio(landmarks: np.ndarray) -> np.ndarray:
         width = np.linalg.norm(landmarks[..., outer, :2] - landmarks[..., inner, :2], axis=-1)
         ratios.append(gap / width)
     return np.mean(ratios, axis=0)
+
+
+def detect_faces(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
+    """Face boxes (n, 5) as (x0, y0, x1, y1, score) in pixels, left to right, by MediaPipe's face detector."""
+    import mediapipe as mp
+
+    h, w = image.shape[:2]
+    with (
+        _quiet_native_stderr(),
+        mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=min_confidence
+        ) as detector,
+    ):
+        result = detector.process(np.ascontiguousarray(image))
+    boxes = []
+    for d in result.detections or []:
+        b = d.location_data.relative_bounding_box
+        boxes.append((b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h, d.score[0]))
+    boxes.sort(key=lambda b: b[0] + b[2])
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 5)
+
+
+def square_crop(
+    landmarks: np.ndarray, region: tuple[int, int, int, int], scale: float = 2.4
+) -> tuple[int, int, int]:
+    """A fixed square crop (x0, y0, side) around a tracked face, padded down to take in the shoulders.
+
+    `landmarks` (T, 478, 2+) are in the coordinates of `region` = (x0, y0, x1, y1)
+    of the frame. The side is `scale` times the face's height (forehead to
+    chin, the clip's median), the centre sits a third of a face height below
+    the face's centre, and the square is shifted (and, if it must, shrunk) to
+    stay inside the region.
+    """
+    rw, rh = region[2] - region[0], region[3] - region[1]
+    centre = np.nanmedian(np.nanmean(landmarks[..., :2], axis=1), axis=0)
+    face_h = np.nanmedian(np.linalg.norm(landmarks[:, CHIN, :2] - landmarks[:, FOREHEAD, :2], axis=-1))
+    side = int(min(round(scale * face_h), rw, rh))
+    cx, cy = centre[0], centre[1] + face_h / 3
+    x0 = int(np.clip(round(cx - side / 2), 0, rw - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, rh - side))
+    return x0, y0, side

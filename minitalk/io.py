@@ -103,6 +103,24 @@ def iter_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
             )
 
 
+def iter_frames_at(path: str | os.PathLike, fps: float) -> Iterator[np.ndarray]:
+    """Frames resampled to `fps` by taking the nearest source frame in time.
+
+    A 30 fps video read at 25 fps drops every sixth frame; a 20 fps one read
+    at 25 repeats every fourth. At the source's own rate this is `iter_frames`.
+    """
+    src_fps = probe(path).fps
+    if abs(src_fps - fps) < 1e-3:
+        yield from iter_frames(path)
+        return
+    k = 0  # next output frame
+    for j, frame in enumerate(iter_frames(path)):
+        # output frame k shows the source frame nearest to its time k / fps
+        while int(np.floor(k * src_fps / fps + 0.5)) == j:
+            yield frame
+            k += 1
+
+
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
     """All frames as one array (T, H, W, 3) uint8 RGB, and the frame rate."""
     fps = probe(path).fps
@@ -142,6 +160,15 @@ def read_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
             f"{n_expected / sample_rate:.2f} s but only {len(audio) / sample_rate:.2f} s decode"
         )
     return audio[:n_expected] if n_expected else audio
+
+
+def audio_sample_rate(path: str | os.PathLike) -> int:
+    """The sample rate of the first audio track of a video or audio file."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.audio:
+            raise MediaError(f"{path}: no audio track")
+        return int(container.streams.audio[0].codec_context.sample_rate)
 
 
 def write_video(

@@ -1,0 +1,281 @@
+"""Data preparation: a two-person video -> a training-ready folder (DialogueNeRF III-B, IV-A).
+
+`prepare()` (and `minitalk prepare`) runs seven stages, each a function of
+another module that a notebook shows on its own:
+
+1. audio        16 kHz mono; per frame ZCR, RMS and a log-mel window  (audio.py)
+2. faces        find both people, one region of the frame each          (face.py)
+3. landmarks    478 FaceMesh points per frame, tracked per person       (face.py)
+4. pose         canonical face, PnP, One-Euro smoothing, the camera     (headpose.py)
+5. expression   Eq. 1 morphable model coefficients, mouth, blink        (expression.py)
+6. who speaks   voice activity split between the two people             (diarize.py)
+7. crops, masks square crops at --size, head / torso labels, background  (masks.py)
+
+The folder it writes:
+
+    tracks.npz           pose [P,T,6], speaking [P,T], blink [P,T], fps, expression [P,T,K],
+                         mouth, landmarks [P,T,478,3] (crop pixels), crop_box, intrinsics,
+                         zcr, rms, mel [T,16,80], the canonical faces and the Eq. 1 basis
+    frames_p0.mp4, ...   each person's crops (H.264, near lossless)
+    masks.npz            labels [P,T,S,S] (0 background, 1 torso, 2 head), background [P,S,S,3]
+    audio.wav            the 16 kHz mono track
+    prepare_report.json  frames, faces found, warnings, seconds per stage; written last
+
+A folder without `prepare_report.json` is unfinished (the report is removed
+when a run starts and written when it ends); finished stages are cached in
+`.cache/`, keyed on the inputs and the settings, so a re-run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from minitalk import io
+from minitalk.sources import PrepareError, PrepareWarning, open_source
+from minitalk.utils import atomic_path, save_npz_atomic
+
+P = 2  # people in a conversation
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    size: int = 128  # crop side in pixels
+    fps: float = 25.0  # output frame rate; other rates are resampled
+    fov: float = 26.0  # assumed horizontal field of view of each person's camera, degrees
+    max_gap_s: float = 0.5  # face lost for up to this long: interpolated; longer: an error
+    n_expression: int = 16  # K, the expression coefficients per frame
+    crop_scale: float = 2.4  # crop side in face heights (takes in the shoulders)
+
+
+def prepare(
+    video=None, out="prepared", *, left=None, right=None, audio=None, progress: bool = True, **settings
+) -> Path:
+    """Prepare a side-by-side two-person `video` (or `left` + `right` videos) into folder `out`.
+
+    `settings` are the fields of `PrepareConfig`. Returns the folder. Warnings
+    (trimmed lengths, resampling, silence) are issued and kept in the report.
+    """
+    from minitalk import diarize, expression, headpose, masks
+    from minitalk.camera import intrinsics
+    from minitalk.face import square_crop
+
+    cfg = PrepareConfig(**settings)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "prepare_report.json").unlink(missing_ok=True)  # unfinished until the end
+    seconds: dict[str, float] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        src = open_source(video, left=left, right=right, audio=audio, fps=cfg.fps)
+        cache = _Cache(out / ".cache", src.key(), cfg)
+        clock = time.perf_counter()
+        regions = src.find_people()
+        seconds["faces"] = _lap(clock)
+
+        clock = time.perf_counter()
+        lm_region = cache.get("landmarks", lambda: {"landmarks": src.track_landmarks(regions, progress)})[
+            "landmarks"
+        ]
+        seconds["landmarks"] = _lap(clock)
+
+        clock = time.perf_counter()
+        wav, n_frames = src.read_audio(lm_region.shape[1])
+        a = cache.get("audio", lambda: _audio_features(wav, n_frames, cfg.fps))
+        seconds["audio"] = _lap(clock)
+
+        lm_region = lm_region[:, :n_frames]
+        max_gap = int(round(cfg.max_gap_s * cfg.fps))
+        src.check_tracked(lm_region, max_gap)  # a face lost for longer than max_gap_s is an error
+        found = np.isfinite(lm_region).all(axis=(2, 3)).mean(axis=1)
+        lm_region = np.stack([headpose.fill_gaps(lm_region[p], max_gap)[0] for p in range(P)]).astype(
+            np.float32
+        )
+
+        clock = time.perf_counter()
+        boxes = np.array([square_crop(lm_region[p], regions[p], cfg.crop_scale) for p in range(P)])
+        k_region = [intrinsics(_focal(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions]
+        face3d = np.stack([headpose.canonical_face(lm_region[p]) for p in range(P)])
+        raw = np.stack([headpose.solve_pose(lm_region[p], face3d[p], k_region[p]) for p in range(P)])
+        pose = np.stack([headpose.smooth_pose(raw[p], cfg.fps) for p in range(P)])
+        k_crop = np.stack([crop_intrinsics(k_region[p], boxes[p], cfg.size) for p in range(P)])
+        lm_crop = np.stack([to_crop(lm_region[p], boxes[p], cfg.size) for p in range(P)])
+        seconds["pose"] = _lap(clock)
+
+        clock = time.perf_counter()
+        shapes = [expression.normalise_landmarks(lm_region[p], face3d[p]) for p in range(P)]
+        model = expression.MorphableModel.fit(shapes, cfg.n_expression)
+        beta = np.stack([model.coefficients(shapes[p], p) for p in range(P)])
+        mouth = np.stack([expression.mouth_opening(s) for s in shapes]).astype(np.float32)
+        blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
+        seconds["expression"] = _lap(clock)
+
+        clock = time.perf_counter()
+        who = diarize.diarize(wav, a["log_mel"], n_frames, cfg.fps, mouth=mouth)
+        if not who.pieces:
+            warnings.warn(
+                f"{src.audio_path}: no speech found; nobody is marked as speaking",
+                PrepareWarning,
+                stacklevel=2,
+            )
+        seconds["who_speaks"] = _lap(clock)
+
+        clock = time.perf_counter()
+        crops = cache.get("crops", lambda: src.crop_frames(regions, boxes, cfg.size, n_frames, progress))
+        person = crops["person"]
+        labels = np.stack([masks.labels(person[p], lm_crop[p]) for p in range(P)])
+        plates = np.stack([masks.background_plate(crops["frames"][p], person[p]) for p in range(P)])
+        seconds["crops_masks"] = _lap(clock)
+
+        clock = time.perf_counter()
+        for p in range(P):
+            io.write_video(out / f"frames_p{p}.mp4", crops["frames"][p], cfg.fps, crf=10)
+        save_npz_atomic(out / "masks.npz", labels=labels, background=plates)
+        io.write_audio(out / "audio.wav", wav)
+        save_npz_atomic(
+            out / "tracks.npz",
+            pose=pose.astype(np.float32),
+            pose_raw=raw.astype(np.float32),
+            speaking=who.speaking,
+            blink=blink.astype(np.float32),
+            fps=np.float32(cfg.fps),
+            expression=beta,
+            mouth=mouth,
+            landmarks=lm_crop.astype(np.float32),
+            crop_box=(boxes + [[r[0], r[1], 0] for r in regions]).astype(np.int32),  # frame pixels
+            region=np.asarray(regions, np.int32),
+            intrinsics=k_crop.astype(np.float32),
+            face3d=face3d.astype(np.float32),
+            exp_mean=model.mean.astype(np.float32),
+            exp_identity=model.identity.astype(np.float32),
+            exp_basis=model.basis.astype(np.float32),
+            zcr=a["zcr"],
+            rms=a["rms"],
+            mel=a["mel"].astype(np.float16),
+        )
+        seconds["write"] = _lap(clock)
+        notes = list(dict.fromkeys(str(w.message) for w in caught if w.category is PrepareWarning))
+    for note in notes:  # each once, in order, for the caller to see
+        warnings.warn(note, PrepareWarning, stacklevel=2)
+
+    report = {
+        "complete": True,
+        "inputs": src.describe(),
+        "settings": asdict(cfg),
+        "frames": int(n_frames),
+        "fps": cfg.fps,
+        "seconds": round(n_frames / cfg.fps, 3),
+        "faces_found": [round(float(f), 4) for f in found],
+        "who_speaks": {"method": who.method, "voice_mouth_agreement": _num(who.agreement),
+                       "voiced_pieces": len(who.pieces)},
+        "expression_variance_kept": round(model.explained(shapes), 4),
+        "warnings": notes,
+        "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
+        "total_seconds": round(sum(seconds.values()), 2),
+        "cached_stages": sorted(cache.hits),
+    }  # fmt: skip
+    with atomic_path(out / "prepare_report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    return out
+
+
+# --- reading a prepared folder ---------------------------------------------------------------
+
+
+def load_tracks(folder) -> dict[str, np.ndarray]:
+    """The arrays of `folder/tracks.npz`, after checking that the preparation finished."""
+    folder = Path(folder)
+    report = folder / "prepare_report.json"
+    if not report.is_file():
+        raise PrepareError(
+            f"{folder}: not a finished preparation (no prepare_report.json); run minitalk prepare"
+        )
+    with np.load(folder / "tracks.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def read_person_frames(folder, person: int) -> np.ndarray:
+    """Person `person`'s crops (T, S, S, 3) uint8."""
+    return io.read_video(Path(folder) / f"frames_p{person}.mp4")[0]
+
+
+def load_masks(folder) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (P, T, S, S) uint8 and background plates (P, S, S, 3) uint8."""
+    with np.load(Path(folder) / "masks.npz") as z:
+        return z["labels"], z["background"]
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _audio_features(wav: np.ndarray, n_frames: int, fps: float) -> dict[str, np.ndarray]:
+    from minitalk import audio as au
+
+    log_mel = au.log_mel(wav)
+    zcr, rms = au.zcr_rms(wav, io.SAMPLE_RATE, fps, n_frames)
+    return {"log_mel": log_mel, "mel": au.mel_windows(log_mel, fps, n_frames), "zcr": zcr, "rms": rms}
+
+
+def _focal(width: float, fov_deg: float) -> float:
+    return width / (2.0 * np.tan(np.deg2rad(fov_deg) / 2.0))
+
+
+def crop_intrinsics(k: np.ndarray, box, size: int) -> np.ndarray:
+    """The camera `k` seen through a square crop `box` = (x0, y0, side) resized to `size` pixels.
+
+    Pixel coordinates here run from 0 at an image's edge (FaceMesh's
+    convention), so cropping shifts the principal point and resizing scales
+    everything by size / side.
+    """
+    x0, y0, side = box
+    s = size / side
+    out = np.array(k, dtype=np.float64)
+    out[0, 2] -= x0
+    out[1, 2] -= y0
+    out[:2] *= s
+    return out
+
+
+def to_crop(landmarks: np.ndarray, box, size: int) -> np.ndarray:
+    """Landmarks (..., 3) from region pixels to crop pixels (depth scaled alike)."""
+    x0, y0, side = box
+    return (landmarks - np.array([x0, y0, 0.0])) * (size / side)
+
+
+def _lap(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def _num(x: float):
+    return None if not np.isfinite(x) else round(float(x), 4)
+
+
+class _Cache:
+    """Finished stages under `folder`, each an npz tagged with the key of its inputs and settings."""
+
+    def __init__(self, folder: Path, source_key: str, cfg: PrepareConfig):
+        import hashlib
+
+        import minitalk
+
+        text = json.dumps([source_key, asdict(cfg), minitalk.__version__], sort_keys=True)
+        self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        self.folder = folder
+        self.hits: set[str] = set()
+
+    def get(self, stage: str, compute) -> dict[str, np.ndarray]:
+        path = self.folder / f"{stage}-{self.key}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                self.hits.add(stage)
+                return {k: z[k] for k in z.files}
+        result = compute()
+        for old in self.folder.glob(f"{stage}-*.npz"):  # another input's or setting's result
+            old.unlink()
+        save_npz_atomic(path, **result)
+        return result

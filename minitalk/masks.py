@@ -1,0 +1,87 @@
+"""Head and torso masks and the background plate (DialogueNeRF section IV-B, AD-NeRF's parsing).
+
+The NeRF renders a person as a head field and a torso field in front of a
+fixed background image, so data preparation must say, per pixel and frame,
+which of the three it sees. AD-NeRF uses a face-parsing network for this; we
+use two MediaPipe models that ship in its wheel:
+
+* the selfie segmenter gives the person (head, hair, neck, body) against the
+  background;
+* the FaceMesh face oval, grown to take in the hair and ears and cut at the
+  chin, says which person pixels are head; the rest of the person is torso.
+
+The background plate is the per-pixel median over the frames where the pixel
+is not covered by the person (grown by a few pixels for the blurred edge);
+pixels the person never uncovers are filled by inpainting.
+
+Labels: 0 background, 1 torso, 2 head.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from minitalk.face import CHIN, FOREHEAD, _quiet_native_stderr, face_oval_indices
+
+BACKGROUND, TORSO, HEAD = 0, 1, 2
+
+
+def person_masks(images: np.ndarray) -> np.ndarray:
+    """Person probability (T, H, W) float32 in 0..1 for RGB uint8 images (T, H, W, 3)."""
+    import mediapipe as mp
+
+    with (
+        _quiet_native_stderr(),
+        mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg,
+    ):
+        return np.stack([seg.process(np.ascontiguousarray(im)).segmentation_mask for im in images])
+
+
+def head_region(landmarks: np.ndarray, shape: tuple[int, int], grow: float = 1.35) -> np.ndarray:
+    """(H, W) bool where the head may be: the face oval grown by `grow` (ears, hair at the sides),
+    open to the top of the image (hair of any height) and cut just below the chin (no neck)."""
+    import cv2
+
+    oval = landmarks[face_oval_indices(), :2].astype(np.float64)
+    centre = oval.mean(0)
+    face_h = np.linalg.norm(landmarks[CHIN, :2] - landmarks[FOREHEAD, :2])
+    grown = centre + grow * (oval - centre)
+    grown[grown[:, 1] < centre[1], 1] = -1.0  # the upper half reaches the top edge
+    grown[:, 1] = np.minimum(grown[:, 1], landmarks[CHIN, 1] + 0.05 * face_h)
+    out = np.zeros(shape, np.uint8)
+    cv2.fillPoly(out, [np.round(grown).astype(np.int32)], 1)
+    return out.astype(bool)
+
+
+def labels(person: np.ndarray, landmarks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Per-frame labels (T, H, W) uint8 from person probabilities (T, H, W) and landmarks (T, 478, 2+)."""
+    out = np.zeros(person.shape, np.uint8)
+    fg = person > threshold
+    for i in range(len(person)):
+        out[i][fg[i]] = TORSO
+        if np.isfinite(landmarks[i]).all():
+            out[i][fg[i] & head_region(landmarks[i], person.shape[1:])] = HEAD
+    return out
+
+
+def background_plate(
+    images: np.ndarray, person: np.ndarray, max_frames: int = 200, margin: int = 3
+) -> np.ndarray:
+    """(H, W, 3) uint8: median of each pixel over the frames where the person leaves it uncovered."""
+    import cv2
+
+    step = max(1, len(images) // max_frames)
+    imgs, cover = images[::step], person[::step] > 0.1
+    kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
+    cover = np.stack([cv2.dilate(c.astype(np.uint8), kernel) for c in cover]).astype(bool)
+    stack = np.where(cover[..., None], np.nan, imgs.astype(np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # pixels never uncovered: inpainted below
+        plate = np.nanmedian(stack, axis=0)
+    never_seen = ~np.isfinite(plate).all(axis=-1)
+    plate = np.nan_to_num(plate).clip(0, 255).astype(np.uint8)
+    if never_seen.any():
+        plate = cv2.inpaint(plate, never_seen.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    return plate

@@ -1,0 +1,234 @@
+"""The input of data preparation: one side-by-side video, or one video per person, plus audio.
+
+DialogueNeRF's dataset puts the two people of a conversation side by side in
+one frame; a user may instead have one recording per person and a separate
+audio track. `open_source` turns either into the same thing: a stream of
+frames at the requested rate, a region of the frame per person, and 16 kHz
+mono audio, with every problem reported against the file (and frames) it
+comes from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from minitalk import io
+
+FIND_FRAMES = 50  # people are looked for in the first frames (every FIND_STEP-th)
+FIND_STEP = 10
+TRACK_MAX_SIDE = 640  # larger regions are downscaled for FaceMesh (it works on a 192 px face crop)
+
+
+class PrepareError(ValueError):
+    """An input that cannot be prepared; the message names the file and the frames."""
+
+
+class PrepareWarning(UserWarning):
+    """Something preparation fixed on its own (resampled, trimmed, silent); kept in the report."""
+
+
+class Source:
+    """Frames of one or two videos at `fps`, split into one region per person."""
+
+    def __init__(self, videos: list[Path], audio: Path, fps: float):
+        self.videos, self.audio_path, self.fps = videos, audio, fps
+        self.infos = [io.probe(v) for v in videos]
+        self.n_frames: int | None = None  # known once the frames have been read
+        for info in self.infos:
+            if abs(info.fps - fps) > 1e-3:
+                warnings.warn(
+                    f"{info.path}: {info.fps:g} fps resampled to {fps:g} fps",
+                    category=PrepareWarning,
+                    stacklevel=3,
+                )
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def key(self) -> str:
+        """Changes when an input file changes (path, size, modification time) or the rate does."""
+        parts = [
+            (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
+            for p in [*self.videos, self.audio_path]
+        ]
+        return repr((parts, self.fps))
+
+    def describe(self) -> dict:
+        return {
+            "videos": [str(v) for v in self.videos],
+            "audio": str(self.audio_path),
+            "video_size": [[i.width, i.height] for i in self.infos],
+            "video_fps": [i.fps for i in self.infos],
+        }
+
+    # -- frames -----------------------------------------------------------------------------
+
+    def frames(self):
+        """Per output frame, the list of source frames (one per video)."""
+        streams = [io.iter_frames_at(v, self.fps) for v in self.videos]
+        if len(streams) == 1:
+            for f in streams[0]:
+                yield [f]
+            return
+        for pair in itertools.zip_longest(*streams):
+            if any(f is None for f in pair):
+                longer = self.videos[[f is not None for f in pair].index(True)]
+                warnings.warn(
+                    f"{longer}: longer than the other video; trimmed to the shorter",
+                    category=PrepareWarning,
+                    stacklevel=2,
+                )
+                return
+            yield list(pair)
+
+    def _region_image(self, frames: list[np.ndarray], region) -> np.ndarray:
+        frame = frames[region[4]]
+        return frame[region[1] : region[3], region[0] : region[2]]
+
+    def find_people(self) -> list[tuple[int, int, int, int, int]]:
+        """One region (x0, y0, x1, y1, video index) per person, left to right."""
+        from minitalk.face import detect_faces
+
+        sampled = list(itertools.islice(self.frames(), 0, FIND_FRAMES, FIND_STEP))
+        span = f"frames 0-{min(FIND_FRAMES, FIND_STEP * len(sampled)) - 1}"
+        if len(self.videos) == 2:
+            regions = []
+            for v, path in enumerate(self.videos):
+                h, w = sampled[0][v].shape[:2]
+                if not any(len(detect_faces(f[v])) for f in sampled):
+                    raise PrepareError(f"{path}: no face found in {span}")
+                regions.append((0, 0, w, h, v))
+            return regions
+        path = self.videos[0]
+        found = [detect_faces(f[0]) for f in sampled]
+        most = max(len(b) for b in found)
+        if most == 0:
+            raise PrepareError(f"{path}: no face found in {span}")
+        if most == 1:
+            raise PrepareError(
+                f"{path}: only one face found in {span}; a side-by-side conversation needs two "
+                "(or pass one video per person with --left and --right)"
+            )
+        # the two most confident faces of each frame that shows two, left to right
+        centres = []
+        for boxes in found:
+            if len(boxes) >= 2:
+                two = boxes[np.argsort(-boxes[:, 4])[:2]]
+                centres.append(np.sort((two[:, 0] + two[:, 2]) / 2))
+        left_x, right_x = np.median(centres, axis=0)
+        h, w = sampled[0][0].shape[:2]
+        split = int(round((left_x + right_x) / 2))
+        return [(0, 0, split, h, 0), (split, 0, w, h, 0)]
+
+    def track_landmarks(self, regions, progress: bool = True) -> np.ndarray:
+        """FaceMesh landmarks (P, T, 478, 3) in each region's pixels, NaN where the face is lost."""
+        from tqdm.auto import tqdm
+
+        from minitalk.face import LandmarkTracker
+
+        out: list[list[np.ndarray]] = [[] for _ in regions]
+        trackers = [LandmarkTracker(static=False) for _ in regions]
+        for t in trackers:
+            t.__enter__()
+        try:
+            bar = tqdm(
+                self.frames(), total=self._estimate(), desc="landmarks", unit="frame", disable=not progress
+            )
+            for frames in bar:
+                for p, region in enumerate(regions):
+                    img = self._region_image(frames, region)
+                    scale = min(1.0, TRACK_MAX_SIDE / max(img.shape[:2]))
+                    if scale < 1.0:
+                        import cv2
+
+                        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+                    out[p].append(trackers[p](img) / scale)
+        finally:
+            for t in trackers:
+                t.__exit__(None, None, None)
+        return np.stack([np.stack(o) for o in out]).astype(np.float32)
+
+    def crop_frames(
+        self, regions, boxes, size: int, n_frames: int, progress: bool = True
+    ) -> dict[str, np.ndarray]:
+        """Square crops (P, T, size, size, 3) uint8 and person probabilities (P, T, size, size)."""
+        import cv2
+        from tqdm.auto import tqdm
+
+        from minitalk.masks import person_masks
+
+        crops = np.zeros((len(regions), n_frames, size, size, 3), np.uint8)
+        frames = itertools.islice(self.frames(), n_frames)
+        for t, f in enumerate(tqdm(frames, total=n_frames, desc="crops", unit="frame", disable=not progress)):
+            for p, (region, (x0, y0, side)) in enumerate(zip(regions, boxes, strict=True)):
+                img = self._region_image(f, region)[y0 : y0 + side, x0 : x0 + side]
+                crops[p, t] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+        person = np.stack([person_masks(c) for c in crops]).astype(np.float16)
+        return {"frames": crops, "person": person}
+
+    def _estimate(self) -> int:
+        return int(min(i.duration for i in self.infos) * self.fps)
+
+    # -- checks -----------------------------------------------------------------------------
+
+    def check_tracked(self, landmarks: np.ndarray, max_gap: int) -> None:
+        """Raise on a face lost for more than `max_gap` frames, naming the person and the frames."""
+        from minitalk.headpose import fill_gaps
+
+        for p, lm in enumerate(landmarks):
+            _, long_runs = fill_gaps(lm[:, :1, :1], max_gap)
+            if long_runs:
+                a, b = long_runs[0]
+                side = "left" if p == 0 else "right"
+                path = self.videos[min(p, len(self.videos) - 1)]
+                raise PrepareError(
+                    f"{path}: the {side} person's face is lost in frames "
+                    f"{a}-{b} ({(b - a + 1) / self.fps:.2f} s); gaps up to {max_gap} frames are bridged"
+                )
+
+    def read_audio(self, n_video_frames: int) -> tuple[np.ndarray, int]:
+        """16 kHz mono audio and the frame count both streams cover (the shorter wins)."""
+        rate = io.audio_sample_rate(self.audio_path)
+        if rate < io.SAMPLE_RATE:
+            warnings.warn(
+                f"{self.audio_path}: {rate} Hz audio upsampled to {io.SAMPLE_RATE} Hz; "
+                "the mel bands above its Nyquist frequency stay empty",
+                category=PrepareWarning,
+                stacklevel=2,
+            )
+        wav = io.read_audio(self.audio_path)
+        n_audio_frames = int(np.floor(len(wav) / io.SAMPLE_RATE * self.fps + 1e-6))
+        if abs(n_audio_frames - n_video_frames) > 0.1 * self.fps:
+            warnings.warn(
+                f"{self.audio_path}: the audio lasts {len(wav) / io.SAMPLE_RATE:.2f} s but the video "
+                f"{n_video_frames / self.fps:.2f} s; both trimmed to the shorter",
+                category=PrepareWarning,
+                stacklevel=2,
+            )
+        n_frames = min(n_audio_frames, n_video_frames)
+        n = int(round(n_frames / self.fps * io.SAMPLE_RATE))
+        return np.pad(wav[:n], (0, max(0, n - len(wav)))), n_frames
+
+
+def open_source(video=None, *, left=None, right=None, audio=None, fps: float = 25.0) -> Source:
+    """Check the inputs' combination and files; the audio defaults to the video's own track."""
+    if video is not None and (left is not None or right is not None):
+        raise PrepareError("give either one side-by-side VIDEO or --left and --right, not both")
+    if video is None and (left is None or right is None):
+        raise PrepareError("give one side-by-side VIDEO, or both --left and --right")
+    videos = [Path(video)] if video is not None else [Path(left), Path(right)]
+    for v in videos:
+        if not v.is_file():
+            raise FileNotFoundError(f"{v}: no such file")
+    if audio is None:
+        with_audio = [v for v in videos if io.probe(v).has_audio]
+        if not with_audio:
+            raise io.MediaError(f"{videos[0]}: no audio track (pass the conversation's audio with --audio)")
+        audio = with_audio[0]
+    audio = Path(audio)
+    if not audio.is_file():
+        raise FileNotFoundError(f"{audio}: no such file")
+    return Source(videos, audio, fps)
