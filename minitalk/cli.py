@@ -1,6 +1,8 @@
 """The `minitalk` command line: one sub-command per pipeline stage that exists.
 
 minitalk demo [--sample DIR] [--out DIR]
+minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
+minitalk prepare --left A.mp4 --right B.mp4 [--audio C.wav] --out DIR
 """
 
 from __future__ import annotations
@@ -32,12 +34,47 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
 
+    prep = commands.add_parser(
+        "prepare",
+        help="turn a two-person video into a training-ready folder",
+        description="Prepare a conversation for training: audio features, who speaks when, "
+        "face crops, 478 landmarks, head pose, expression, blinks, head/torso masks and "
+        "background, written to --out (tracks.npz, frames_p*.mp4, masks.npz, audio.wav, "
+        "prepare_report.json). Finished stages are cached, so a re-run resumes.",
+    )
+    prep.add_argument("video", nargs="?", help="a video with both people side by side")
+    prep.add_argument("--left", help="the left person's video (instead of VIDEO)")
+    prep.add_argument("--right", help="the right person's video (instead of VIDEO)")
+    prep.add_argument("--audio", help="the conversation's audio (default: the video's own track)")
+    prep.add_argument("--out", required=True, help="output folder")
+    prep.add_argument("--size", type=int, default=128, help="crop side in pixels (default: 128)")
+    prep.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (default: 25)")
+    prep.add_argument("--fov", type=float, default=26.0, help="assumed field of view, degrees (default: 26)")
+    prep.add_argument("--quiet", action="store_true", help="no progress bars")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             from minitalk.demo import run_demo
 
             run_demo(args.sample, args.out)
+        elif args.command == "prepare":
+            import json
+            import warnings
+
+            from minitalk.data import prepare
+
+            warnings.simplefilter("always")
+            warnings.formatwarning = lambda msg, *a, **k: f"minitalk prepare: warning: {msg}\n"
+            out = prepare(
+                args.video, args.out, left=args.left, right=args.right, audio=args.audio,
+                size=args.size, fps=args.fps, fov=args.fov, progress=not args.quiet,
+            )  # fmt: skip
+            report = json.loads((out / "prepare_report.json").read_text())
+            print(
+                f"prepared {report['frames']} frames ({report['seconds']:.1f} s) into {out} "
+                f"in {report['total_seconds']:.0f} s; faces found {report['faces_found']}"
+            )
     except (FileNotFoundError, ValueError) as exc:
         print(f"minitalk {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -7,10 +7,12 @@ offline and uses the fact that we also see the faces:
    into pieces of about a second, so a piece rarely holds two voices;
 2. each piece gets a voice signature, its median pitch (YIN) and mean MFCC,
    and the pieces are clustered into two voices (2-means);
-3. each cluster is given to the person whose mouth moves during it (the
-   spread of their mouth opening over the piece, against their own usual
-   spread). Where the voices do not separate (the clusters disagree with the
-   mouths on most pieces), each piece goes to the moving mouth directly;
+3. each cluster is given to the person whose mouth moves with the sound
+   during it (the correlation of their mouth opening with the loudness,
+   summed over the cluster's pieces; a listener's mouth may move too, but
+   not in time with the other's voice). Where the voices do not separate
+   (a silhouette score below `min_separation`: one voice, or two alike),
+   each piece goes to the mouth that follows it;
 4. a person's pieces separated by a pause shorter than `max_pause_s` are
    joined, since a speaker holds the turn through their own pauses.
 
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minitalk.audio import MEL_HOP, voice_activity
+from minitalk.audio import MEL_HOP, voice_activity, zcr_rms
 
 
 @dataclass
@@ -84,15 +86,37 @@ def two_means(x: np.ndarray, iterations: int = 50) -> np.ndarray:
     return labels
 
 
-def mouth_motion(mouth: np.ndarray, pieces, fps: float) -> np.ndarray:
-    """(n_pieces, 2) how much each person's mouth moves in each piece, in units of their usual spread."""
-    mouth = np.asarray(mouth, dtype=np.float64)
-    scale = np.nanstd(mouth, axis=1) + 1e-8
+def mouth_sync(
+    mouth: np.ndarray, loudness: np.ndarray, pieces, fps: float, context_s: float = 1.0
+) -> np.ndarray:
+    """(n_pieces, 2): how well each person's mouth opening follows the audio's loudness in each piece.
+
+    The correlation between the mouth opening and the RMS envelope over the
+    piece's frames and `context_s` either side (over a one-second piece alone
+    the correlation is noisy); a still or untracked mouth scores 0. It is the
+    speaker's mouth that moves with the sound, whatever the other mouth does.
+    """
     out = np.zeros((len(pieces), 2))
     for k, (a, b) in enumerate(pieces):
-        i, j = int(a * fps), max(int(np.ceil(b * fps)), int(a * fps) + 2)
-        out[k] = np.nanstd(mouth[:, i:j], axis=1) / scale
+        i, j = int(max(a - context_s, 0) * fps), int(np.ceil((b + context_s) * fps))
+        env = loudness[i:j]
+        for p in (0, 1):
+            m = mouth[p, i:j]
+            if len(m) > 2 and np.isfinite(m).all() and m.std() > 1e-6 and env.std() > 1e-9:
+                out[k, p] = np.corrcoef(m, env)[0, 1]
     return out
+
+
+def separation(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of a two-cluster labelling (1: tight, far apart clusters; 0: no structure)."""
+    if len(set(labels.tolist())) < 2:
+        return 0.0
+    dist = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    own = np.array(
+        [dist[i, labels == labels[i]].sum() / max((labels == labels[i]).sum() - 1, 1) for i in range(len(x))]
+    )
+    other = np.array([dist[i, labels != labels[i]].mean() for i in range(len(x))])
+    return float(np.mean((other - own) / np.maximum(own, other)))
 
 
 def diarize(
@@ -103,6 +127,7 @@ def diarize(
     mouth: np.ndarray | None = None,
     sample_rate: int = 16_000,
     max_pause_s: float = 0.6,
+    min_separation: float = 0.15,
 ) -> Diarization:
     """Who speaks when, from 16 kHz audio, its log-mel and (optionally) both mouth openings (2, T)."""
     pieces = split_pieces(voice_activity(audio, sample_rate))
@@ -110,22 +135,28 @@ def diarize(
     if not pieces:
         empty = np.zeros(0, np.int64)
         return Diarization(speaking, [], empty, empty, empty, 1.0, "none")
-    cluster = two_means(voice_signatures(audio, pieces, mel, sample_rate))
+    signatures = voice_signatures(audio, pieces, mel, sample_rate)
+    cluster = two_means(signatures)
+    separated = separation(signatures, cluster) >= min_separation
     if mouth is None:
         mouth_person = np.full(len(pieces), -1)
         person = cluster if cluster[0] == 0 else 1 - cluster  # person 0: whoever speaks first
         agreement, method = float("nan"), "voice"
     else:
-        motion = mouth_motion(mouth, pieces, fps)
-        mouth_person = np.argmax(motion, axis=1)
-        agree_same = float(np.mean(cluster == mouth_person))
-        if agree_same >= 0.5:
-            person, agreement = cluster, agree_same
-        else:
-            person, agreement = 1 - cluster, 1 - agree_same
-        method = "voice+mouth"
-        if agreement < 0.6:  # the voices do not separate: trust the mouths piece by piece
-            person, method = mouth_person, "mouth"
+        _, rms = zcr_rms(audio, sample_rate, fps, n_frames)
+        sync = mouth_sync(np.asarray(mouth, dtype=np.float64), rms, pieces, fps)
+        margin = sync[:, 0] - sync[:, 1]
+        mouth_person = np.where(np.abs(margin) > 0.1, (margin < 0).astype(np.int64), -1)  # -1: undecided
+        if separated:  # name each voice after the mouth that follows it
+            person = cluster if margin[cluster == 0].sum() >= margin[cluster == 1].sum() else 1 - cluster
+            method = "voice+mouth"
+        else:  # one voice, or voices too alike: each piece goes to the mouth that follows it
+            person = _fill_undecided(mouth_person)
+            method = "mouth"
+        decided = mouth_person >= 0
+        agreement = (
+            float(np.mean(person[decided] == mouth_person[decided])) if decided.any() else float("nan")
+        )
     # a speaker holds the turn through their own short pauses
     times = (np.arange(n_frames) + 0.5) / fps
     spans: list[list[float]] = [[], []]
@@ -147,3 +178,12 @@ def diarize(
 def _no_other_between(t0: float, t1: float, pieces, person, p: int) -> bool:
     """True when no piece of the other person lies between t0 and t1."""
     return not any(q != p and a < t1 and b > t0 for (a, b), q in zip(pieces, person, strict=True))
+
+
+def _fill_undecided(labels: np.ndarray) -> np.ndarray:
+    """Replace -1 by the nearest decided label (0 where nothing is decided)."""
+    decided = np.flatnonzero(labels >= 0)
+    if len(decided) == 0:
+        return np.zeros_like(labels)
+    nearest = decided[np.argmin(np.abs(np.arange(len(labels))[:, None] - decided[None]), axis=1)]
+    return labels[nearest]
