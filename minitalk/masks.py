@@ -39,15 +39,20 @@ def person_masks(images: np.ndarray) -> np.ndarray:
         return np.stack([seg.process(np.ascontiguousarray(im)).segmentation_mask for im in images])
 
 
-def head_region(landmarks: np.ndarray, shape: tuple[int, int], grow: float = 1.35) -> np.ndarray:
-    """(H, W) bool where the head may be: the face oval grown by `grow` (ears, hair at the sides),
-    open to the top of the image (hair of any height) and cut just below the chin (no neck)."""
+def head_region(landmarks: np.ndarray, shape: tuple[int, int], grow: float = 1.7) -> np.ndarray:
+    """(H, W) bool where the head may be: the face oval widened by `grow` (ears, hair at the sides),
+    open to the top of the image (hair of any height) and cut just below the chin (no neck).
+
+    Only the person's pixels inside it become head, so the generous width takes
+    in hair without taking in background. Hair hanging below the chin counts
+    as torso, a limit of this landmark-based split.
+    """
     import cv2
 
     oval = landmarks[face_oval_indices(), :2].astype(np.float64)
     centre = oval.mean(0)
     face_h = np.linalg.norm(landmarks[CHIN, :2] - landmarks[FOREHEAD, :2])
-    grown = centre + grow * (oval - centre)
+    grown = centre + (oval - centre) * [grow, 1.0]
     grown[grown[:, 1] < centre[1], 1] = -1.0  # the upper half reaches the top edge
     grown[:, 1] = np.minimum(grown[:, 1], landmarks[CHIN, 1] + 0.05 * face_h)
     out = np.zeros(shape, np.uint8)

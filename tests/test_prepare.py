@@ -1,0 +1,190 @@
+"""Data preparation end to end on clips cut from the sample, and on the inputs it must refuse or fix."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import av
+import numpy as np
+import pytest
+
+from minitalk import data, io, masks, prepare_eval
+from minitalk.sources import PrepareError, PrepareWarning
+
+FPS = 25
+N = 300  # 12 s: the first speaker's turn and the start of the second's
+SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def clip(frames):
+    return frames[:N]
+
+
+@pytest.fixture(scope="session")
+def clip_audio(sample_dir):
+    return io.read_audio(sample_dir / "dialogue.mp4")[: N * io.SAMPLE_RATE // FPS]
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory, clip, clip_audio):
+    folder = tmp_path_factory.mktemp("prep")
+    io.write_video(folder / "clip.mp4", clip, FPS, audio=clip_audio)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrepareWarning)  # a clean input raises no warning
+        data.prepare(folder / "clip.mp4", folder / "out", size=SIZE, progress=False)
+    return folder / "out"
+
+
+def write_odd_video(path, frames, fps):
+    """A lossless mkv (FFV1, 4:4:4) that keeps odd frame sizes, which H.264 4:2:0 cannot."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("ffv1", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv444p"
+        for f in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+        out.mux(stream.encode(None))
+
+
+def test_prepared_folder_holds_the_contract(prepared):
+    t = data.load_tracks(prepared)
+    assert t["pose"].shape == (2, N, 6) and t["pose"].dtype == np.float32
+    assert t["speaking"].shape == (2, N) and t["speaking"].dtype == bool
+    assert t["blink"].shape == (2, N) and t["blink"].dtype == np.float32
+    assert 0 <= t["blink"].min() and t["blink"].max() <= 1
+    assert float(t["fps"]) == FPS
+    assert t["landmarks"].shape == (2, N, 478, 3)
+    assert t["expression"].shape == (2, N, 16)
+    assert t["mel"].shape == (N, 16, 80)
+    assert t["intrinsics"].shape == (2, 3, 3)
+    labels, plates = data.load_masks(prepared)
+    assert labels.shape == (2, N, SIZE, SIZE) and set(np.unique(labels)) == {0, 1, 2}
+    assert plates.shape == (2, SIZE, SIZE, 3)
+    crops = data.read_person_frames(prepared, 1)
+    assert crops.shape == (N, SIZE, SIZE, 3)
+    report = json.loads((prepared / "prepare_report.json").read_text())
+    assert report["complete"] and report["frames"] == N and report["faces_found"] == [1.0, 1.0]
+    assert set(report["stage_seconds"]) >= {"audio", "landmarks", "pose", "who_speaks", "crops_masks"}
+
+
+def test_prepared_tracks_match_the_ground_truth(prepared, gt):
+    truth = {k: v[:, :N] for k, v in gt.items() if k in ("pose", "speaking", "blink", "mouth")}
+    figures = prepare_eval.compare(data.load_tracks(prepared), truth)
+    assert figures["rot_err_deg_median"] < 2.0
+    assert figures["jitter_deg"] < figures["gt_jitter_deg"]
+    assert figures["speaking_acc"] > 0.95
+    assert figures["blink_f1"] >= 0.8
+    assert min(figures["mouth_corr"]) > 0.8
+
+
+def test_landmarks_reproject_through_the_stored_camera(prepared):
+    """The canonical face placed by the pose and seen through the crop camera lands on the landmarks."""
+    from minitalk import camera, headpose
+
+    t = data.load_tracks(prepared)
+    for p in range(2):
+        rot, trans = camera.pose_to_rt(t["pose"][p])
+        points = np.einsum("tij,nj->tni", rot, t["face3d"][p].astype(np.float64)) + trans[:, None]
+        uv = camera.project(points, t["intrinsics"][p])
+        err = np.linalg.norm(uv - t["landmarks"][p, ..., :2], axis=-1)[:, list(headpose.RIGID)]
+        assert np.median(err) < 0.02 * SIZE
+
+
+def test_rerun_reuses_finished_stages(prepared, tmp_path):
+    before = data.load_tracks(prepared)
+    data.prepare(prepared.parent / "clip.mp4", prepared, size=SIZE, progress=False)
+    report = json.loads((prepared / "prepare_report.json").read_text())
+    assert set(report["cached_stages"]) == {"audio", "landmarks", "crops"}
+    after = data.load_tracks(prepared)
+    for key in ("pose", "speaking", "blink", "expression"):
+        np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_an_interrupted_run_leaves_the_folder_clearly_unfinished(prepared, tmp_path, monkeypatch):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(prepared, folder)
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(masks, "background_plate", fail)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare(prepared.parent / "clip.mp4", folder, size=SIZE, progress=False)
+    with pytest.raises(PrepareError, match="not a finished preparation"):
+        data.load_tracks(folder)
+    assert (folder / "tracks.npz").is_file()  # the earlier result is still there, untouched
+
+
+def test_awkward_but_usable_inputs_are_fixed_with_warnings(tmp_path, clip, clip_audio):
+    """30 fps odd-sized videos per person, 48 kHz stereo audio a second too long."""
+    import cv2
+
+    n30 = 90  # 3 s at 30 fps
+    idx = np.round(np.arange(n30) * FPS / 30).astype(int)
+    left = np.stack([cv2.resize(f[:, :256], (201, 233)) for f in clip[idx]])
+    right = np.stack([cv2.resize(f[:, 256:], (257, 255)) for f in clip[idx]])
+    write_odd_video(tmp_path / "left.mkv", left, 30)
+    write_odd_video(tmp_path / "right.mkv", right, 30)
+    stereo48 = np.repeat(
+        np.interp(np.arange(4 * 48000) / 3, np.arange(len(clip_audio)), clip_audio)[:, None], 2, 1
+    )
+    import soundfile as sf
+
+    sf.write(tmp_path / "audio.wav", stereo48, 48000)
+    with pytest.warns(PrepareWarning) as record:
+        data.prepare(left=tmp_path / "left.mkv", right=tmp_path / "right.mkv", audio=tmp_path / "audio.wav",
+                     out=tmp_path / "out", size=32, progress=False)  # fmt: skip
+    messages = " ".join(str(w.message) for w in record)
+    assert "30 fps resampled to 25 fps" in messages and "left.mkv" in messages
+    assert "audio.wav: the audio lasts 4.00 s but the video 3.00 s" in messages
+    t = data.load_tracks(tmp_path / "out")
+    assert t["pose"].shape[1] == 75 and np.isfinite(t["pose"]).all()
+
+
+def test_silent_8khz_audio_marks_nobody_speaking(tmp_path, clip):
+    import soundfile as sf
+
+    io.write_video(tmp_path / "clip.mp4", clip[:50], FPS)
+    sf.write(tmp_path / "silence.wav", np.zeros(2 * 8000, np.float32), 8000)
+    with pytest.warns(PrepareWarning) as record:
+        data.prepare(
+            tmp_path / "clip.mp4", tmp_path / "out", audio=tmp_path / "silence.wav", size=32, progress=False
+        )
+    messages = " ".join(str(w.message) for w in record)
+    assert "8000 Hz audio upsampled" in messages and "no speech found" in messages
+    assert not data.load_tracks(tmp_path / "out")["speaking"].any()
+
+
+def test_a_short_face_loss_is_bridged_and_a_long_one_names_the_frames(tmp_path, clip, clip_audio):
+    blanked = clip[:100].copy()
+    background = blanked[:, :, 256:].reshape(-1, 3).min(0)  # a flat colour over the right person
+    short, long_ = blanked.copy(), blanked.copy()
+    short[50:54, :, 256:] = background
+    long_[40:80, :, 256:] = background
+    audio = clip_audio[: 100 * io.SAMPLE_RATE // FPS]
+    io.write_video(tmp_path / "short.mp4", short, FPS, audio=audio)
+    io.write_video(tmp_path / "long.mp4", long_, FPS, audio=audio)
+    data.prepare(tmp_path / "short.mp4", tmp_path / "a", size=32, progress=False)
+    report = json.loads((tmp_path / "a" / "prepare_report.json").read_text())
+    assert report["faces_found"][0] == 1.0 and report["faces_found"][1] < 1.0
+    assert np.isfinite(data.load_tracks(tmp_path / "a")["pose"]).all()
+    with pytest.raises(PrepareError, match=r"long\.mp4: the right person's face is lost in frames 4\d-\d\d"):
+        data.prepare(tmp_path / "long.mp4", tmp_path / "b", size=32, progress=False)
+
+
+def test_inputs_without_two_faces_or_audio_are_refused(tmp_path, clip, clip_audio):
+    audio = clip_audio[: 20 * io.SAMPLE_RATE // FPS]
+    io.write_video(tmp_path / "one.mp4", clip[:20, :, :256], FPS, audio=audio)
+    with pytest.raises(PrepareError, match=r"one\.mp4: only one face found in frames 0-19"):
+        data.prepare(tmp_path / "one.mp4", tmp_path / "o1", progress=False)
+    io.write_video(tmp_path / "none.mp4", np.full((20, 64, 64, 3), 90, np.uint8), FPS, audio=audio)
+    with pytest.raises(PrepareError, match=r"none\.mp4: no face found"):
+        data.prepare(tmp_path / "none.mp4", tmp_path / "o2", progress=False)
+    io.write_video(tmp_path / "mute.mp4", clip[:20], FPS)
+    with pytest.raises(io.MediaError, match=r"mute\.mp4: no audio track"):
+        data.prepare(tmp_path / "mute.mp4", tmp_path / "o3", progress=False)
+    with pytest.raises(FileNotFoundError, match=r"missing\.mp4"):
+        data.prepare(tmp_path / "missing.mp4", tmp_path / "o4", progress=False)
