@@ -4,18 +4,17 @@ Stages that run now:
 
 1. sample: read the two-person video and its audio (16 kHz mono) and check
    them against the ground truth that came with them;
-2. faces: track 478 FaceMesh landmarks on each person, and measure how well the
-   tracked mouth opening and eye closure follow the ground truth;
-3. pose: train the TCN pose model for speaker and listener on the sample's
-   poses (the ground truth stands in for tracked poses until data preparation
-   exists), score it on held-out frames, and plot generated against real
-   listener nods (`pose.png`);
-4. preview: write `preview.mp4` (landmarks drawn, the current speaker framed
+2. prepare: `minitalk prepare` on the video into `prepared/` (crops, 478
+   landmarks, head pose, expression, blinks, masks, background, audio
+   features, who speaks when), scored against the ground truth;
+3. pose: train the TCN pose model for speaker and listener on the prepared
+   (tracked) poses and speaking flags, score it on held-out frames, and plot
+   generated against tracked listener nods (`pose.png`);
+4. preview: write `preview.mp4` (landmarks drawn, the detected speaker framed
    green, with the audio) and `summary.json`.
 
-The later stages of the pipeline (data preparation into a training folder, the
-DialogueNeRF training and rendering of a new dialogue, evaluation) are listed
-at the end as not yet available.
+The later stages of the pipeline (the DialogueNeRF training and rendering of a
+new dialogue, evaluation) are listed at the end as not yet available.
 """
 
 from __future__ import annotations
@@ -26,12 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minitalk import audio as audio_features
-from minitalk import face, io, pose_eval
+from minitalk import data, io, pose_eval, prepare_eval
 from minitalk.utils import atomic_path
 
 REMAINING_STAGES = (
-    "prepare: video -> tracks.npz, crops, masks, background (minitalk prepare)",
     "train: one conditional NeRF for both people (minitalk train)",
     "render: new dialogue audio -> two-person clip (minitalk render)",
     "evaluate: image, motion, sync metrics and Preference Score (minitalk evaluate)",
@@ -59,38 +56,43 @@ def load_sample(sample_dir: str | Path) -> tuple[np.ndarray, float, np.ndarray, 
     return frames, fps, audio, gt
 
 
-def draw_preview(frames: np.ndarray, landmarks: np.ndarray, speaking: np.ndarray) -> np.ndarray:
-    """Landmarks as dots and a green frame around whoever speaks, (T, H, W, 3) uint8."""
+def draw_preview(frames: np.ndarray, tracks: dict) -> np.ndarray:
+    """Tracked landmarks as dots and a green frame around whoever speaks, (T, H, W, 3) uint8."""
     out = frames.copy()
-    tile = frames.shape[2] // 2
+    size = tracks["intrinsics"][0, 0, 2] * 2  # the crops' side (principal point at the centre)
+    h, w = frames.shape[1:3]
     for p in range(2):
-        for t in range(len(frames)):
-            pts = landmarks[p, t]
-            if np.isnan(pts[0, 0]):
-                continue
-            x = np.clip(np.round(pts[:, 0]).astype(int) + p * tile, 0, frames.shape[2] - 1)
-            y = np.clip(np.round(pts[:, 1]).astype(int), 0, frames.shape[1] - 1)
+        x0, y0, side = tracks["crop_box"][p]
+        pts = tracks["landmarks"][p, :, :, :2] * (side / size) + [x0, y0]  # crop -> frame pixels
+        for t in range(min(len(frames), len(pts))):
+            x = np.clip(np.round(pts[t, :, 0]).astype(int), 0, w - 1)
+            y = np.clip(np.round(pts[t, :, 1]).astype(int), 0, h - 1)
             out[t, y, x] = (255, 255, 255)
-        border = np.zeros(frames.shape[1:3], bool)
-        border[:4, p * tile : (p + 1) * tile] = border[-4:, p * tile : (p + 1) * tile] = True
-        border[:, p * tile : p * tile + 4] = border[:, (p + 1) * tile - 4 : (p + 1) * tile] = True
-        out[speaking[p]] = np.where(border[..., None], np.array([40, 200, 60], np.uint8), out[speaking[p]])
+        rx0, _, rx1 = tracks["region"][p][[0, 1, 2]]
+        border = np.zeros((h, w), bool)
+        border[:4, rx0:rx1] = border[-4:, rx0:rx1] = True
+        border[:, rx0 : rx0 + 4] = border[:, rx1 - 4 : rx1] = True
+        speaking = tracks["speaking"][p]
+        out[: len(speaking)][speaking] = np.where(
+            border[..., None], np.array([40, 200, 60], np.uint8), out[: len(speaking)][speaking]
+        )
     return out
 
 
-def pose_stage(gt: dict, audio: np.ndarray, fps: float, out_dir: Path) -> dict:
-    """Train and score the pose model; plot the listener's generated and real pitch."""
+def pose_stage(tracks: dict, fps: float, out_dir: Path) -> dict:
+    """Train and score the pose model on prepared tracks; plot the listener's generated and tracked pitch."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-    zcr, rms = audio_features.zcr_rms(audio, io.SAMPLE_RATE, fps, gt["pose"].shape[1])
-    result = pose_eval.compare(gt["pose"], gt["speaking"], zcr, rms, ablations=False)
+    result = pose_eval.compare(
+        tracks["pose"], tracks["speaking"], tracks["zcr"], tracks["rms"], ablations=False
+    )
     scores = result["scores"]
     _, real_listener = result["real"]
     _, listener = result["variants"]["tcn"]
     t = np.arange(len(listener)) / fps
     fig = Figure(figsize=(12, 3))
     ax = fig.subplots()
-    ax.plot(t, real_listener[:, 0], lw=1, label="real listener pitch")
+    ax.plot(t, real_listener[:, 0], lw=1, label="tracked listener pitch")
     ax.plot(t, listener[:, 0], lw=1, label="generated")
     ax.fill_between(t, *ax.get_ylim(), where=result["held_out"], color="0.85", lw=0, label="held out")
     ax.set_xlabel("seconds")
@@ -120,32 +122,24 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print("[2/4] faces: tracking 478 FaceMesh landmarks on each person")
-    tile = frames.shape[2] // 2
-    landmarks = np.stack(
-        [face.detect_landmarks(frames[:, :, p * tile : (p + 1) * tile], static=False) for p in range(2)]
-    )  # (2, T, 478, 3)
-    found = ~np.isnan(landmarks[..., 0, 0])
-    summary = {"frames": len(frames), "fps": fps, "faces_found": found.mean(axis=1).round(4).tolist()}
-    mouth_corr, blink_corr = [], []
-    for p in range(2):
-        ok = found[p]
-        mouth_corr.append(float(np.corrcoef(face.mouth_opening(landmarks[p, ok]), gt["mouth"][p, ok])[0, 1]))
-        blink_corr.append(
-            float(np.corrcoef(-face.eye_aspect_ratio(landmarks[p, ok]), gt["blink"][p, ok])[0, 1])
-        )
-    summary["mouth_corr_with_gt"] = np.round(mouth_corr, 3).tolist()
-    summary["eye_closure_corr_with_gt"] = np.round(blink_corr, 3).tolist()
-    timings["faces"] = time.time() - t0
+    print(f"[2/4] prepare: minitalk prepare -> {out_dir / 'prepared'}")
+    prepared = data.prepare(Path(sample_dir) / "dialogue.mp4", out_dir / "prepared", progress=False)
+    tracks = data.load_tracks(prepared)
+    report = json.loads((prepared / "prepare_report.json").read_text())
+    summary = {"frames": len(frames), "fps": fps, "faces_found": report["faces_found"]}
+    summary["prepare_vs_ground_truth"] = prepare_eval.compare(tracks, gt)
+    timings["prepare"] = time.time() - t0
+    q = summary["prepare_vs_ground_truth"]
     print(
-        f"      faces found: {summary['faces_found']}; tracked mouth vs ground truth: "
-        f"r = {summary['mouth_corr_with_gt']}; "
-        f"eye closure vs blinks: r = {summary['eye_closure_corr_with_gt']}"
+        f"      faces found {report['faces_found']}; "
+        f"head rotation error (median) {q['rot_err_deg_median']:.2f} deg; "
+        f"who speaks: {100 * q['speaking_acc']:.1f}% of frames right; blink F1 {q['blink_f1']:.2f}; "
+        f"mouth vs ground truth r = {q['mouth_corr']}"
     )
 
     t0 = time.time()
     print("[3/4] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
-    summary["pose"] = pose_stage(gt, audio, fps, out_dir)
+    summary["pose"] = pose_stage(tracks, fps, out_dir)
     timings["pose"] = time.time() - t0
     p = summary["pose"]
     print(
@@ -156,7 +150,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
 
     t0 = time.time()
     print(f"[4/4] preview: writing {out_dir / 'preview.mp4'}")
-    io.write_video(out_dir / "preview.mp4", draw_preview(frames, landmarks, gt["speaking"]), fps, audio)
+    io.write_video(out_dir / "preview.mp4", draw_preview(frames, tracks), fps, audio)
     timings["preview"] = time.time() - t0
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     with atomic_path(out_dir / "summary.json") as tmp:
