@@ -256,14 +256,19 @@ def _num(x: float):
 
 
 class _Cache:
-    """Finished stages under `folder`, each an npz tagged with the key of its inputs and settings."""
+    """Finished stages under `folder`, each an npz tagged with the key of its inputs, settings and code."""
+
+    CODE = ("audio", "face", "io", "masks", "sources")
 
     def __init__(self, folder: Path, source_key: str, cfg: PrepareConfig):
         import hashlib
 
         import minitalk
 
+        # the code that computes the cached stages is part of the key, so an edit invalidates them
+        code = [(Path(minitalk.__file__).parent / f"{m}.py").read_bytes() for m in self.CODE]
         text = json.dumps([source_key, asdict(cfg), minitalk.__version__], sort_keys=True)
+        text += hashlib.sha256(b"".join(code)).hexdigest()
         self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
         self.folder = folder
         self.hits: set[str] = set()
