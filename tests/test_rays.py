@@ -168,11 +168,13 @@ def test_grid_update_twins_and_decay():
     assert not occ.any()
 
 
-def test_march_twins_and_empty_space():
+@pytest.mark.parametrize("per_cell", [0.45, 0.11])  # samples per cell: the dense and the jumping kernel
+def test_march_twins_and_empty_space(per_cell):
     occupied = sphere_grid() > 0
     o, d = random_rays(3000, seed=3)
     near, far, hit = rays.ray_aabb(o, d, BOX_MIN, BOX_MAX)
-    step, max_samples = 2 * np.sqrt(3) / 128, 128
+    step = per_cell * 2 / 32  # cells are 2 / 32 wide
+    max_samples = int(np.ceil(2 * np.sqrt(3) / step))
     ref = rays.march_numpy(o, d, near, far, occupied, BOX_MIN, BOX_MAX, step, max_samples)
     fast = rays.march(o, d, near, far, occupied, BOX_MIN, BOX_MAX, step, max_samples)
     for x, y in zip(ref, fast, strict=True):
