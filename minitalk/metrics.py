@@ -9,7 +9,7 @@ Motion metrics for generated head poses:
   is not in step with the ground truth.
 
 Pose coefficients follow 3DMM practice: rotations in radians, translation in metres.
-Image metrics: PSNR (more to come with the evaluation stage).
+Image metrics: PSNR and SSIM (more to come with the evaluation stage).
 """
 
 from __future__ import annotations
@@ -65,3 +65,29 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
     if a.std() < 1e-12 or b.std() < 1e-12:
         return 0.0
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def ssim(a, b, peak: float = 1.0) -> float:
+    """Structural similarity (Wang et al. 2004) of two images (H, W) or (H, W, C), channels averaged.
+
+    The standard form: Gaussian window with sigma 1.5, K1 = 0.01, K2 = 0.03.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    c1, c2 = (0.01 * peak) ** 2, (0.03 * peak) ** 2
+    scores = []
+    for ch in range(a.shape[-1]):
+        x, y = a[..., ch], b[..., ch]
+
+        def blur(img):
+            return gaussian_filter(img, 1.5, truncate=3.5)
+
+        mx, my = blur(x), blur(y)
+        vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+        scores.append(s.mean())
+    return float(np.mean(scores))

@@ -19,14 +19,7 @@ import torch
 from torch import nn
 
 from minitalk import rays, render
-
-
-def positional_encoding(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
-    """gamma(x): (..., D) -> (..., D * (1 + 2 * n_freqs)), the input itself first."""
-    freqs = (2.0 ** torch.arange(n_freqs, dtype=x.dtype, device=x.device)) * torch.pi  # (L,)
-    angles = x[..., None] * freqs  # (..., D, L)
-    enc = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(-2)  # (..., D * 2L)
-    return torch.cat([x, enc], dim=-1)
+from minitalk.encoding import positional_encoding
 
 
 @dataclass

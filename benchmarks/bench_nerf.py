@@ -1,0 +1,105 @@
+"""DialogueNeRF on the sample dialogue, trained from scratch on this machine; prints one JSON line.
+
+Goals (issue: DialogueNeRF): held-out PSNR >= 30 dB and SSIM >= 0.93 for both
+people within 10 minutes of training at 128x128 (PSNR reported at 2, 5 and 10
+minutes); a plain positional-encoding NeRF of AD-NeRF size (8 x 256 MLP, no
+grid, no skipping) trained on the same rays for the same time, to be beaten
+by >= 6 dB; the mouth opening measured by FaceMesh on rendered held-out
+speaker frames correlating >= 0.7 with the truth; peak memory < 3 GB; a pair
+of 128x128 frames rendered at >= 5 per second on the CPU (and, on a GPU,
+512x512 at >= 30).
+
+    python benchmarks/bench_nerf.py [--minutes 10] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import minitalk as mt
+from minitalk import data, face, train
+from minitalk.dialogue_nerf import DialogueNeRFConfig
+
+VANILLA = DialogueNeRFConfig(encoding="frequency", width=256, depth=8, skipping=False, region_attention=False)
+
+
+def mouth_correlation(model, frames, truth, device) -> float:
+    """FaceMesh mouth opening on rendered held-out speaker frames against the true opening."""
+    rendered, true = [], []
+    for p in range(frames.n_people):
+        for t in np.flatnonzero(frames.held_out.numpy() & frames.speaking[p].numpy()):
+            img = (train.render_frame(model, frames, p, int(t), device) * 255).round().astype(np.uint8)
+            lm = face.detect_landmarks([img])[0]
+            if np.isfinite(lm).all():
+                rendered.append(float(face.mouth_opening(lm)))
+                true.append(float(truth["mouth"][p, t]))
+    return float(np.corrcoef(rendered, true)[0, 1]) if len(rendered) > 2 else float("nan")
+
+
+def render_fps(model, frames, device, repeats: int = 3) -> float:
+    """Pairs of frames (both people) rendered per second."""
+    train.render_frame(model, frames, 0, 0, device)
+    start = time.perf_counter()
+    for i in range(repeats):
+        for p in range(frames.n_people):
+            train.render_frame(model, frames, p, 10 * i, device)
+    return repeats / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "minitalk_bench_nerf")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    device = mt.utils.get_device()
+    prepared = Path(tempfile.gettempdir()) / "minitalk_sample_prepared"
+    data.prepare(mt.SAMPLE_DIR / "dialogue.mp4", prepared, progress=False)
+    with np.load(mt.SAMPLE_DIR / "dialogue_gt.npz") as z:
+        truth = {k: z[k] for k in z.files}
+    for run in ("dnerf", "vanilla"):
+        shutil.rmtree(args.work / run, ignore_errors=True)
+
+    checkpoints = sorted({m for m in (2.0, 5.0, args.minutes) if m <= args.minutes})
+    psnr_at = {}
+    for minutes in checkpoints:  # one run, resumed: evaluation time is not training time
+        report = train.train(prepared, args.work / "dnerf", iters=10**9, minutes=minutes, eval_every=10**9,
+                             progress=False)  # fmt: skip
+        psnr_at[f"{minutes:g}"] = [report["psnr_speaker"], report["psnr_listener"]]
+    vanilla = train.train(prepared, args.work / "vanilla", VANILLA, iters=10**9, minutes=args.minutes,
+                          eval_every=10**9, progress=False)  # fmt: skip
+
+    model, frames = train.load_model(args.work / "dnerf", prepared)
+    model = model.to(device)
+    line = {
+        "bench": "nerf",
+        "device": str(device),
+        "psnr_speaker": report["psnr_speaker"],
+        "psnr_listener": report["psnr_listener"],
+        "ssim_speaker": report["ssim_speaker"],
+        "ssim_listener": report["ssim_listener"],
+        "psnr_per_person": report["psnr"],
+        "ssim_per_person": report["ssim"],
+        "psnr_at_minutes": psnr_at,
+        "psnr_vanilla": [vanilla["psnr_speaker"], vanilla["psnr_listener"]],
+        "vanilla_iterations": vanilla["iterations"],
+        "iterations": report["iterations"],
+        "train_minutes": report["minutes"],
+        "mouth_corr": round(mouth_correlation(model, frames, truth, device), 4),
+        "peak_mem_gb": report["peak_mem_gb"],  # measured before the (larger) vanilla run
+        "vanilla_peak_mem_gb": vanilla["peak_mem_gb"],
+        "render_fps_cpu": round(render_fps(model.cpu(), frames, torch.device("cpu")), 2),
+    }
+    print(json.dumps(line))
+
+
+if __name__ == "__main__":
+    main()

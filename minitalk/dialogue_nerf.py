@@ -1,0 +1,331 @@
+"""DialogueNeRF: one conditional radiance field for every person of a conversation (IV-B, Eq. 6-7).
+
+    F_theta: (gamma(x), gamma(d), f_s, f_p,s, z_s,s, z_a,s) -> (c_s, sigma_s)     speaker, Eq. 6
+    F_theta: (gamma(x), gamma(d), f_l, f_p,l, z_s,l, z_a,l) -> (c_l, sigma_l)     listener, Eq. 7
+
+* The head pose f_p places the camera: rays are cast in the head's canonical
+  frame (`minitalk.camera.camera_to_head`), so the field itself never moves.
+* Each person p owns a shape code z_s[p], which joins the position encoding
+  and so shapes density and colour, and an appearance code z_a[p], which joins
+  the direction encoding and affects colour only (GRAF-style).
+* The condition differs by role: a speaker's is the audio feature f_s, from
+  the mel window through `AudioEncoder` (smoothed over neighbouring frames
+  with learned attention weights, as AD-NeRF does); a listener's is the
+  expression feature f_l, from the Eq. 1 coefficients of data preparation.
+  Both carry the blink value. ER-NeRF's region attention (section 3.2), a
+  per-position channel weighting of the condition, is an option.
+* The torso is a second field, in camera coordinates, conditioned on gamma(et)
+  (the head's Euler angles and translation), with a deformation field
+  x -> x' = x + D(gamma(x), gamma(et)) (Nerfies-style) so it can follow the
+  head without tearing. Head and torso samples of the same pixel ray are
+  composited together, with the background plate as the last sample
+  (`minitalk.render`).
+* Positions are encoded by tri-plane grids (the default) or by the sinusoidal
+  Eq. 2 (`minitalk.encoding`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from minitalk import render
+from minitalk.encoding import make_encoder, positional_encoding, unit_box
+from minitalk.rays_torch import ray_aabb_torch, stratified_torch
+
+
+@dataclass(frozen=True)
+class DialogueNeRFConfig:
+    encoding: str = "grid"  # "grid" (tri-planes) or "frequency" (Eq. 2)
+    levels: int = 4  # tri-plane pyramid
+    features: int = 4
+    min_res: int = 16
+    max_res: int = 128
+    pos_freqs: int = 8  # sinusoidal encoding
+    width: int = 64  # MLP width
+    depth: int = 1  # hidden layers of the head's trunk before the condition joins (AD-NeRF: 8)
+    code_dim: int = 16  # z_s and z_a
+    cond_dim: int = 32  # audio / expression feature
+    n_expression: int = 16
+    smooth_frames: int = 8  # audio windows weighed together per frame
+    region_attention: bool = True
+    deformation: bool = True
+    head_samples: int = 32
+    torso_samples: int = 16
+    grid_res: int = 48  # occupancy grid cells per side
+    skipping: bool = True  # empty-space skipping with the occupancy grids
+    n_people: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class RayConditioned(nn.Module):
+    """Linear([point features, ray features]) computed as W_p p + (W_r r)[ray of p] + b: the
+    per-ray part (latent code, condition, pose) once per ray instead of once per sample."""
+
+    def __init__(self, d_point: int, d_ray: int, width: int):
+        super().__init__()
+        self.point = nn.Linear(d_point, width)
+        self.ray = nn.Linear(d_ray, width, bias=False)
+
+    def forward(self, point: torch.Tensor, ray: torch.Tensor, ray_of: torch.Tensor) -> torch.Tensor:
+        """point (M, d_point), ray (N, d_ray), ray_of (M,) the ray of each point -> (M, width)."""
+        return self.point(point) + self.ray(ray)[ray_of]
+
+
+class Occupancy(nn.Module):
+    """Per-person occupancy grids over a unit cube: where a field has density worth sampling.
+
+    Instant-NGP / ER-NeRF empty-space skipping: every `update` folds the field's
+    density at jittered cell centres into a decaying maximum (`minitalk.rays.grid_update`);
+    samples in cells below the threshold are never sent through the network.
+    """
+
+    def __init__(self, n_people: int, res: int = 48, threshold: float = 1.0):
+        super().__init__()
+        self.res, self.threshold = res, threshold
+        self.register_buffer("density", torch.full((n_people, res, res, res), 1e3))  # all occupied at first
+        self.register_buffer("occupied", torch.ones((n_people, res, res, res), dtype=torch.bool))
+
+    def lookup(self, unit: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
+        """(M,) bool for unit-cube points (M, 3) of persons (M,); outside the cube is empty."""
+        cell = ((unit + 1) / 2 * self.res).floor().long()
+        inside = ((cell >= 0) & (cell < self.res)).all(dim=-1)
+        cell = cell.clamp(0, self.res - 1)
+        return inside & self.occupied[person, cell[:, 0], cell[:, 1], cell[:, 2]]
+
+    @torch.no_grad()
+    def update(self, density_fn, decay: float = 0.9, chunk: int = 65536) -> None:
+        """density_fn(unit points (M, 3), person int) -> sigma (M,); refresh every person's grid."""
+        from minitalk.rays_torch import grid_update_torch
+
+        r = self.res
+        idx = torch.stack(torch.meshgrid(*[torch.arange(r)] * 3, indexing="ij"), -1).reshape(-1, 3)
+        for p in range(self.density.shape[0]):
+            centres = (idx + torch.rand(idx.shape)) / r * 2 - 1  # jittered within each cell
+            centres = centres.to(self.density.device)
+            sigma = torch.cat([density_fn(centres[i : i + chunk], p) for i in range(0, len(centres), chunk)])
+            self.density[p], self.occupied[p] = grid_update_torch(
+                self.density[p], sigma.reshape(r, r, r), decay, self.threshold
+            )
+
+
+def mlp(d_in: int, width: int, d_out: int, layers: int = 2) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i in range(layers):
+        mods += [nn.Linear(d_in if i == 0 else width, width), nn.ReLU()]
+    mods.append(nn.Linear(width, d_out))
+    return nn.Sequential(*mods)
+
+
+class AudioEncoder(nn.Module):
+    """Mel windows (B, W, 16, 80) of W neighbouring frames -> one smoothed feature (B, cond_dim)."""
+
+    def __init__(self, cond_dim: int, n_mels: int = 80):
+        super().__init__()
+        self.frame = nn.Sequential(  # over the 16 mel steps, mel bands as channels
+            nn.Conv1d(n_mels, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.02),
+            nn.Conv1d(64, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.02),
+            nn.Conv1d(64, cond_dim, 4), nn.Flatten(),
+        )  # fmt: skip
+        self.attention = nn.Sequential(
+            nn.Conv1d(cond_dim, 8, 3, padding=1), nn.LeakyReLU(0.02), nn.Conv1d(8, 1, 1)
+        )
+
+    def per_frame(self, mel: torch.Tensor) -> torch.Tensor:
+        """(..., 16, 80) -> (..., cond_dim), one window at a time."""
+        lead = mel.shape[:-2]
+        x = mel.reshape(-1, *mel.shape[-2:]).transpose(1, 2)  # (N, 80, 16)
+        return self.frame(x).reshape(*lead, -1)
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        feats = self.per_frame(mel)  # (B, W, C)
+        weights = torch.softmax(self.attention(feats.transpose(1, 2))[:, 0], dim=1)  # (B, W)
+        return (weights[..., None] * feats).sum(dim=1)
+
+
+class DialogueNeRF(nn.Module):
+    """Head and torso fields for every person; `render_rays` composites them over the background."""
+
+    def __init__(self, config: DialogueNeRFConfig, head_box, torso_boxes):
+        super().__init__()
+        self.config = c = config
+        self.register_buffer("head_box", torch.as_tensor(head_box, dtype=torch.float32))  # (2, 3)
+        self.register_buffer("torso_boxes", torch.as_tensor(torso_boxes, dtype=torch.float32))  # (P, 2, 3)
+        enc_kw = (
+            {"levels": c.levels, "features": c.features, "min_res": c.min_res, "max_res": c.max_res}
+            if c.encoding == "grid"
+            else {"n_freqs": c.pos_freqs}
+        )
+        self.z_shape = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
+        self.z_app = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
+        # conditions
+        self.audio = AudioEncoder(c.cond_dim)
+        self.expression = mlp(c.n_expression, c.cond_dim, c.cond_dim, layers=1)
+        # head field
+        self.head_enc = make_encoder(c.encoding, **enc_kw)
+        self.head_in = RayConditioned(self.head_enc.out_dim, c.code_dim, c.width)  # with z_s
+        self.head_trunk = nn.Sequential(
+            *[m for _ in range(c.depth - 1) for m in (nn.Linear(c.width, c.width), nn.ReLU())]
+        )
+        self.attention = nn.Linear(self.head_enc.out_dim, c.cond_dim + 1) if c.region_attention else None
+        self.head_cond = RayConditioned(c.width, c.cond_dim + 1, c.width)  # with f_s or f_l
+        self.head_out = nn.Linear(c.width, 1 + 15)
+        self.head_rgb_in = RayConditioned(15, 3 * 5 + c.code_dim, c.width // 2)  # with gamma(d), z_a
+        self.head_rgb = nn.Linear(c.width // 2, 3)
+        # torso field
+        et_dim = 6 * (1 + 2 * 4)
+        self.deform = mlp(3 * (1 + 2 * 4) + et_dim, c.width, 3, layers=2) if c.deformation else None
+        if self.deform is not None:
+            nn.init.zeros_(self.deform[-1].weight)  # start as the identity warp
+            nn.init.zeros_(self.deform[-1].bias)
+        self.torso_enc = make_encoder(c.encoding, **enc_kw)
+        self.torso_in = RayConditioned(self.torso_enc.out_dim, et_dim + c.code_dim, c.width)  # gamma(et), z_s
+        self.torso_out = mlp(c.width, c.width, 1 + 3, layers=1)
+        # empty-space skipping
+        self.head_grid = Occupancy(c.n_people, c.grid_res)
+        self.torso_grid = Occupancy(c.n_people, c.grid_res)
+
+    # -- conditions -------------------------------------------------------------------------
+
+    def condition(self, mel, expression, blink, speaking) -> torch.Tensor:
+        """Per frame: the audio feature for speakers, the expression feature otherwise, plus blink.
+
+        mel (B, W, 16, 80), expression (B, K), blink (B,), speaking (B,) bool -> (B, cond_dim + 1).
+        """
+        f_s = self.audio(mel)
+        f_l = self.expression(expression)
+        f = torch.where(speaking[:, None], f_s, f_l)
+        return torch.cat([f, blink[:, None]], dim=-1)
+
+    def sync_loss(self, mel, expression, temperature: float = 0.1) -> torch.Tensor:
+        """Audio-lip alignment by InfoNCE (seed 002, section 3.4): each frame's audio feature must
+        pick out its own frame's expression feature among the batch's others (its negatives),
+        so the audio condition carries the mouth shape instead of collapsing to a mean mouth.
+
+        mel (B, W, 16, 80), expression (B, K) of speaker frames, B >= 2.
+        """
+        a = nn.functional.normalize(self.audio(mel), dim=-1)
+        e = nn.functional.normalize(self.expression(expression), dim=-1)
+        logits = a @ e.T / temperature  # (B, B): the diagonal holds the positives
+        return nn.functional.cross_entropy(logits, torch.arange(len(a), device=a.device))
+
+    # -- fields -----------------------------------------------------------------------------
+
+    def head(self, unit, d, person, cond, ray_of):
+        """Head field at unit-box points (M, 3) of rays ray_of (M,); per ray: direction d (N, 3),
+        person (N,), condition (N, C). Returns density (M,) and colour (M, 3)."""
+        feats = self.head_enc(unit)  # (M, E)
+        h = self.head_trunk(torch.relu(self.head_in(feats, self.z_shape[person], ray_of)))
+        if self.attention is not None:  # ER-NeRF region attention: which channels matter here
+            c = cond[ray_of] * torch.sigmoid(self.attention(feats))  # (M, C): per sample
+            h = torch.relu(self.head_cond.point(h) + c @ self.head_cond.ray.weight.T)
+        else:
+            h = torch.relu(self.head_cond(h, cond, ray_of))
+        out = self.head_out(h)
+        sigma = nn.functional.softplus(out[:, 0] - 1.0) * 40.0  # densities per metre
+        ray = torch.cat([positional_encoding(d, 2), self.z_app[person]], dim=-1)
+        rgb = torch.sigmoid(self.head_rgb(torch.relu(self.head_rgb_in(out[:, 1:], ray, ray_of))))
+        return sigma, rgb
+
+    def torso(self, unit, person, et, ray_of):
+        """Torso field at unit-box points (M, 3) of rays ray_of (M,); per ray: person (N,), et (N, 6)
+        the head's pose, normalised. Returns density (M,) and colour (M, 3)."""
+        e = positional_encoding(et, 4)
+        if self.deform is not None:  # x' = x + D(gamma(x), gamma(et))
+            unit = unit + self.deform(torch.cat([positional_encoding(unit, 4), e[ray_of]], dim=-1))
+        h = torch.relu(
+            self.torso_in(self.torso_enc(unit), torch.cat([e, self.z_shape[person]], dim=-1), ray_of)
+        )
+        out = self.torso_out(h)
+        sigma = nn.functional.softplus(out[:, 0] - 1.0) * 40.0
+        return sigma, torch.sigmoid(out[:, 1:])
+
+    # -- rendering --------------------------------------------------------------------------
+
+    def render_rays(self, rays, cond, jitter: bool = True, parts: bool = False):
+        """Composite head, torso and background for a batch of rays.
+
+        `rays` holds per-ray tensors: o_head, d_head (head frame), d_cam (camera
+        frame; the camera sits at the origin), person (long), et (N, 6) and
+        background (N, 3); `cond` (N, cond_dim + 1). Stratified samples in each
+        field's box; only those in occupied cells go through the network, the
+        rest have zero density. Returns a dict with colour, opacity, depth, and
+        with `parts` also the head-only and torso-only colours.
+        """
+        c = self.config
+        person = rays["person"]
+        n = len(person)
+
+        def samples(o, d, lo, hi, count, grid):
+            """Stratified t (N, S) in the boxes lo, hi (N, 3); the kept samples' unit-box points and rays."""
+            near, far, hit = ray_aabb_torch(o, d, lo, hi)
+            u = (
+                torch.rand(n, count, device=d.device)
+                if jitter
+                else torch.full((n, count), 0.5, device=d.device)
+            )
+            t = stratified_torch(torch.where(hit, near, 0.0), torch.where(hit, far, 1.0), u)  # (N, S)
+            unit = unit_box(o[:, None] + t[..., None] * d[:, None], lo[:, None], hi[:, None]).reshape(-1, 3)
+            keep = hit.repeat_interleave(count)
+            if c.skipping:
+                keep = keep & grid.lookup(unit, person.repeat_interleave(count))
+            ray_of = torch.div(torch.nonzero(keep)[:, 0], count, rounding_mode="floor")
+            return t, unit[keep], keep, ray_of
+
+        def scatter(keep, sigma, rgb, count):
+            full_sigma = torch.zeros(n * count, device=sigma.device, dtype=sigma.dtype)
+            full_rgb = torch.zeros(n * count, 3, device=rgb.device, dtype=rgb.dtype)
+            full_sigma = full_sigma.masked_scatter(keep, sigma)
+            full_rgb = full_rgb.masked_scatter(keep[:, None], rgb)
+            return full_sigma.reshape(n, count), full_rgb.reshape(n, count, 3)
+
+        s_h, s_t = c.head_samples, c.torso_samples
+        lo, hi = self.head_box[0].expand(n, 3), self.head_box[1].expand(n, 3)
+        t_h, unit_h, keep_h, ray_h = samples(rays["o_head"], rays["d_head"], lo, hi, s_h, self.head_grid)
+        sigma_h, rgb_h = scatter(keep_h, *self.head(unit_h, rays["d_head"], person, cond, ray_h), s_h)
+
+        lo, hi = self.torso_boxes[person, 0], self.torso_boxes[person, 1]
+        origin = torch.zeros_like(rays["d_cam"])
+        t_t, unit_t, keep_t, ray_t = samples(origin, rays["d_cam"], lo, hi, s_t, self.torso_grid)
+        sigma_t, rgb_t = scatter(keep_t, *self.torso(unit_t, person, rays["et"], ray_t), s_t)
+
+        t, sigma, rgb = render.merge_by_depth(t_h, t_t, (sigma_h, sigma_t), (rgb_h, rgb_t))
+        colour, opacity, depth, _ = render.composite(sigma, rgb, t, background=rays["background"])
+        out = {
+            "colour": colour,
+            "opacity": opacity,
+            "depth": depth,
+            "samples": int(keep_h.sum() + keep_t.sum()),
+        }
+        if parts:
+            out["head"] = render.composite(sigma_h, rgb_h, t_h, background=rays["background"])[0]
+            out["torso"] = render.composite(sigma_t, rgb_t, t_t, background=rays["background"])[0]
+        return out
+
+    @torch.no_grad()
+    def update_occupancy(self, head_cond: torch.Tensor, et: torch.Tensor) -> None:
+        """Refresh both grids; head_cond (P, C) and et (P, 6): one training frame's per person."""
+
+        def head_density(unit, p):
+            ray = torch.zeros(len(unit), dtype=torch.long, device=unit.device)
+            person = torch.tensor([p], device=unit.device)
+            d = torch.tensor([[0.0, 0.0, 1.0]], device=unit.device)
+            return self.head(unit, d, person, head_cond[p : p + 1], ray)[0]
+
+        def torso_density(unit, p):
+            ray = torch.zeros(len(unit), dtype=torch.long, device=unit.device)
+            return self.torso(unit, torch.tensor([p], device=unit.device), et[p : p + 1], ray)[0]
+
+        self.head_grid.update(head_density)
+        self.torso_grid.update(torso_density)
+
+    def grid_parameters(self):
+        """The tri-plane texels (trained with a larger learning rate than the MLPs)."""
+        return [p for name, p in self.named_parameters() if ".grids." in name]
+
+    def mlp_parameters(self):
+        return [p for name, p in self.named_parameters() if ".grids." not in name]

@@ -1,0 +1,364 @@
+"""Training DialogueNeRF on a prepared folder (`minitalk train DIR`), with exact resumption.
+
+Each step draws a few frames across both people and both roles (never a
+held-out one), a batch of pixels in each weighted toward the head, casts
+their rays from the frame's head pose, and renders them through the one
+model. Loss: L2 on colour (DialogueNeRF IV-B) plus a small InfoNCE term that
+aligns audio features with mouth shapes. Adam with separate learning rates
+for the grid texels and the MLPs.
+
+Everything random comes from torch's global generator, whose state goes into
+each checkpoint with the model and the optimiser, so an interrupted run
+resumed from its last checkpoint ends with the same weights as an
+uninterrupted one. Checkpoints are written atomically and read with
+`torch.load(weights_only=True)`. A non-finite or exploding loss stops
+training with the step named, leaving the last good checkpoint in place.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minitalk import data, metrics
+from minitalk.camera import camera_to_head
+from minitalk.dialogue_nerf import DialogueNeRF, DialogueNeRFConfig
+from minitalk.utils import atomic_path, get_device, set_seed
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (diverged, or a checkpoint that does not fit); says what and where."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    iters: int = 4000
+    minutes: float | None = None  # wall-clock budget; stops at whichever of iters / minutes comes first
+    frames_per_batch: int = 16
+    rays_per_frame: int = 256
+    lr_grid: float = 2e-2
+    lr_mlp: float = 2e-3
+    sync_weight: float = 0.02  # InfoNCE audio-lip alignment
+    face_weight: float = 4.0  # head pixels are drawn this much more often
+    held_out_s: float = 1.0  # the last second of every ten is never trained on
+    eval_every: int = 1000
+    eval_frames: int = 8  # held-out frames rendered per person at each evaluation
+    checkpoint_every: int = 250
+    occupancy_every: int = 16  # steps between occupancy-grid refreshes
+    occupancy_warmup: int = 64  # every sample is evaluated until then
+    seed: int = 0
+
+
+# --- the prepared data as tensors --------------------------------------------------------------
+
+
+class Frames:
+    """A prepared folder as tensors: images, pixel weights, cameras, conditions, boxes."""
+
+    def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0, smooth_frames: int = 8):
+        tracks = data.load_tracks(folder)
+        labels, plates = data.load_masks(folder)
+        self.fps = float(tracks["fps"])
+        self.images = torch.from_numpy(np.stack([data.read_person_frames(folder, p) for p in range(2)]))
+        self.n_people, self.n_frames, self.size = self.images.shape[:3]
+        self.weights = torch.from_numpy(np.where(labels == 2, face_weight, 1.0).astype(np.float32))
+        self.weights = self.weights.reshape(self.n_people, self.n_frames, -1)
+        self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
+        self.k = torch.from_numpy(tracks["intrinsics"].astype(np.float32))
+        pose = tracks["pose"].astype(np.float64)
+        self.c2w = torch.from_numpy(camera_to_head(pose).astype(np.float32))  # (P, T, 4, 4)
+        mean_t = pose[..., 3:].mean(axis=1, keepdims=True)
+        et = np.concatenate([pose[..., :3] / 30.0, (pose[..., 3:] - mean_t) * 10.0], axis=-1)
+        self.et = torch.from_numpy(et.astype(np.float32))  # angles in 30 degrees, shifts in decimetres
+        self.mel = torch.from_numpy(tracks["mel"].astype(np.float32))  # (T, 16, 80)
+        offsets = np.arange(smooth_frames) - smooth_frames // 2
+        self.mel_index = torch.from_numpy(
+            np.clip(np.arange(self.n_frames)[:, None] + offsets, 0, self.n_frames - 1)
+        )
+        exp = tracks["expression"].astype(np.float32)
+        self.expression = torch.from_numpy(exp / (exp.reshape(-1, exp.shape[-1]).std(0) + 1e-8))
+        self.blink = torch.from_numpy(tracks["blink"].astype(np.float32))
+        self.speaking = torch.from_numpy(tracks["speaking"])
+        self.mouth = tracks["mouth"]
+        second = np.arange(self.n_frames) / self.fps
+        self.held_out = torch.from_numpy((second % 10.0) >= 10.0 - held_out_s)  # (T,)
+        self.head_box = head_box(tracks["face3d"])
+        self.torso_boxes = torso_boxes(pose)
+
+    def condition_inputs(self, person: torch.Tensor, frame: torch.Tensor) -> tuple:
+        """What `DialogueNeRF.condition` takes for frames (person, frame) (B,)."""
+        mel = self.mel[self.mel_index[frame]]  # (B, W, 16, 80)
+        return mel, self.expression[person, frame], self.blink[person, frame], self.speaking[person, frame]
+
+    def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor) -> dict:
+        """Rays through pixels (flat indices) of frames (person, frame), all (N,)."""
+        k = self.k[person]
+        u, v = (pixel % self.size).float(), (pixel // self.size).float()
+        d = torch.stack(
+            [(u + 0.5 - k[:, 0, 2]) / k[:, 0, 0], (v + 0.5 - k[:, 1, 2]) / k[:, 1, 1], torch.ones_like(u)], -1
+        )
+        d_cam = d / d.norm(dim=-1, keepdim=True)
+        c2w = self.c2w[person, frame]
+        return {
+            "o_head": c2w[:, :3, 3],
+            "d_head": torch.einsum("nij,nj->ni", c2w[:, :3, :3], d_cam),
+            "d_cam": d_cam,
+            "person": person,
+            "et": self.et[person, frame],
+            "background": self.background[person, pixel],
+        }
+
+    def target(self, person, frame, pixel) -> torch.Tensor:
+        """True colours (N, 3) in 0..1 of pixels (flat indices) of frames (person, frame)."""
+        flat = (person * self.n_frames + frame) * self.size * self.size + pixel
+        return self.images.reshape(-1, 3)[flat].float() / 255
+
+
+def head_box(face3d: np.ndarray) -> np.ndarray:
+    """(2, 3) box in the head frame around both canonical faces: hair above, skull behind, no neck."""
+    lo, hi = face3d.min(axis=(0, 1)), face3d.max(axis=(0, 1))
+    height = hi[1] - lo[1]
+    return np.array(
+        [
+            [lo[0] - 0.03, lo[1] - 0.35 * height, lo[2] - 0.02],
+            [hi[0] + 0.03, hi[1] + 0.05 * height, lo[2] + 0.2],
+        ],
+        np.float32,
+    )
+
+
+def torso_boxes(pose: np.ndarray) -> np.ndarray:
+    """(P, 2, 3) camera-frame boxes below each person's mean head position, shoulders wide."""
+    t = pose[..., 3:].mean(axis=1)  # (P, 3)
+    lo = t + np.array([-0.32, -0.02, -0.15])
+    hi = t + np.array([0.32, 0.5, 0.3])
+    return np.stack([lo, hi], axis=1).astype(np.float32)
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, resume: bool = True,
+          progress: bool = True, **train_settings) -> dict:  # fmt: skip
+    """Train (or resume) a DialogueNeRF on prepared `folder`; returns the report also written to the run."""
+    from tqdm.auto import tqdm
+
+    cfg = TrainConfig(**train_settings)
+    mcfg = model_config or DialogueNeRFConfig()
+    run = Path(run_dir) if run_dir is not None else Path(folder) / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    device = get_device()
+    set_seed(cfg.seed)
+    frames = Frames(folder, cfg.face_weight, cfg.held_out_s, mcfg.smooth_frames)
+    model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes).to(device)
+    optim = torch.optim.Adam(
+        [
+            {"params": model.grid_parameters(), "lr": cfg.lr_grid},
+            {"params": model.mlp_parameters(), "lr": cfg.lr_mlp},
+        ],
+        betas=(0.9, 0.99),
+    )
+    step, elapsed, history = 0, 0.0, []
+    ckpt = run / "checkpoint.pt"
+    if resume and ckpt.is_file():
+        step, elapsed, history = load_checkpoint(ckpt, model, optim, mcfg, cfg)
+    train_pairs = torch.nonzero(~frames.held_out[None].expand(frames.n_people, -1))  # (M, 2): person, frame
+    speaker_pairs = torch.nonzero(frames.speaking & ~frames.held_out[None])
+    start = time.perf_counter() - elapsed
+    recent: list[float] = []
+    bar = tqdm(total=cfg.iters, initial=step, desc="train", unit="it", disable=not progress)
+    while step < cfg.iters:
+        if cfg.minutes is not None and time.perf_counter() - start >= 60 * cfg.minutes:
+            break
+        loss, psnr = train_step(model, optim, frames, train_pairs, speaker_pairs, cfg, device)
+        step += 1
+        if mcfg.skipping and step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
+            refresh_occupancy(model, frames, train_pairs, device)
+        if not np.isfinite(loss) or (len(recent) >= 50 and loss > 100 * np.median(recent)):
+            raise TrainingError(
+                f"{folder}: training diverged at step {step} (loss {loss:.3g}); "
+                f"the last good checkpoint (step {_checkpoint_step(ckpt)}) is kept in {ckpt}"
+            )
+        recent = (recent + [loss])[-200:]
+        history.append([step, round(loss, 6), round(psnr, 3)])
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.1f}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.iters:
+            save_checkpoint(ckpt, model, optim, mcfg, cfg, step, time.perf_counter() - start, history)
+        if step % cfg.eval_every == 0:
+            bar.write(f"step {step}: held-out PSNR {evaluate(model, frames, cfg, device)['psnr']}")
+    bar.close()
+    minutes = (time.perf_counter() - start) / 60
+    save_checkpoint(ckpt, model, optim, mcfg, cfg, step, minutes * 60, history)
+    scores = evaluate(model, frames, cfg, device)
+    report = {
+        "iterations": step,
+        "minutes": round(minutes, 2),
+        **scores,
+        "held_out_frames": int(frames.held_out.sum()),
+        "peak_mem_gb": round(peak_memory_gb(device), 3),
+        "device": str(device),
+        "model": mcfg.to_dict(),
+        "train": asdict(cfg),
+        "history": history[:: max(1, len(history) // 200)],
+    }
+    with atomic_path(run / "train_report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def train_step(model, optim, frames: Frames, train_pairs, speaker_pairs, cfg: TrainConfig, device):
+    """One optimisation step; returns the loss and the batch's PSNR."""
+    pick = train_pairs[torch.randint(len(train_pairs), (cfg.frames_per_batch,))]
+    person_f, frame_f = pick[:, 0], pick[:, 1]
+    pixels = torch.multinomial(
+        frames.weights[person_f, frame_f], cfg.rays_per_frame, replacement=True
+    )  # (F, R)
+    person = person_f.repeat_interleave(cfg.rays_per_frame)
+    frame = frame_f.repeat_interleave(cfg.rays_per_frame)
+    pixel = pixels.reshape(-1)
+    rays = {k: v.to(device) for k, v in frames.rays(person, frame, pixel).items()}
+    target = frames.target(person, frame, pixel).to(device)
+    cond_f = model.condition(*(x.to(device) for x in frames.condition_inputs(person_f, frame_f)))
+    cond = cond_f.repeat_interleave(cfg.rays_per_frame, dim=0)
+    colour = model.render_rays(rays, cond)["colour"]
+    mse = ((colour - target) ** 2).mean()
+    loss = mse
+    if cfg.sync_weight > 0 and len(speaker_pairs) >= 2:
+        sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]
+        mel, exp, _, _ = frames.condition_inputs(sp[:, 0], sp[:, 1])
+        loss = loss + cfg.sync_weight * model.sync_loss(mel.to(device), exp.to(device))
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return float(loss.detach()), float(-10 * torch.log10(mse.detach()))
+
+
+@torch.no_grad()
+def refresh_occupancy(model, frames: Frames, train_pairs, device) -> None:
+    """Fold the fields' densities into the occupancy grids, under a random training frame per person."""
+    conds, ets = [], []
+    for p in range(frames.n_people):
+        mine = train_pairs[train_pairs[:, 0] == p]
+        _, t = mine[torch.randint(len(mine), (1,))][0]
+        one = torch.tensor([p]), t[None]
+        conds.append(model.condition(*(x.to(device) for x in frames.condition_inputs(*one))))
+        ets.append(frames.et[p, t][None].to(device))
+    model.update_occupancy(torch.cat(conds), torch.cat(ets))
+
+
+@torch.no_grad()
+def render_frame(
+    model, frames: Frames, person: int, frame: int, device, chunk: int = 8192, parts: bool = False
+):
+    """A whole (S, S, 3) image (and with `parts` the head-only and torso-only images)."""
+    n = frames.size * frames.size
+    pixel = torch.arange(n)
+    p = torch.full((n,), person, dtype=torch.long)
+    f = torch.full((n,), frame, dtype=torch.long)
+    one = torch.tensor([person]), torch.tensor([frame])
+    cond = model.condition(*(x.to(device) for x in frames.condition_inputs(*one)))
+    keys = ("colour", "head", "torso") if parts else ("colour",)
+    out = {k: [] for k in keys}
+    for i in range(0, n, chunk):
+        rays = {
+            k: v.to(device)
+            for k, v in frames.rays(p[i : i + chunk], f[i : i + chunk], pixel[i : i + chunk]).items()
+        }
+        res = model.render_rays(rays, cond.expand(len(rays["person"]), -1), jitter=False, parts=parts)
+        for k in keys:
+            out[k].append(res[k].cpu())
+    imgs = {k: torch.cat(v).reshape(frames.size, frames.size, 3).clamp(0, 1).numpy() for k, v in out.items()}
+    return imgs if parts else imgs["colour"]
+
+
+def evaluate(model, frames: Frames, cfg: TrainConfig, device) -> dict:
+    """PSNR and SSIM on held-out frames spread over the clip: per person, and per role."""
+    model.eval()
+    held = torch.nonzero(frames.held_out)[:, 0].numpy()
+    rows = []  # (person, speaking, psnr, ssim)
+    for person in range(frames.n_people):
+        for t in held[np.linspace(0, len(held) - 1, cfg.eval_frames).round().astype(int)]:
+            img = render_frame(model, frames, person, int(t), device)
+            real = frames.images[person, int(t)].numpy().astype(np.float32) / 255
+            rows.append(
+                (person, bool(frames.speaking[person, t]), metrics.psnr(img, real), metrics.ssim(img, real))
+            )
+    model.train()
+
+    def mean(sel, k):
+        vals = [r[k] for r in rows if sel(r)]
+        return round(float(np.mean(vals)), 4) if vals else None
+
+    return {
+        "psnr": [mean(lambda r, p=p: r[0] == p, 2) for p in range(frames.n_people)],
+        "ssim": [mean(lambda r, p=p: r[0] == p, 3) for p in range(frames.n_people)],
+        "psnr_speaker": mean(lambda r: r[1], 2),
+        "psnr_listener": mean(lambda r: not r[1], 2),
+        "ssim_speaker": mean(lambda r: r[1], 3),
+        "ssim_listener": mean(lambda r: not r[1], 3),
+    }
+
+
+# --- checkpoints ---------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: Path, model, optim, mcfg, cfg, step: int, elapsed: float, history) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optim": optim.state_dict(),
+        "model_config": mcfg.to_dict(),
+        "train_config": asdict(cfg),
+        "step": step,
+        "elapsed": elapsed,
+        "history": history,
+        "torch_rng": torch.get_rng_state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, model, optim, mcfg, cfg) -> tuple[int, float, list]:
+    """Restore a run; refuse one whose model or training settings differ (iters and minutes may)."""
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    if state["model_config"] != mcfg.to_dict():
+        diff = {k for k in state["model_config"] if state["model_config"][k] != mcfg.to_dict().get(k)}
+        raise TrainingError(f"{path}: a checkpoint of another model config (differs in {sorted(diff)})")
+    fixed = {f.name for f in fields(TrainConfig)} - {"iters", "minutes", "eval_every"}
+    diff = {k for k in fixed if state["train_config"].get(k) != asdict(cfg)[k]}
+    if diff:
+        raise TrainingError(f"{path}: a checkpoint trained with other settings (differs in {sorted(diff)})")
+    model.load_state_dict(state["model"])
+    optim.load_state_dict(state["optim"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), float(state["elapsed"]), list(state["history"])
+
+
+def load_model(run_dir, folder) -> tuple[DialogueNeRF, Frames]:
+    """A trained model from `run_dir/checkpoint.pt` with the prepared data it was trained on."""
+    path = Path(run_dir) / "checkpoint.pt"
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    mcfg = DialogueNeRFConfig(**state["model_config"])
+    tcfg = TrainConfig(**state["train_config"])
+    frames = Frames(folder, tcfg.face_weight, tcfg.held_out_s, mcfg.smooth_frames)
+    model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes)
+    model.load_state_dict(state["model"])
+    return model.eval(), frames
+
+
+def _checkpoint_step(path: Path):
+    if not path.is_file():
+        return None
+    return int(torch.load(path, weights_only=True, map_location="cpu")["step"])
+
+
+def peak_memory_gb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 1e9
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
