@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import minitalk
 
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--no-region-attention", action="store_true", help="turn off ER-NeRF region attention")
     tr.add_argument("--no-deformation", action="store_true", help="turn off the torso deformation field")
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
+    tr.add_argument("--export", metavar="PATH", help="also write the trained model, slimmed, to PATH")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     args = parser.parse_args(argv)
@@ -110,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
             except TrainingError as exc:
                 print(f"minitalk train: error: {exc}", file=sys.stderr)
                 return 1
+            if args.export:
+                from minitalk.train import export_model
+
+                run = args.run or str(Path(args.folder) / "run")
+                print(f"exported the model to {export_model(run, args.export)}")
             print(
                 f"trained {report['iterations']} steps in {report['minutes']:.1f} min; held-out PSNR "
                 f"{report['psnr']} dB, SSIM {report['ssim']} (person 0, person 1)"

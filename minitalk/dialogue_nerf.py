@@ -10,10 +10,13 @@
   the direction encoding and affects colour only (GRAF-style).
 * The condition differs by role: a speaker's is the audio feature f_s, from
   the mel window through `AudioEncoder` (smoothed over neighbouring frames
-  with learned attention weights, as AD-NeRF does); a listener's is the
-  expression feature f_l, from the Eq. 1 coefficients of data preparation.
-  Both carry the blink value. ER-NeRF's region attention (section 3.2), a
-  per-position channel weighting of the condition, is an option.
+  with learned attention weights, as AD-NeRF does) and the Eq. 1 expression
+  coefficients it predicts; a listener's is the expression feature f_l, from
+  the Eq. 1 coefficients of data preparation. Both go through the same
+  expression encoder and carry the blink value. `audio_loss` ties the audio
+  to the mouth: L2 on the predicted coefficients and InfoNCE alignment.
+  ER-NeRF's region attention (section 3.2), a per-position channel weighting
+  of the condition, is an option.
 * The torso is a second field, in camera coordinates, conditioned on gamma(et)
   (the head's Euler angles and translation), with a deformation field
   x -> x' = x + D(gamma(x), gamma(et)) (Nerfies-style) so it can follow the
@@ -164,6 +167,7 @@ class DialogueNeRF(nn.Module):
         self.z_app = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
         # conditions
         self.audio = AudioEncoder(c.cond_dim)
+        self.audio_to_expression = nn.Linear(c.cond_dim, c.n_expression)
         self.expression = mlp(c.n_expression, c.cond_dim, c.cond_dim, layers=1)
         # head field
         self.head_enc = make_encoder(c.encoding, **enc_kw)
@@ -192,26 +196,34 @@ class DialogueNeRF(nn.Module):
     # -- conditions -------------------------------------------------------------------------
 
     def condition(self, mel, expression, blink, speaking) -> torch.Tensor:
-        """Per frame: the audio feature for speakers, the expression feature otherwise, plus blink.
+        """Per frame: the audio feature f_s for speakers, the expression feature f_l otherwise, plus blink.
 
         mel (B, W, 16, 80), expression (B, K), blink (B,), speaking (B,) bool -> (B, cond_dim + 1).
+        The audio passes through the expression coefficients it predicts, so both roles reach
+        the field through one encoder and what it learns of mouths from listeners serves speakers.
         """
-        f_s = self.audio(mel)
+        f_s = self.expression(self.audio_to_expression(self.audio(mel)))
         f_l = self.expression(expression)
         f = torch.where(speaking[:, None], f_s, f_l)
         return torch.cat([f, blink[:, None]], dim=-1)
 
-    def sync_loss(self, mel, expression, temperature: float = 0.1) -> torch.Tensor:
-        """Audio-lip alignment by InfoNCE (seed 002, section 3.4): each frame's audio feature must
-        pick out its own frame's expression feature among the batch's others (its negatives),
-        so the audio condition carries the mouth shape instead of collapsing to a mean mouth.
+    def audio_loss(self, mel, expression, temperature: float = 0.1) -> torch.Tensor:
+        """Teach the audio encoder the speaker's mouth, on speaker frames (B >= 2).
 
-        mel (B, W, 16, 80), expression (B, K) of speaker frames, B >= 2.
+        Two terms: the expression coefficients the audio predicts against the tracked ones (L2),
+        and audio-lip alignment by InfoNCE (seed 002, section 3.4): each frame's audio feature must
+        pick out its own frame's expression feature among the batch's others (its negatives), so
+        the condition carries the mouth shape instead of collapsing to a mean mouth.
+
+        mel (B, W, 16, 80), expression (B, K) of speaker frames.
         """
-        a = nn.functional.normalize(self.audio(mel), dim=-1)
+        predicted = self.audio_to_expression(self.audio(mel))
+        regression = ((predicted - expression) ** 2).mean()
+        a = nn.functional.normalize(self.expression(predicted), dim=-1)
         e = nn.functional.normalize(self.expression(expression), dim=-1)
         logits = a @ e.T / temperature  # (B, B): the diagonal holds the positives
-        return nn.functional.cross_entropy(logits, torch.arange(len(a), device=a.device))
+        contrastive = nn.functional.cross_entropy(logits, torch.arange(len(a), device=a.device))
+        return regression + contrastive
 
     # -- fields -----------------------------------------------------------------------------
 
@@ -286,12 +298,14 @@ class DialogueNeRF(nn.Module):
         s_h, s_t = c.head_samples, c.torso_samples
         lo, hi = self.head_box[0].expand(n, 3), self.head_box[1].expand(n, 3)
         t_h, unit_h, keep_h, ray_h = samples(rays["o_head"], rays["d_head"], lo, hi, s_h, self.head_grid)
-        sigma_h, rgb_h = scatter(keep_h, *self.head(unit_h, rays["d_head"], person, cond, ray_h), s_h)
+        sigma_h, rgb_h = scatter(
+            keep_h, *self._field(self.head, unit_h, rays["d_head"], person, cond, ray_h), s_h
+        )
 
         lo, hi = self.torso_boxes[person, 0], self.torso_boxes[person, 1]
         origin = torch.zeros_like(rays["d_cam"])
         t_t, unit_t, keep_t, ray_t = samples(origin, rays["d_cam"], lo, hi, s_t, self.torso_grid)
-        sigma_t, rgb_t = scatter(keep_t, *self.torso(unit_t, person, rays["et"], ray_t), s_t)
+        sigma_t, rgb_t = scatter(keep_t, *self._field(self.torso, unit_t, person, rays["et"], ray_t), s_t)
 
         t, sigma, rgb = render.merge_by_depth(t_h, t_t, (sigma_h, sigma_t), (rgb_h, rgb_t))
         colour, opacity, depth, _ = render.composite(sigma, rgb, t, background=rays["background"])
@@ -305,6 +319,13 @@ class DialogueNeRF(nn.Module):
             out["head"] = render.composite(sigma_h, rgb_h, t_h, background=rays["background"])[0]
             out["torso"] = render.composite(sigma_t, rgb_t, t_t, background=rays["background"])[0]
         return out
+
+    @staticmethod
+    def _field(field, unit, *args):
+        """A field at the kept points; nothing to evaluate when every sample was skipped."""
+        if len(unit) == 0:
+            return unit.new_zeros(0), unit.new_zeros(0, 3)
+        return field(unit, *args)
 
     @torch.no_grad()
     def update_occupancy(self, head_cond: torch.Tensor, et: torch.Tensor) -> None:

@@ -3,8 +3,8 @@
 Each step draws a few frames across both people and both roles (never a
 held-out one), a batch of pixels in each weighted toward the head, casts
 their rays from the frame's head pose, and renders them through the one
-model. Loss: L2 on colour (DialogueNeRF IV-B) plus a small InfoNCE term that
-aligns audio features with mouth shapes. Adam with separate learning rates
+model. Loss: L2 on colour (DialogueNeRF IV-B) plus a small term that ties
+audio features to mouth shapes (expression regression and InfoNCE). Adam with separate learning rates
 for the grid texels and the MLPs.
 
 Everything random comes from torch's global generator, whose state goes into
@@ -44,7 +44,7 @@ class TrainConfig:
     rays_per_frame: int = 256
     lr_grid: float = 2e-2
     lr_mlp: float = 2e-3
-    sync_weight: float = 0.02  # InfoNCE audio-lip alignment
+    audio_weight: float = 0.05  # audio -> mouth: expression regression and InfoNCE alignment
     face_weight: float = 4.0  # head pixels are drawn this much more often
     held_out_s: float = 1.0  # the last second of every ten is never trained on
     eval_every: int = 1000
@@ -67,8 +67,8 @@ class Frames:
         self.fps = float(tracks["fps"])
         self.images = torch.from_numpy(np.stack([data.read_person_frames(folder, p) for p in range(2)]))
         self.n_people, self.n_frames, self.size = self.images.shape[:3]
-        self.weights = torch.from_numpy(np.where(labels == 2, face_weight, 1.0).astype(np.float32))
-        self.weights = self.weights.reshape(self.n_people, self.n_frames, -1)
+        weights = np.where(labels == 2, face_weight, 1.0).astype(np.float32)
+        self.weights = torch.from_numpy(weights.reshape(self.n_people, self.n_frames, -1))
         self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
         self.k = torch.from_numpy(tracks["intrinsics"].astype(np.float32))
         pose = tracks["pose"].astype(np.float64)
@@ -230,10 +230,10 @@ def train_step(model, optim, frames: Frames, train_pairs, speaker_pairs, cfg: Tr
     colour = model.render_rays(rays, cond)["colour"]
     mse = ((colour - target) ** 2).mean()
     loss = mse
-    if cfg.sync_weight > 0 and len(speaker_pairs) >= 2:
+    if cfg.audio_weight > 0 and len(speaker_pairs) >= 2:
         sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]
         mel, exp, _, _ = frames.condition_inputs(sp[:, 0], sp[:, 1])
-        loss = loss + cfg.sync_weight * model.sync_loss(mel.to(device), exp.to(device))
+        loss = loss + cfg.audio_weight * model.audio_loss(mel.to(device), exp.to(device))
     optim.zero_grad(set_to_none=True)
     loss.backward()
     optim.step()
@@ -362,3 +362,36 @@ def peak_memory_gb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
+
+
+def export_model(run_dir, path) -> Path:
+    """A trained model, slimmed for shipping: the weights and the occupancy grids in float16,
+    without the optimiser or the grids' running densities (which only training needs)."""
+    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True, map_location="cpu")
+    weights = {
+        k: (v.half() if v.is_floating_point() else v)
+        for k, v in state["model"].items()
+        if not k.endswith(".density")
+    }
+    out = {
+        "model": weights,
+        "model_config": state["model_config"],
+        "train_config": state["train_config"],
+        "step": state["step"],
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(out, tmp)
+    return path
+
+
+def load_exported(path) -> DialogueNeRF:
+    """A model written by `export_model`, in float32, ready to render (with the data it was trained on)."""
+    state = torch.load(path, weights_only=True, map_location="cpu")
+    model = DialogueNeRF(DialogueNeRFConfig(**state["model_config"]), torch.zeros(2, 3), torch.zeros(2, 2, 3))
+    weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
+    missing = {k for k in set(model.state_dict()) - set(weights) if not k.endswith(".density")}
+    if missing:
+        raise TrainingError(f"{path}: not a minitalk model export (missing {sorted(missing)[:3]} ...)")
+    model.load_state_dict(weights, strict=False)
+    return model.eval()

@@ -1,4 +1,5 @@
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -23,3 +24,31 @@ def gt(sample_dir):
 def frames(sample_dir):
     video, _ = minitalk.io.read_video(sample_dir / "dialogue.mp4")
     return video
+
+
+FPS = 25
+CLIP_FRAMES = 300  # 12 s: the first speaker's turn and the start of the second's
+CLIP_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def clip(frames):
+    return frames[:CLIP_FRAMES]
+
+
+@pytest.fixture(scope="session")
+def clip_audio(sample_dir):
+    return minitalk.io.read_audio(sample_dir / "dialogue.mp4")[: CLIP_FRAMES * minitalk.io.SAMPLE_RATE // FPS]
+
+
+@pytest.fixture(scope="session")
+def prepared_clip(tmp_path_factory, clip, clip_audio):
+    """The first 12 s of the sample, prepared at 64x64 (shared by the preparation and training tests)."""
+    from minitalk.sources import PrepareWarning
+
+    folder = tmp_path_factory.mktemp("prep")
+    minitalk.io.write_video(folder / "clip.mp4", clip, FPS, audio=clip_audio)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrepareWarning)  # a clean input raises no warning
+        minitalk.data.prepare(folder / "clip.mp4", folder / "out", size=CLIP_SIZE, progress=False)
+    return folder / "out"

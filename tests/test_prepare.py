@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import av
 import numpy as np
 import pytest
+from conftest import CLIP_FRAMES as N
+from conftest import CLIP_SIZE as SIZE
+from conftest import FPS
 
 from minitalk import data, io, masks, prepare_eval
 from minitalk.sources import PrepareError, PrepareWarning
 
-FPS = 25
-N = 300  # 12 s: the first speaker's turn and the start of the second's
-SIZE = 64
-
 
 @pytest.fixture(scope="session")
-def clip(frames):
-    return frames[:N]
-
-
-@pytest.fixture(scope="session")
-def clip_audio(sample_dir):
-    return io.read_audio(sample_dir / "dialogue.mp4")[: N * io.SAMPLE_RATE // FPS]
-
-
-@pytest.fixture(scope="session")
-def prepared(tmp_path_factory, clip, clip_audio):
-    folder = tmp_path_factory.mktemp("prep")
-    io.write_video(folder / "clip.mp4", clip, FPS, audio=clip_audio)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", PrepareWarning)  # a clean input raises no warning
-        data.prepare(folder / "clip.mp4", folder / "out", size=SIZE, progress=False)
-    return folder / "out"
+def prepared(prepared_clip):
+    return prepared_clip
 
 
 def write_odd_video(path, frames, fps):

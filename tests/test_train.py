@@ -1,0 +1,153 @@
+"""DialogueNeRF: the model's pieces, and training on a prepared clip (tiny budgets: behaviour only)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from minitalk import metrics, train
+from minitalk.dialogue_nerf import DialogueNeRF, DialogueNeRFConfig
+from minitalk.encoding import Frequency, TriPlane
+
+TINY = dict(  # a few small steps: enough to exercise every path
+    frames_per_batch=4,
+    rays_per_frame=64,
+    eval_frames=2,
+    checkpoint_every=3,
+    occupancy_warmup=2,
+    occupancy_every=2,
+    eval_every=10**6,
+)
+
+
+@pytest.fixture(scope="module")
+def tensors(prepared_clip):
+    return train.Frames(prepared_clip)
+
+
+def tiny_model(frames, **overrides):
+    torch.manual_seed(0)
+    config = DialogueNeRFConfig(head_samples=8, torso_samples=4, grid_res=16, **overrides)
+    return DialogueNeRF(config, frames.head_box, frames.torso_boxes)
+
+
+def test_encodings_have_their_sizes_and_gradients():
+    x = torch.rand(5, 7, 3, requires_grad=True) * 2 - 1
+    tri = TriPlane(levels=3, features=2, min_res=4, max_res=16)
+    assert tri(x).shape == (5, 7, tri.out_dim) and tri.out_dim == 3 * 3 * 2
+    tri(x).sum().backward()
+    assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in tri.grids)
+    assert Frequency(4)(x).shape == (5, 7, 3 * 9)
+
+
+def test_the_condition_follows_the_role(tensors):
+    frames = tensors
+    """Speaker frames use the audio feature and ignore the expression; listener frames the reverse."""
+    model = tiny_model(frames)
+    person, frame = torch.tensor([0, 0]), torch.tensor([10, 10])
+    mel, exp, blink, _ = frames.condition_inputs(person, frame)
+    roles = torch.tensor([True, False])
+    base = model.condition(mel, exp, blink, roles)
+    other_exp = model.condition(mel, exp + 1.0, blink, roles)
+    other_mel = model.condition(mel + 1.0, exp, blink, roles)
+    assert torch.equal(base[0], other_exp[0]) and not torch.equal(base[1], other_exp[1])
+    assert torch.equal(base[1], other_mel[1]) and not torch.equal(base[0], other_mel[0])
+
+
+def test_latent_codes_separate_the_people(tensors):
+    frames = tensors
+    """The same rays rendered as person 0 and as person 1 differ through the latent codes alone."""
+    model = tiny_model(frames).eval()
+    pixel = torch.arange(0, frames.size * frames.size, 7)
+    rays0 = frames.rays(torch.zeros_like(pixel), torch.full_like(pixel, 20), pixel)
+    rays1 = {**rays0, "person": torch.ones_like(pixel)}
+    cond = torch.zeros(len(pixel), model.config.cond_dim + 1)
+
+    def head(rays):
+        return model.render_rays(rays, cond, jitter=False, parts=True)["head"]
+
+    assert torch.equal(head(rays0), head(rays0))  # deterministic without jitter
+    assert not torch.allclose(head(rays0), head(rays1))
+    with torch.no_grad():  # give person 1 the codes of person 0: the head field cannot tell them apart
+        model.z_shape[1] = model.z_shape[0]
+        model.z_app[1] = model.z_app[0]
+    torch.testing.assert_close(head(rays0), head(rays1))
+
+
+def test_empty_occupancy_leaves_only_the_background(tensors):
+    frames = tensors
+    model = tiny_model(frames).eval()
+    model.head_grid.occupied.zero_()
+    model.torso_grid.occupied.zero_()
+    pixel = torch.arange(0, frames.size * frames.size, 5)
+    rays = frames.rays(torch.zeros_like(pixel), torch.full_like(pixel, 3), pixel)
+    out = model.render_rays(rays, torch.zeros(len(pixel), model.config.cond_dim + 1), jitter=False)
+    assert out["samples"] == 0
+    torch.testing.assert_close(out["colour"], rays["background"])
+
+
+def test_training_writes_a_report_and_a_loadable_checkpoint(prepared_clip, tmp_path):
+    report = train.train(prepared_clip, tmp_path / "run", DialogueNeRFConfig(head_samples=8, torso_samples=4),
+                         progress=False, iters=4, **TINY)  # fmt: skip
+    saved = json.loads((tmp_path / "run" / "train_report.json").read_text())
+    assert saved["iterations"] == 4 == report["iterations"]
+    assert len(saved["psnr"]) == 2 and all(np.isfinite(saved["psnr"]))
+    assert 0 < saved["ssim"][0] <= 1 and saved["peak_mem_gb"] > 0 and saved["held_out_frames"] > 0
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 4
+    model, frames = train.load_model(tmp_path / "run", prepared_clip)
+    image = train.render_frame(model, frames, 1, 5, torch.device("cpu"))
+    assert image.shape == (frames.size, frames.size, 3) and 0 <= image.min() and image.max() <= 1
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(prepared_clip, tmp_path):
+    config = DialogueNeRFConfig(head_samples=8, torso_samples=4)
+    train.train(prepared_clip, tmp_path / "straight", config, progress=False, iters=6, **TINY)
+    train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=3, **TINY)
+    train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=6, **TINY)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_checkpoint_of_another_config_is_refused(prepared_clip, tmp_path):
+    train.train(prepared_clip, tmp_path / "run", DialogueNeRFConfig(head_samples=8, torso_samples=4),
+                progress=False, iters=3, **TINY)  # fmt: skip
+    other = DialogueNeRFConfig(head_samples=8, torso_samples=4, width=32)
+    with pytest.raises(
+        train.TrainingError, match=r"checkpoint\.pt: a checkpoint of another model config .*width"
+    ):
+        train.train(prepared_clip, tmp_path / "run", other, progress=False, iters=5, **TINY)
+
+
+def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    prepared_clip, tmp_path, monkeypatch
+):
+    real_step = train.train_step
+    calls = {"n": 0}
+
+    def step(*args, **kwargs):
+        calls["n"] += 1
+        loss, psnr = real_step(*args, **kwargs)
+        return (float("nan"), psnr) if calls["n"] == 5 else (loss, psnr)
+
+    monkeypatch.setattr(train, "train_step", step)
+    with pytest.raises(train.TrainingError, match=r"diverged at step 5 .*checkpoint \(step 3\)"):
+        train.train(prepared_clip, tmp_path / "run", DialogueNeRFConfig(head_samples=8, torso_samples=4),
+                    progress=False, iters=8, **TINY)  # fmt: skip
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+def test_ssim_of_an_image_with_itself_is_one_and_noise_lowers_it():
+    rng = np.random.default_rng(0)
+    img = rng.random((32, 32, 3))
+    assert metrics.ssim(img, img) == pytest.approx(1.0)
+    noisy = np.clip(img + rng.normal(0, 0.1, img.shape), 0, 1)
+    assert (
+        metrics.ssim(img, noisy) < metrics.ssim(img, np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)) < 1
+    )
