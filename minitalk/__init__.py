@@ -21,7 +21,9 @@ _SUBMODULES = (
     "cli",
     "data",
     "demo",
+    "dialogue_nerf",
     "diarize",
+    "encoding",
     "expression",
     "face",
     "headpose",
@@ -37,6 +39,7 @@ _SUBMODULES = (
     "render",
     "sources",
     "synthetic",
+    "train",
     "utils",
 )
 

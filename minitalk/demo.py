@@ -11,10 +11,13 @@ Stages that run now:
    (tracked) poses and speaking flags, score it on held-out frames, and plot
    generated against tracked listener nods (`pose.png`);
 4. preview: write `preview.mp4` (landmarks drawn, the detected speaker framed
-   green, with the audio) and `summary.json`.
+   green, with the audio) and `summary.json`;
+5. nerf: render held-out frames of both people with the DialogueNeRF shipped
+   in the sample folder (trained by `minitalk train`), beside the real ones
+   (`nerf.png`).
 
-The later stages of the pipeline (the DialogueNeRF training and rendering of a
-new dialogue, evaluation) are listed at the end as not yet available.
+The later stages of the pipeline (rendering a new dialogue, evaluation) are
+listed at the end as not yet available.
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ from minitalk import data, io, pose_eval, prepare_eval
 from minitalk.utils import atomic_path
 
 REMAINING_STAGES = (
-    "train: one conditional NeRF for both people (minitalk train)",
     "render: new dialogue audio -> two-person clip (minitalk render)",
     "evaluate: image, motion, sync metrics and Preference Score (minitalk evaluate)",
 )
@@ -108,12 +110,45 @@ def pose_stage(tracks: dict, fps: float, out_dir: Path) -> dict:
     }
 
 
+def nerf_stage(sample_dir: Path, prepared: Path, out_dir: Path) -> dict:
+    """Render held-out frames of both people with the shipped model, beside the real ones."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from minitalk import metrics, train
+
+    model_path = sample_dir / "dialogue_nerf.pt"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: missing; see the README for the command that trains it")
+    model = train.load_exported(model_path)
+    frames = train.Frames(prepared)
+    held = torch.nonzero(frames.held_out)[:, 0].numpy()
+    fig = Figure(figsize=(12, 6.4))
+    axes = fig.subplots(2, 4)
+    scores: list[list[float]] = [[], []]
+    for p in range(2):
+        for j, t in enumerate(held[[len(held) // 3, 2 * len(held) // 3]]):
+            img = train.render_frame(model, frames, p, int(t), torch.device("cpu"))
+            real = frames.images[p, int(t)].numpy() / 255
+            scores[p].append(metrics.psnr(img, real))
+            role = "speaking" if frames.speaking[p, t] else "listening"
+            axes[p, 2 * j].imshow(real)
+            axes[p, 2 * j].set_title(f"person {p}, frame {t} ({role})", fontsize=9)
+            axes[p, 2 * j + 1].imshow(img)
+            axes[p, 2 * j + 1].set_title(f"rendered, {scores[p][-1]:.1f} dB", fontsize=9)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    with atomic_path(out_dir / "nerf.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=64, bbox_inches="tight")
+    return {"psnr": [round(float(np.mean(s)), 2) for s in scores], "model": model_path.name}
+
+
 def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     timings = {}
 
     t0 = time.time()
-    print("[1/4] sample: reading video, audio and ground truth")
+    print("[1/5] sample: reading video, audio and ground truth")
     frames, fps, audio, gt = load_sample(sample_dir)
     timings["sample"] = time.time() - t0
     print(
@@ -122,7 +157,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[2/4] prepare: minitalk prepare -> {out_dir / 'prepared'}")
+    print(f"[2/5] prepare: minitalk prepare -> {out_dir / 'prepared'}")
     prepared = data.prepare(Path(sample_dir) / "dialogue.mp4", out_dir / "prepared", progress=False)
     tracks = data.load_tracks(prepared)
     report = json.loads((prepared / "prepare_report.json").read_text())
@@ -138,7 +173,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print("[3/4] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
+    print("[3/5] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
     summary["pose"] = pose_stage(tracks, fps, out_dir)
     timings["pose"] = time.time() - t0
     p = summary["pose"]
@@ -149,9 +184,15 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[4/4] preview: writing {out_dir / 'preview.mp4'}")
+    print(f"[4/5] preview: writing {out_dir / 'preview.mp4'}")
     io.write_video(out_dir / "preview.mp4", draw_preview(frames, tracks), fps, audio)
     timings["preview"] = time.time() - t0
+    t0 = time.time()
+    print(f"[5/5] nerf: the shipped DialogueNeRF on held-out frames -> {out_dir / 'nerf.png'}")
+    summary["nerf"] = nerf_stage(Path(sample_dir), out_dir / "prepared", out_dir)
+    timings["nerf"] = time.time() - t0
+    print(f"      held-out PSNR per person {summary['nerf']['psnr']} dB (model: {summary['nerf']['model']})")
+
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
