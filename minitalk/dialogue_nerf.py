@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from minitalk import render
-from minitalk.encoding import make_encoder, positional_encoding, unit_box
+from minitalk.encoding import TriPlane, make_encoder, positional_encoding, unit_box
 from minitalk.rays_torch import ray_aabb_torch, stratified_torch
 
 
@@ -54,6 +54,8 @@ class DialogueNeRFConfig:
     n_expression: int = 16
     smooth_frames: int = 8  # audio windows weighed together per frame
     region_attention: bool = True
+    expression_planes: int = 1  # features per expression coefficient in the head's expression planes; 0: none
+    expression_res: int = 64
     deformation: bool = True
     head_samples: int = 32
     torso_samples: int = 16
@@ -90,7 +92,8 @@ class Occupancy(nn.Module):
     def __init__(self, n_people: int, res: int = 48, threshold: float = 1.0):
         super().__init__()
         self.res, self.threshold = res, threshold
-        self.register_buffer("density", torch.full((n_people, res, res, res), 1e3))  # all occupied at first
+        # no evidence yet, so every cell counts as occupied until the first update replaces the zeros
+        self.register_buffer("density", torch.zeros((n_people, res, res, res)))
         self.register_buffer("occupied", torch.ones((n_people, res, res, res), dtype=torch.bool))
 
     def lookup(self, unit: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
@@ -171,11 +174,18 @@ class DialogueNeRF(nn.Module):
         self.expression = mlp(c.n_expression, c.cond_dim, c.cond_dim, layers=1)
         # head field
         self.head_enc = make_encoder(c.encoding, **enc_kw)
-        self.head_in = RayConditioned(self.head_enc.out_dim, c.code_dim, c.width)  # with z_s
+        self.expression_planes = None
+        if c.expression_planes:  # a basis of feature offsets, one per coefficient (and blink), zero at first
+            k = c.n_expression + 1
+            self.expression_planes = TriPlane(1, k * c.expression_planes, c.expression_res, c.expression_res)
+            for grid in self.expression_planes.grids:
+                nn.init.zeros_(grid)
+        d_feats = self.head_enc.out_dim + 3 * c.expression_planes
+        self.head_in = RayConditioned(d_feats, c.code_dim, c.width)  # with z_s
         self.head_trunk = nn.Sequential(
             *[m for _ in range(c.depth - 1) for m in (nn.Linear(c.width, c.width), nn.ReLU())]
         )
-        self.attention = nn.Linear(self.head_enc.out_dim, c.cond_dim + 1) if c.region_attention else None
+        self.attention = nn.Linear(d_feats, c.cond_dim + 1) if c.region_attention else None
         self.head_cond = RayConditioned(c.width, c.cond_dim + 1, c.width)  # with f_s or f_l
         self.head_out = nn.Linear(c.width, 1 + 15)
         self.head_rgb_in = RayConditioned(15, 3 * 5 + c.code_dim, c.width // 2)  # with gamma(d), z_a
@@ -196,16 +206,21 @@ class DialogueNeRF(nn.Module):
     # -- conditions -------------------------------------------------------------------------
 
     def condition(self, mel, expression, blink, speaking) -> torch.Tensor:
-        """Per frame: the audio feature f_s for speakers, the expression feature f_l otherwise, plus blink.
+        """Per frame, the face's state: Eq. 1 expression coefficients and blink, (B, K + 1).
 
-        mel (B, W, 16, 80), expression (B, K), blink (B,), speaking (B,) bool -> (B, cond_dim + 1).
-        The audio passes through the expression coefficients it predicts, so both roles reach
-        the field through one encoder and what it learns of mouths from listeners serves speakers.
+        mel (B, W, 16, 80), expression (B, K), blink (B,), speaking (B,) bool. A speaker's
+        coefficients are predicted from the audio, a listener's are the tracked ones, so both
+        roles reach the field through one expression encoder (`feature`), and what the field
+        learns of mouths from either role serves the other.
         """
-        f_s = self.expression(self.audio_to_expression(self.audio(mel)))
-        f_l = self.expression(expression)
-        f = torch.where(speaking[:, None], f_s, f_l)
-        return torch.cat([f, blink[:, None]], dim=-1)
+        predicted = self.audio_to_expression(self.audio(mel))
+        e = torch.where(speaking[:, None], predicted, expression)
+        return torch.cat([e, blink[:, None]], dim=-1)
+
+    def feature(self, state: torch.Tensor) -> torch.Tensor:
+        """The condition feature of Eq. 6-7 (f_s for a speaker, f_l for a listener) from a state
+        (N, K + 1) of `condition`: the encoded coefficients, with blink -> (N, cond_dim + 1)."""
+        return torch.cat([self.expression(state[:, :-1]), state[:, -1:]], dim=-1)
 
     def audio_loss(self, mel, expression, temperature: float = 0.1) -> torch.Tensor:
         """Teach the audio encoder the speaker's mouth, on speaker frames (B >= 2).
@@ -227,10 +242,20 @@ class DialogueNeRF(nn.Module):
 
     # -- fields -----------------------------------------------------------------------------
 
-    def head(self, unit, d, person, cond, ray_of):
+    def head(self, unit, d, person, state, ray_of):
         """Head field at unit-box points (M, 3) of rays ray_of (M,); per ray: direction d (N, 3),
-        person (N,), condition (N, C). Returns density (M,) and colour (M, 3)."""
+        person (N,), face state (N, K + 1) from `condition`. Returns density (M,) and colour (M, 3).
+
+        With expression planes, the point's features gain sum_k e_k B_k(x): one tri-plane feature
+        offset per coefficient (and blink), the counterpart in feature space of Eq. 1's linear
+        expression basis. Each step's gradient reaches the offsets near the pixels it renders
+        directly, so the field learns how the mouth moves as fast as it learns how it looks.
+        """
         feats = self.head_enc(unit)  # (M, E)
+        if self.expression_planes is not None:
+            basis = self.expression_planes(unit).reshape(len(unit), 3, state.shape[1], -1)  # (M, 3, K+1, F)
+            feats = torch.cat([feats, torch.einsum("mpkf,mk->mpf", basis, state[ray_of]).flatten(1)], -1)
+        cond = self.feature(state)
         h = self.head_trunk(torch.relu(self.head_in(feats, self.z_shape[person], ray_of)))
         if self.attention is not None:  # ER-NeRF region attention: which channels matter here
             c = cond[ray_of] * torch.sigmoid(self.attention(feats))  # (M, C): per sample
@@ -265,8 +290,9 @@ class DialogueNeRF(nn.Module):
         frame; the camera sits at the origin), person (long), et (N, 6) and
         background (N, 3); `cond` (N, cond_dim + 1). Stratified samples in each
         field's box; only those in occupied cells go through the network, the
-        rest have zero density. Returns a dict with colour, opacity, depth, and
-        with `parts` also the head-only and torso-only colours.
+        rest have zero density. Returns a dict with colour, opacity (of head and
+        torso together), head_opacity, depth, and with `parts` also the
+        head-only and torso-only colours.
         """
         c = self.config
         person = rays["person"]
@@ -312,6 +338,7 @@ class DialogueNeRF(nn.Module):
         out = {
             "colour": colour,
             "opacity": opacity,
+            "head_opacity": 1.0 - torch.exp(-(sigma_h * render.deltas(t_h)).sum(dim=1)),
             "depth": depth,
             "samples": int(keep_h.sum() + keep_t.sum()),
         }

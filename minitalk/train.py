@@ -45,7 +45,10 @@ class TrainConfig:
     lr_grid: float = 2e-2
     lr_mlp: float = 2e-3
     audio_weight: float = 0.05  # audio -> mouth: expression regression and InfoNCE alignment
+    teacher_forcing: float = 1.0  # share of speaker frames rendered from tracked, not audio-predicted, coefficients
+    mask_weight: float = 0.1  # silhouettes: opacity 1 on the person and 0 elsewhere, the head's on the head
     face_weight: float = 4.0  # head pixels are drawn this much more often
+    mouth_weight: float = 4.0  # and pixels around the mouth this much more again
     held_out_s: float = 1.0  # the last second of every ten is never trained on
     eval_every: int = 1000
     eval_frames: int = 8  # held-out frames rendered per person at each evaluation
@@ -61,14 +64,17 @@ class TrainConfig:
 class Frames:
     """A prepared folder as tensors: images, pixel weights, cameras, conditions, boxes."""
 
-    def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0, smooth_frames: int = 8):
+    def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0, smooth_frames: int = 8,
+                 mouth_weight: float = 1.0):  # fmt: skip
         tracks = data.load_tracks(folder)
         labels, plates = data.load_masks(folder)
         self.fps = float(tracks["fps"])
         self.images = torch.from_numpy(np.stack([data.read_person_frames(folder, p) for p in range(2)]))
         self.n_people, self.n_frames, self.size = self.images.shape[:3]
         weights = np.where(labels == 2, face_weight, 1.0).astype(np.float32)
+        weights[mouth_boxes(tracks["landmarks"], labels.shape[-1])] *= mouth_weight
         self.weights = torch.from_numpy(weights.reshape(self.n_people, self.n_frames, -1))
+        self.labels = torch.from_numpy(labels.reshape(self.n_people, self.n_frames, -1))  # 0 / 1 torso / 2 head
         self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
         self.k = torch.from_numpy(tracks["intrinsics"].astype(np.float32))
         pose = tracks["pose"].astype(np.float64)
@@ -120,6 +126,20 @@ class Frames:
         return self.images.reshape(-1, 3)[flat].float() / 255
 
 
+def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(P, T, S, S) bool: a box around each frame's mouth (corners and lips, widened by half the
+    mouth's width) from the tracked landmarks (P, T, 478, 3) in crop pixels."""
+    from minitalk.face import LIP_LOWER_INNER, MOUTH_CORNERS
+
+    corners = landmarks[..., list(MOUTH_CORNERS), :2]  # (P, T, 2, 2)
+    centre = (corners.mean(axis=2) + landmarks[..., LIP_LOWER_INNER, :2]) / 2
+    half = 0.75 * np.linalg.norm(corners[..., 0, :] - corners[..., 1, :], axis=-1)  # (P, T)
+    grid = np.arange(size) + 0.5
+    inside_x = np.abs(grid - centre[..., 0, None]) <= half[..., None]  # (P, T, S)
+    inside_y = np.abs(grid - centre[..., 1, None]) <= 0.6 * half[..., None]
+    return inside_y[..., :, None] & inside_x[..., None, :]
+
+
 def head_box(face3d: np.ndarray) -> np.ndarray:
     """(2, 3) box in the head frame around both canonical faces: hair above, skull behind, no neck."""
     lo, hi = face3d.min(axis=(0, 1)), face3d.max(axis=(0, 1))
@@ -155,7 +175,7 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     run.mkdir(parents=True, exist_ok=True)
     device = get_device()
     set_seed(cfg.seed)
-    frames = Frames(folder, cfg.face_weight, cfg.held_out_s, mcfg.smooth_frames)
+    frames = Frames(folder, cfg.face_weight, cfg.held_out_s, mcfg.smooth_frames, cfg.mouth_weight)
     model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes).to(device)
     optim = torch.optim.Adam(
         [
@@ -225,11 +245,18 @@ def train_step(model, optim, frames: Frames, train_pairs, speaker_pairs, cfg: Tr
     pixel = pixels.reshape(-1)
     rays = {k: v.to(device) for k, v in frames.rays(person, frame, pixel).items()}
     target = frames.target(person, frame, pixel).to(device)
-    cond_f = model.condition(*(x.to(device) for x in frames.condition_inputs(person_f, frame_f)))
+    mel, exp, blink, speaking = frames.condition_inputs(person_f, frame_f)
+    speaking = speaking & (torch.rand(len(speaking)) >= cfg.teacher_forcing)  # forced: tracked coefficients
+    cond_f = model.condition(mel.to(device), exp.to(device), blink.to(device), speaking.to(device))
     cond = cond_f.repeat_interleave(cfg.rays_per_frame, dim=0)
-    colour = model.render_rays(rays, cond)["colour"]
-    mse = ((colour - target) ** 2).mean()
+    out = model.render_rays(rays, cond)
+    mse = ((out["colour"] - target) ** 2).mean()
     loss = mse
+    if cfg.mask_weight > 0:  # silhouettes make the fields opaque where people are, empty elsewhere
+        label = frames.labels[person, frame, pixel].to(device)
+        person_px, head_px = (label > 0).float(), (label == 2).float()
+        silhouette = ((out["opacity"] - person_px) ** 2).mean() + ((out["head_opacity"] - head_px) ** 2).mean()
+        loss = loss + cfg.mask_weight * silhouette
     if cfg.audio_weight > 0 and len(speaker_pairs) >= 2:
         sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]
         mel, exp, _, _ = frames.condition_inputs(sp[:, 0], sp[:, 1])
@@ -346,7 +373,7 @@ def load_model(run_dir, folder) -> tuple[DialogueNeRF, Frames]:
     state = torch.load(path, weights_only=True, map_location="cpu")
     mcfg = DialogueNeRFConfig(**state["model_config"])
     tcfg = TrainConfig(**state["train_config"])
-    frames = Frames(folder, tcfg.face_weight, tcfg.held_out_s, mcfg.smooth_frames)
+    frames = Frames(folder, tcfg.face_weight, tcfg.held_out_s, mcfg.smooth_frames, tcfg.mouth_weight)
     model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes)
     model.load_state_dict(state["model"])
     return model.eval(), frames

@@ -64,7 +64,7 @@ def test_latent_codes_separate_the_people(tensors):
     pixel = torch.arange(0, frames.size * frames.size, 7)
     rays0 = frames.rays(torch.zeros_like(pixel), torch.full_like(pixel, 20), pixel)
     rays1 = {**rays0, "person": torch.ones_like(pixel)}
-    cond = torch.zeros(len(pixel), model.config.cond_dim + 1)
+    cond = torch.zeros(len(pixel), model.config.n_expression + 1)
 
     def head(rays):
         return model.render_rays(rays, cond, jitter=False, parts=True)["head"]
@@ -84,7 +84,7 @@ def test_empty_occupancy_leaves_only_the_background(tensors):
     model.torso_grid.occupied.zero_()
     pixel = torch.arange(0, frames.size * frames.size, 5)
     rays = frames.rays(torch.zeros_like(pixel), torch.full_like(pixel, 3), pixel)
-    out = model.render_rays(rays, torch.zeros(len(pixel), model.config.cond_dim + 1), jitter=False)
+    out = model.render_rays(rays, torch.zeros(len(pixel), model.config.n_expression + 1), jitter=False)
     assert out["samples"] == 0
     torch.testing.assert_close(out["colour"], rays["background"])
 
