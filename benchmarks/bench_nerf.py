@@ -25,23 +25,36 @@ import numpy as np
 import torch
 
 import minitalk as mt
-from minitalk import data, face, train
+from minitalk import data, train
 from minitalk.dialogue_nerf import DialogueNeRFConfig
 
 VANILLA = DialogueNeRFConfig(encoding="frequency", width=256, depth=8, skipping=False, region_attention=False)
 
 
-def mouth_correlation(model, frames, truth, device) -> float:
-    """FaceMesh mouth opening on rendered held-out speaker frames against the true opening."""
-    rendered, true = [], []
-    for p in range(frames.n_people):
-        for t in np.flatnonzero(frames.held_out.numpy() & frames.speaking[p].numpy()):
-            img = (train.render_frame(model, frames, p, int(t), device) * 255).round().astype(np.uint8)
-            lm = face.detect_landmarks([img])[0]
-            if np.isfinite(lm).all():
-                rendered.append(float(face.mouth_opening(lm)))
-                true.append(float(truth["mouth"][p, t]))
-    return float(np.corrcoef(rendered, true)[0, 1]) if len(rendered) > 2 else float("nan")
+def mouth_correlations(model, frames, truth, device) -> dict:
+    """FaceMesh mouth opening on rendered held-out speaker frames against the true opening.
+
+    `mouth_corr` pools both people's frames, as the goal is worded. The opening FaceMesh measures
+    (lip gap over face width) has a scale of its own per face, so a pooled correlation is capped
+    below 1 even for perfect frames: `mouth_corr_real` is the same measure on the real frames
+    (tracked at preparation), the ceiling. Per person, both are given too.
+    """
+    pairs, rendered = train.rendered_mouth_openings(model, frames, device)
+    found = np.isfinite(rendered)
+    p, t = pairs[found, 0], pairs[found, 1]
+    rendered, true, real = rendered[found], truth["mouth"][p, t], frames.mouth[p, t]
+
+    def r(x, y):
+        return round(float(np.corrcoef(x, y)[0, 1]), 4) if len(x) > 2 else float("nan")
+
+    people = range(frames.n_people)
+    return {
+        "mouth_corr": r(rendered, true),
+        "mouth_corr_per_person": [r(rendered[p == q], true[p == q]) for q in people],
+        "mouth_corr_real": r(real, true),
+        "mouth_corr_real_per_person": [r(real[p == q], true[p == q]) for q in people],
+        "mouth_frames": int(found.sum()),
+    }
 
 
 def render_fps(model, frames, device, repeats: int = 3) -> float:
@@ -93,7 +106,7 @@ def main() -> None:
         "vanilla_iterations": vanilla["iterations"],
         "iterations": report["iterations"],
         "train_minutes": report["minutes"],
-        "mouth_corr": round(mouth_correlation(model, frames, truth, device), 4),
+        **mouth_correlations(model, frames, truth, device),
         "peak_mem_gb": report["peak_mem_gb"],  # measured before the (larger) vanilla run
         "vanilla_peak_mem_gb": vanilla["peak_mem_gb"],
         "render_fps_cpu": round(render_fps(model.cpu(), frames, torch.device("cpu")), 2),

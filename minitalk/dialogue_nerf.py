@@ -8,15 +8,19 @@
 * Each person p owns a shape code z_s[p], which joins the position encoding
   and so shapes density and colour, and an appearance code z_a[p], which joins
   the direction encoding and affects colour only (GRAF-style).
-* The condition differs by role: a speaker's is the audio feature f_s, from
-  the mel window through `AudioEncoder` (smoothed over neighbouring frames
-  with learned attention weights, as AD-NeRF does) and the Eq. 1 expression
-  coefficients it predicts; a listener's is the expression feature f_l, from
-  the Eq. 1 coefficients of data preparation. Both go through the same
-  expression encoder and carry the blink value. `audio_loss` ties the audio
-  to the mouth: L2 on the predicted coefficients and InfoNCE alignment.
-  ER-NeRF's region attention (section 3.2), a per-position channel weighting
-  of the condition, is an option.
+* The condition differs by role. `condition` gives each frame a face state:
+  Eq. 1 expression coefficients plus blink, for a speaker predicted from the
+  mel windows by `AudioEncoder` (smoothed over neighbouring frames with
+  learned attention weights, as AD-NeRF does), for a listener the tracked
+  ones. `feature` encodes a state into the condition feature (f_s for a
+  speaker, f_l for a listener). `audio_loss` ties the audio to the mouth: L2
+  on the predicted coefficients and InfoNCE alignment. ER-NeRF's region
+  attention (section 3.2), a per-position channel weighting of the
+  condition, is an option.
+* Expression planes (an option, on by default): a tri-plane basis of feature
+  offsets, one per coefficient, added as sum_k e_k B_k(x) to the head's
+  position features; Eq. 1's linear expression model, moved into feature
+  space, so that mouths are learned at the speed grids learn.
 * The torso is a second field, in camera coordinates, conditioned on gamma(et)
   (the head's Euler angles and translation), with a deformation field
   x -> x' = x + D(gamma(x), gamma(et)) (Nerfies-style) so it can follow the
@@ -283,23 +287,23 @@ class DialogueNeRF(nn.Module):
 
     # -- rendering --------------------------------------------------------------------------
 
-    def render_rays(self, rays, cond, jitter: bool = True, parts: bool = False):
-        """Composite head, torso and background for a batch of rays.
+    def samples(self, rays, jitter: bool = True) -> dict:
+        """Stratified samples of both fields for a batch of rays (see `render_rays` for `rays`).
 
-        `rays` holds per-ray tensors: o_head, d_head (head frame), d_cam (camera
-        frame; the camera sits at the origin), person (long), et (N, 6) and
-        background (N, 3); `cond` (N, cond_dim + 1). Stratified samples in each
-        field's box; only those in occupied cells go through the network, the
-        rest have zero density. Returns a dict with colour, opacity (of head and
-        torso together), head_opacity, depth, and with `parts` also the
-        head-only and torso-only colours.
+        Per field ("head": head box, head frame; "torso": the person's torso box, camera frame):
+        t (N, S) along the ray, unit (N * S, 3) the points in the unit box, and keep (N * S,)
+        True for samples in the box and, with skipping, in an occupied cell of the grid.
         """
-        c = self.config
-        person = rays["person"]
+        c, person = self.config, rays["person"]
         n = len(person)
-
-        def samples(o, d, lo, hi, count, grid):
-            """Stratified t (N, S) in the boxes lo, hi (N, 3); the kept samples' unit-box points and rays."""
+        boxes = {
+            "head": (rays["o_head"], rays["d_head"], self.head_box[0].expand(n, 3),
+                     self.head_box[1].expand(n, 3), c.head_samples, self.head_grid),
+            "torso": (torch.zeros_like(rays["d_cam"]), rays["d_cam"], self.torso_boxes[person, 0],
+                      self.torso_boxes[person, 1], c.torso_samples, self.torso_grid),
+        }  # fmt: skip
+        out = {}
+        for name, (o, d, lo, hi, count, grid) in boxes.items():
             near, far, hit = ray_aabb_torch(o, d, lo, hi)
             u = (
                 torch.rand(n, count, device=d.device)
@@ -311,28 +315,35 @@ class DialogueNeRF(nn.Module):
             keep = hit.repeat_interleave(count)
             if c.skipping:
                 keep = keep & grid.lookup(unit, person.repeat_interleave(count))
-            ray_of = torch.div(torch.nonzero(keep)[:, 0], count, rounding_mode="floor")
-            return t, unit[keep], keep, ray_of
+            out[name] = (t, unit, keep)
+        return out
 
-        def scatter(keep, sigma, rgb, count):
-            full_sigma = torch.zeros(n * count, device=sigma.device, dtype=sigma.dtype)
-            full_rgb = torch.zeros(n * count, 3, device=rgb.device, dtype=rgb.dtype)
-            full_sigma = full_sigma.masked_scatter(keep, sigma)
-            full_rgb = full_rgb.masked_scatter(keep[:, None], rgb)
+    def render_rays(self, rays, cond, jitter: bool = True, parts: bool = False):
+        """Composite head, torso and background for a batch of rays.
+
+        `rays` holds per-ray tensors: o_head, d_head (head frame), d_cam (camera
+        frame; the camera sits at the origin), person (long), et (N, 6) and
+        background (N, 3); `cond` (N, K + 1) the face state of `condition`.
+        Stratified samples in each field's box; only those in occupied cells go
+        through the network, the rest have zero density. Returns a dict with
+        colour, opacity (of head and torso together), head_opacity, depth, and
+        with `parts` also the head-only and torso-only colours.
+        """
+        person = rays["person"]
+        n = len(person)
+        (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = self.samples(rays, jitter).values()
+
+        def evaluate(field, t, unit, keep, *args):
+            """The field at the kept samples; zero density (and colour) at the others, (N, S)."""
+            count = t.shape[1]
+            ray_of = torch.div(torch.nonzero(keep)[:, 0], count, rounding_mode="floor")
+            sigma, rgb = self._field(field, unit[keep], *args, ray_of)
+            full_sigma = t.new_zeros(n * count).masked_scatter(keep, sigma)
+            full_rgb = t.new_zeros(n * count, 3).masked_scatter(keep[:, None], rgb)
             return full_sigma.reshape(n, count), full_rgb.reshape(n, count, 3)
 
-        s_h, s_t = c.head_samples, c.torso_samples
-        lo, hi = self.head_box[0].expand(n, 3), self.head_box[1].expand(n, 3)
-        t_h, unit_h, keep_h, ray_h = samples(rays["o_head"], rays["d_head"], lo, hi, s_h, self.head_grid)
-        sigma_h, rgb_h = scatter(
-            keep_h, *self._field(self.head, unit_h, rays["d_head"], person, cond, ray_h), s_h
-        )
-
-        lo, hi = self.torso_boxes[person, 0], self.torso_boxes[person, 1]
-        origin = torch.zeros_like(rays["d_cam"])
-        t_t, unit_t, keep_t, ray_t = samples(origin, rays["d_cam"], lo, hi, s_t, self.torso_grid)
-        sigma_t, rgb_t = scatter(keep_t, *self._field(self.torso, unit_t, person, rays["et"], ray_t), s_t)
-
+        sigma_h, rgb_h = evaluate(self.head, t_h, unit_h, keep_h, rays["d_head"], person, cond)
+        sigma_t, rgb_t = evaluate(self.torso, t_t, unit_t, keep_t, person, rays["et"])
         t, sigma, rgb = render.merge_by_depth(t_h, t_t, (sigma_h, sigma_t), (rgb_h, rgb_t))
         colour, opacity, depth, _ = render.composite(sigma, rgb, t, background=rays["background"])
         out = {
@@ -346,6 +357,55 @@ class DialogueNeRF(nn.Module):
             out["head"] = render.composite(sigma_h, rgb_h, t_h, background=rays["background"])[0]
             out["torso"] = render.composite(sigma_t, rgb_t, t_t, background=rays["background"])[0]
         return out
+
+    @torch.no_grad()
+    def render_rays_front_to_back(self, rays, cond, slab: int = 8, min_transmittance: float = 1e-3):
+        """`render_rays(jitter=False)`'s colour, computed front to back with early ray termination.
+
+        The merged head and torso samples are evaluated `slab` depths at a time, and a ray whose
+        transmittance has fallen below `min_transmittance` takes no further samples (Instant-NGP's
+        inference marching): behind an opaque face nothing can show. The colour differs from
+        `render_rays` by at most `min_transmittance` (0 gives the same samples exactly).
+        Returns a dict with colour, opacity and the number of samples evaluated.
+        """
+        person = rays["person"]
+        n = len(person)
+        (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = self.samples(rays, jitter=False).values()
+        s_h = t_h.shape[1]
+        t, order = torch.sort(torch.cat([t_h, t_t], dim=1), dim=1)  # (N, S): merged depth order
+        keep = torch.cat([keep_h.reshape(n, -1), keep_t.reshape(n, -1)], dim=1).gather(1, order)
+        dt = render.deltas(t)
+        units = torch.cat([unit_h.reshape(n, s_h, 3), unit_t.reshape(n, -1, 3)], dim=1)  # (N, S, 3)
+        colour = torch.zeros(n, 3, device=t.device)
+        transmittance = torch.ones(n, device=t.device)
+        evaluated = 0
+        for j in range(0, t.shape[1], slab):
+            width = min(slab, t.shape[1] - j)
+            live = keep[:, j : j + width] & (transmittance > min_transmittance)[:, None]
+            ray, col = torch.nonzero(live, as_tuple=True)
+            which = order[ray, j + col]  # index into [head samples | torso samples]
+            is_head = which < s_h
+            sigma = torch.zeros(len(ray), device=t.device)
+            rgb = torch.zeros(len(ray), 3, device=t.device)
+            for mask, field, args in (
+                (is_head, self.head, (rays["d_head"], person, cond)),
+                (~is_head, self.torso, (person, rays["et"])),
+            ):
+                if mask.any():  # per-ray inputs of the rays that still sample, not of all N
+                    rows, ray_of = torch.unique_consecutive(ray[mask], return_inverse=True)
+                    points = units[ray[mask], which[mask]]
+                    sigma[mask], rgb[mask] = field(points, *(a[rows] for a in args), ray_of)
+            evaluated += len(ray)
+            tau = torch.zeros(n, width, device=t.device)
+            tau[ray, col] = sigma * dt[ray, j + col]
+            slab_rgb = torch.zeros(n, width, 3, device=t.device)
+            slab_rgb[ray, col] = rgb
+            inside = torch.exp(-(torch.cumsum(tau, dim=1) - tau))  # transmittance within the slab
+            weights = transmittance[:, None] * inside * (1.0 - torch.exp(-tau))
+            colour += (weights[..., None] * slab_rgb).sum(dim=1)
+            transmittance = transmittance * torch.exp(-tau.sum(dim=1))
+        colour += transmittance[:, None] * rays["background"]
+        return {"colour": colour, "opacity": 1.0 - transmittance, "samples": evaluated}
 
     @staticmethod
     def _field(field, unit, *args):

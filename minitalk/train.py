@@ -1,11 +1,18 @@
 """Training DialogueNeRF on a prepared folder (`minitalk train DIR`), with exact resumption.
 
 Each step draws a few frames across both people and both roles (never a
-held-out one), a batch of pixels in each weighted toward the head, casts
-their rays from the frame's head pose, and renders them through the one
-model. Loss: L2 on colour (DialogueNeRF IV-B) plus a small term that ties
-audio features to mouth shapes (expression regression and InfoNCE). Adam with separate learning rates
-for the grid texels and the MLPs.
+held-out one), a batch of pixels in each weighted toward the head and more
+again toward the mouth, casts their rays from the frame's head pose, and
+renders them through the one model. Loss: L2 on colour (DialogueNeRF IV-B);
+a silhouette term (opacity 1 on the person's pixels and 0 elsewhere, the
+head field's on the head), which makes the fields opaque and empty space
+empty, so the occupancy grids skip it; and a term that ties audio to mouth
+shapes (expression regression and InfoNCE). Speaker frames are rendered from
+their tracked expression coefficients (teacher forcing) while the audio
+encoder learns to predict them, so the field learns what a mouth shape looks
+like from a clean signal; at rendering time the audio's prediction takes
+their place. Adam with separate learning rates for the grid texels and the
+MLPs.
 
 Everything random comes from torch's global generator, whose state goes into
 each checkpoint with the model and the optimiser, so an interrupted run
@@ -45,7 +52,7 @@ class TrainConfig:
     lr_grid: float = 2e-2
     lr_mlp: float = 2e-3
     audio_weight: float = 0.05  # audio -> mouth: expression regression and InfoNCE alignment
-    teacher_forcing: float = 1.0  # share of speaker frames rendered from tracked, not audio-predicted, coefficients
+    teacher_forcing: float = 0.5  # share of speaker frames rendered from tracked (not predicted) coefficients
     mask_weight: float = 0.1  # silhouettes: opacity 1 on the person and 0 elsewhere, the head's on the head
     face_weight: float = 4.0  # head pixels are drawn this much more often
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again
@@ -74,7 +81,7 @@ class Frames:
         weights = np.where(labels == 2, face_weight, 1.0).astype(np.float32)
         weights[mouth_boxes(tracks["landmarks"], labels.shape[-1])] *= mouth_weight
         self.weights = torch.from_numpy(weights.reshape(self.n_people, self.n_frames, -1))
-        self.labels = torch.from_numpy(labels.reshape(self.n_people, self.n_frames, -1))  # 0 / 1 torso / 2 head
+        self.labels = torch.from_numpy(labels.reshape(self.n_people, self.n_frames, -1))  # 0, 1 torso, 2 head
         self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
         self.k = torch.from_numpy(tracks["intrinsics"].astype(np.float32))
         pose = tracks["pose"].astype(np.float64)
@@ -255,7 +262,8 @@ def train_step(model, optim, frames: Frames, train_pairs, speaker_pairs, cfg: Tr
     if cfg.mask_weight > 0:  # silhouettes make the fields opaque where people are, empty elsewhere
         label = frames.labels[person, frame, pixel].to(device)
         person_px, head_px = (label > 0).float(), (label == 2).float()
-        silhouette = ((out["opacity"] - person_px) ** 2).mean() + ((out["head_opacity"] - head_px) ** 2).mean()
+        silhouette = ((out["opacity"] - person_px) ** 2).mean()
+        silhouette = silhouette + ((out["head_opacity"] - head_px) ** 2).mean()
         loss = loss + cfg.mask_weight * silhouette
     if cfg.audio_weight > 0 and len(speaker_pairs) >= 2:
         sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]
@@ -282,15 +290,21 @@ def refresh_occupancy(model, frames: Frames, train_pairs, device) -> None:
 
 @torch.no_grad()
 def render_frame(
-    model, frames: Frames, person: int, frame: int, device, chunk: int = 8192, parts: bool = False
+    model, frames: Frames, person: int, frame: int, device, chunk: int = 8192, parts: bool = False, state=None
 ):
-    """A whole (S, S, 3) image (and with `parts` the head-only and torso-only images)."""
+    """A whole (S, S, 3) image (and with `parts` the head-only and torso-only images).
+
+    `state` (1, K + 1) replaces the frame's own face state (`DialogueNeRF.condition`): to render
+    a frame with another frame's audio or with an edited expression. Rendering runs front to back
+    with early ray termination (`render_rays_front_to_back`) unless `parts` are asked for.
+    """
     n = frames.size * frames.size
     pixel = torch.arange(n)
     p = torch.full((n,), person, dtype=torch.long)
     f = torch.full((n,), frame, dtype=torch.long)
-    one = torch.tensor([person]), torch.tensor([frame])
-    cond = model.condition(*(x.to(device) for x in frames.condition_inputs(*one)))
+    if state is None:
+        one = torch.tensor([person]), torch.tensor([frame])
+        state = model.condition(*(x.to(device) for x in frames.condition_inputs(*one)))
     keys = ("colour", "head", "torso") if parts else ("colour",)
     out = {k: [] for k in keys}
     for i in range(0, n, chunk):
@@ -298,7 +312,11 @@ def render_frame(
             k: v.to(device)
             for k, v in frames.rays(p[i : i + chunk], f[i : i + chunk], pixel[i : i + chunk]).items()
         }
-        res = model.render_rays(rays, cond.expand(len(rays["person"]), -1), jitter=False, parts=parts)
+        cond = state.to(device).expand(len(rays["person"]), -1)
+        if parts:
+            res = model.render_rays(rays, cond, jitter=False, parts=True)
+        else:
+            res = model.render_rays_front_to_back(rays, cond)
         for k in keys:
             out[k].append(res[k].cpu())
     imgs = {k: torch.cat(v).reshape(frames.size, frames.size, 3).clamp(0, 1).numpy() for k, v in out.items()}
@@ -331,6 +349,24 @@ def evaluate(model, frames: Frames, cfg: TrainConfig, device) -> dict:
         "ssim_speaker": mean(lambda r: r[1], 3),
         "ssim_listener": mean(lambda r: not r[1], 3),
     }
+
+
+def rendered_mouth_openings(model, frames: Frames, device) -> tuple[np.ndarray, np.ndarray]:
+    """FaceMesh's mouth opening on every rendered held-out speaker frame (audio-driven).
+
+    Returns (person, frame) pairs (M, 2) and openings (M,), NaN where no face was found; compare
+    with the true or tracked opening of the same frames (`Frames.mouth` is the tracked one).
+    """
+    from minitalk import face
+
+    pairs = torch.nonzero(frames.speaking & frames.held_out[None]).numpy()
+    openings = np.full(len(pairs), np.nan)
+    for i, (p, t) in enumerate(pairs):
+        img = (render_frame(model, frames, int(p), int(t), device) * 255).round().astype(np.uint8)
+        lm = face.detect_landmarks([img])[0]
+        if np.isfinite(lm).all():
+            openings[i] = float(face.mouth_opening(lm))
+    return pairs, openings
 
 
 # --- checkpoints ---------------------------------------------------------------------------------

@@ -151,3 +151,69 @@ def test_ssim_of_an_image_with_itself_is_one_and_noise_lowers_it():
     assert (
         metrics.ssim(img, noisy) < metrics.ssim(img, np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)) < 1
     )
+
+
+def test_the_first_occupancy_update_empties_cells_the_field_leaves_empty(tensors):
+    """The grid starts all occupied but holds no evidence: one update with a field that is empty
+    outside a ball must leave only the ball's cells (no decaying start value keeping them on)."""
+    model = tiny_model(tensors)
+    grid = model.head_grid
+    assert grid.occupied.all()
+    grid.update(lambda unit, p: 100.0 * (unit.norm(dim=-1) < 0.5))
+    share = grid.occupied.float().mean().item()
+    assert 0.4 * (4 / 3 * np.pi * 0.5**3 / 8) < share < 2.0 * (4 / 3 * np.pi * 0.5**3 / 8)
+
+
+def test_mouth_boxes_hold_the_lips_and_little_else(tensors, prepared_clip):
+    from minitalk import data
+    from minitalk.face import LIP_LOWER_INNER, LIP_UPPER_INNER, MOUTH_CORNERS
+
+    landmarks = data.load_tracks(prepared_clip)["landmarks"]
+    boxes = train.mouth_boxes(landmarks, tensors.size)
+    assert boxes.shape == (2, tensors.n_frames, tensors.size, tensors.size)
+    share = boxes.mean(axis=(2, 3))
+    assert (share > 0).all() and (share < 0.1).all()
+    for p, t in [(0, 5), (1, 100)]:
+        for i in (*MOUTH_CORNERS, LIP_UPPER_INNER, LIP_LOWER_INNER):
+            x, y = np.floor(landmarks[p, t, i, :2]).astype(int)
+            assert boxes[p, t, y, x], (p, t, i)
+
+
+def test_expression_planes_start_at_zero_and_let_the_state_move_the_head(tensors):
+    """At first the planes add nothing; once they hold something, the face state changes the head."""
+    frames = tensors
+    model = tiny_model(frames, region_attention=False).eval()
+    assert all((g == 0).all() for g in model.expression_planes.grids)
+    pixel = torch.arange(0, frames.size * frames.size, 7)
+    rays = frames.rays(torch.zeros_like(pixel), torch.full_like(pixel, 20), pixel)
+    state = torch.zeros(len(pixel), model.config.n_expression + 1)
+    bumped = state.clone()
+    bumped[:, 0] = 3.0
+    with torch.no_grad():  # the MLP path of the state shut: only the planes can carry it
+        model.head_cond.ray.weight.zero_()
+
+        def head(s):
+            return model.render_rays(rays, s, jitter=False, parts=True)["head"]
+
+        torch.testing.assert_close(head(state), head(bumped))
+        for g in model.expression_planes.grids:
+            g.normal_(0, 0.5)
+        assert not torch.allclose(head(state), head(bumped))
+
+
+def test_front_to_back_rendering_matches_compositing_and_stops_behind_opaque_surfaces(tensors):
+    frames = tensors
+    model = tiny_model(frames).eval()
+    pixel = torch.arange(0, frames.size * frames.size, 3)
+    rays = frames.rays(torch.ones_like(pixel), torch.full_like(pixel, 7), pixel)
+    state = torch.randn(1, model.config.n_expression + 1).expand(len(pixel), -1)
+    with torch.no_grad():
+        full = model.render_rays(rays, state, jitter=False)
+        exact = model.render_rays_front_to_back(rays, state, slab=3, min_transmittance=0.0)
+        torch.testing.assert_close(exact["colour"], full["colour"], atol=1e-5, rtol=0)
+        assert exact["samples"] == full["samples"]
+        model.head_out.bias[0] = 8.0  # an opaque head: rays stop soon after they reach it
+        full = model.render_rays(rays, state, jitter=False)
+        early = model.render_rays_front_to_back(rays, state, slab=4, min_transmittance=1e-3)
+    assert (early["colour"] - full["colour"]).abs().max() <= 1e-3 + 1e-5
+    assert early["samples"] < 0.6 * full["samples"]
