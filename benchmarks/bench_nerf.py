@@ -34,27 +34,28 @@ VANILLA = DialogueNeRFConfig(encoding="frequency", width=256, depth=8, skipping=
 def mouth_correlations(model, frames, truth, device) -> dict:
     """FaceMesh mouth opening on rendered held-out speaker frames against the true opening.
 
-    `mouth_corr` pools both people's frames, as the goal is worded. The opening FaceMesh measures
-    (lip gap over face width) has a scale of its own per face, so a pooled correlation is capped
-    below 1 even for perfect frames: `mouth_corr_real` is the same measure on the real frames
-    (tracked at preparation), the ceiling. Per person, both are given too.
+    `mouth_corr` pools both people's frames, as the goal is worded; per person too.
+    `mouth_corr_real` is the same measure (FaceMesh on the crop-sized frame) on the real
+    frames: the ceiling, since FaceMesh's opening (lip gap over face width) has a scale of
+    its own per face and does not read every face's mouth at this size.
     """
-    pairs, rendered = train.rendered_mouth_openings(model, frames, device)
-    found = np.isfinite(rendered)
-    p, t = pairs[found, 0], pairs[found, 1]
-    rendered, true, real = rendered[found], truth["mouth"][p, t], frames.mouth[p, t]
 
-    def r(x, y):
-        return round(float(np.corrcoef(x, y)[0, 1]), 4) if len(x) > 2 else float("nan")
+    def correlations(openings, suffix):
+        found = np.isfinite(openings)
+        p, t = pairs[found, 0], pairs[found, 1]
+        x, y = openings[found], truth["mouth"][p, t]
 
-    people = range(frames.n_people)
-    return {
-        "mouth_corr": r(rendered, true),
-        "mouth_corr_per_person": [r(rendered[p == q], true[p == q]) for q in people],
-        "mouth_corr_real": r(real, true),
-        "mouth_corr_real_per_person": [r(real[p == q], true[p == q]) for q in people],
-        "mouth_frames": int(found.sum()),
-    }
+        def r(a, b):
+            return round(float(np.corrcoef(a, b)[0, 1]), 4) if len(a) > 2 else float("nan")
+
+        return {
+            f"mouth_corr{suffix}": r(x, y),
+            f"mouth_corr{suffix}_per_person": [r(x[p == q], y[p == q]) for q in range(frames.n_people)],
+            f"mouth_frames{suffix}": int(found.sum()),
+        }
+
+    pairs, rendered = train.mouth_openings(frames, model, device)
+    return {**correlations(rendered, ""), **correlations(train.mouth_openings(frames)[1], "_real")}
 
 
 def render_fps(model, frames, device, repeats: int = 3) -> float:

@@ -351,18 +351,21 @@ def evaluate(model, frames: Frames, cfg: TrainConfig, device) -> dict:
     }
 
 
-def rendered_mouth_openings(model, frames: Frames, device) -> tuple[np.ndarray, np.ndarray]:
-    """FaceMesh's mouth opening on every rendered held-out speaker frame (audio-driven).
+def mouth_openings(frames: Frames, model=None, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """FaceMesh's mouth opening on every held-out speaker frame at the crop size: rendered by
+    `model` from its audio, or, without a model, on the real frames (the same measure's ceiling).
 
-    Returns (person, frame) pairs (M, 2) and openings (M,), NaN where no face was found; compare
-    with the true or tracked opening of the same frames (`Frames.mouth` is the tracked one).
+    Returns (person, frame) pairs (M, 2) and openings (M,), NaN where no face was found.
     """
     from minitalk import face
 
     pairs = torch.nonzero(frames.speaking & frames.held_out[None]).numpy()
     openings = np.full(len(pairs), np.nan)
     for i, (p, t) in enumerate(pairs):
-        img = (render_frame(model, frames, int(p), int(t), device) * 255).round().astype(np.uint8)
+        if model is None:
+            img = frames.images[p, t].numpy()
+        else:
+            img = (render_frame(model, frames, int(p), int(t), device) * 255).round().astype(np.uint8)
         lm = face.detect_landmarks([img])[0]
         if np.isfinite(lm).all():
             openings[i] = float(face.mouth_opening(lm))
