@@ -396,14 +396,14 @@ class DialogueNeRF(nn.Module):
                     points = units[ray[mask], which[mask]]
                     sigma[mask], rgb[mask] = field(points, *(a[rows] for a in args), ray_of)
             evaluated += len(ray)
-            tau = torch.zeros(n, width, device=t.device)
-            tau[ray, col] = sigma * dt[ray, j + col]
+            slab_sigma = torch.zeros(n, width, device=t.device)
+            slab_sigma[ray, col] = sigma
             slab_rgb = torch.zeros(n, width, 3, device=t.device)
             slab_rgb[ray, col] = rgb
-            inside = torch.exp(-(torch.cumsum(tau, dim=1) - tau))  # transmittance within the slab
-            weights = transmittance[:, None] * inside * (1.0 - torch.exp(-tau))
-            colour += (weights[..., None] * slab_rgb).sum(dim=1)
-            transmittance = transmittance * torch.exp(-tau.sum(dim=1))
+            cols = slice(j, j + width)  # the slab composited alone, then seen through what lies in front
+            slab_colour, slab_opacity, _, _ = render.composite(slab_sigma, slab_rgb, t[:, cols], dt[:, cols])
+            colour += transmittance[:, None] * slab_colour
+            transmittance = transmittance * (1.0 - slab_opacity)
         colour += transmittance[:, None] * rays["background"]
         return {"colour": colour, "opacity": 1.0 - transmittance, "samples": evaluated}
 

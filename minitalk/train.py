@@ -7,11 +7,11 @@ renders them through the one model. Loss: L2 on colour (DialogueNeRF IV-B);
 a silhouette term (opacity 1 on the person's pixels and 0 elsewhere, the
 head field's on the head), which makes the fields opaque and empty space
 empty, so the occupancy grids skip it; and a term that ties audio to mouth
-shapes (expression regression and InfoNCE). Speaker frames are rendered from
-their tracked expression coefficients (teacher forcing) while the audio
-encoder learns to predict them, so the field learns what a mouth shape looks
-like from a clean signal; at rendering time the audio's prediction takes
-their place. Adam with separate learning rates for the grid texels and the
+shapes (expression regression and InfoNCE). Half the speaker frames are
+rendered from their tracked expression coefficients (teacher forcing), the
+rest from the audio's prediction, so the field learns what a mouth shape
+looks like from a clean signal and stays usable with the predicted one,
+which is all it gets at rendering time. Adam with separate learning rates for the grid texels and the
 MLPs.
 
 Everything random comes from torch's global generator, whose state goes into
@@ -72,7 +72,7 @@ class Frames:
     """A prepared folder as tensors: images, pixel weights, cameras, conditions, boxes."""
 
     def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0, smooth_frames: int = 8,
-                 mouth_weight: float = 1.0):  # fmt: skip
+                 mouth_weight: float = 4.0):  # fmt: skip
         tracks = data.load_tracks(folder)
         labels, plates = data.load_masks(folder)
         self.fps = float(tracks["fps"])
