@@ -58,14 +58,17 @@ def mouth_correlations(model, frames, truth, device) -> dict:
     return {**correlations(rendered, ""), **correlations(train.mouth_openings(frames)[1], "_real")}
 
 
-def render_fps(model, frames, device, repeats: int = 3) -> float:
-    """Pairs of frames (both people) rendered per second."""
+def render_fps(model, frames, device, pairs: int = 10) -> float:
+    """Pairs of frames (both people) rendered per second: the median over `pairs` pairs, since a
+    single timing on a shared machine swings by a third."""
     train.render_frame(model, frames, 0, 0, device)
-    start = time.perf_counter()
-    for i in range(repeats):
+    seconds = []
+    for i in range(pairs):
+        start = time.perf_counter()
         for p in range(frames.n_people):
             train.render_frame(model, frames, p, 10 * i, device)
-    return repeats / (time.perf_counter() - start)
+        seconds.append(time.perf_counter() - start)
+    return 1.0 / float(np.median(seconds))
 
 
 def main() -> None:

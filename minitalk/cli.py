@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--no-region-attention", action="store_true", help="turn off ER-NeRF region attention")
     tr.add_argument("--no-deformation", action="store_true", help="turn off the torso deformation field")
     tr.add_argument("--no-expression-planes", action="store_true", help="no expression planes in the head")
+    tr.add_argument("--torso-lag", type=float, metavar="SECONDS",
+                    help="the torso also sees the head pose trailed over this time (default: 0.5); 0: the "
+                    "current pose only")  # fmt: skip
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     tr.add_argument("--export", metavar="PATH", help="also write the trained model, slimmed, to PATH")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -105,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 region_attention=not args.no_region_attention,
                 deformation=not args.no_deformation,
                 expression_planes=0 if args.no_expression_planes else DialogueNeRFConfig.expression_planes,
+                torso_lag_s=DialogueNeRFConfig.torso_lag_s if args.torso_lag is None else args.torso_lag,
             )
             try:
                 report = train(

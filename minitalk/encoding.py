@@ -65,11 +65,12 @@ class TriPlane(nn.Module):
         pts = x.reshape(-1, 3)
         # the projections of every point onto the three planes, as grid_sample's (3, 1, N, 2)
         uv = torch.stack([pts[:, list(p)] for p in self.PLANES])[:, None]
-        feats = []
-        for grid in self.grids:
-            sampled = F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)
-            feats.append(sampled[:, :, 0].permute(2, 0, 1).reshape(len(pts), -1))  # (N, 3 * features)
-        return torch.cat(feats, dim=-1).reshape(*shape, self.out_dim)
+        feats = [  # per level (3, features, N)
+            F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+            for grid in self.grids
+        ]
+        # one transpose for all levels: (3, levels * features, N) -> (N, 3 * levels * features)
+        return torch.cat(feats, dim=1).permute(2, 0, 1).reshape(*shape, self.out_dim)
 
     def total_variation(self) -> torch.Tensor:
         """Mean squared difference of neighbouring texels: a smoothness prior on the planes."""

@@ -72,7 +72,7 @@ class Frames:
     """A prepared folder as tensors: images, pixel weights, cameras, conditions, boxes."""
 
     def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0, smooth_frames: int = 8,
-                 mouth_weight: float = 4.0):  # fmt: skip
+                 mouth_weight: float = 4.0, torso_lag_s: float = 0.5):  # fmt: skip
         tracks = data.load_tracks(folder)
         labels, plates = data.load_masks(folder)
         self.fps = float(tracks["fps"])
@@ -86,9 +86,7 @@ class Frames:
         self.k = torch.from_numpy(tracks["intrinsics"].astype(np.float32))
         pose = tracks["pose"].astype(np.float64)
         self.c2w = torch.from_numpy(camera_to_head(pose).astype(np.float32))  # (P, T, 4, 4)
-        mean_t = pose[..., 3:].mean(axis=1, keepdims=True)
-        et = np.concatenate([pose[..., :3] / 30.0, (pose[..., 3:] - mean_t) * 10.0], axis=-1)
-        self.et = torch.from_numpy(et.astype(np.float32))  # angles in 30 degrees, shifts in decimetres
+        self.et = torch.from_numpy(pose_condition(pose, self.fps, torso_lag_s))  # the torso's condition
         self.mel = torch.from_numpy(tracks["mel"].astype(np.float32))  # (T, 16, 80)
         offsets = np.arange(smooth_frames) - smooth_frames // 2
         self.mel_index = torch.from_numpy(
@@ -131,6 +129,25 @@ class Frames:
         """True colours (N, 3) in 0..1 of pixels (flat indices) of frames (person, frame)."""
         flat = (person * self.n_frames + frame) * self.size * self.size + pixel
         return self.images.reshape(-1, 3)[flat].float() / 255
+
+
+def pose_condition(pose: np.ndarray, fps: float, lag_s: float = 0.5) -> np.ndarray:
+    """The torso's condition et from head poses (P, T, 6): (P, T, 6), or (P, T, 12) with lag_s > 0.
+
+    Euler angles in units of 30 degrees and translations in decimetres from the person's mean
+    position; with a lag, the same pose smoothed causally (a first-order low-pass of time
+    constant lag_s) follows: a body trails its head, so where the shoulders are depends on
+    where the head has been, not only where it is now.
+    """
+    mean_t = pose[..., 3:].mean(axis=1, keepdims=True)
+    et = np.concatenate([pose[..., :3] / 30.0, (pose[..., 3:] - mean_t) * 10.0], axis=-1)
+    if lag_s > 0:
+        keep = np.exp(-1.0 / (fps * lag_s))
+        trail = et.copy()
+        for t in range(1, et.shape[1]):
+            trail[:, t] = keep * trail[:, t - 1] + (1 - keep) * et[:, t]
+        et = np.concatenate([et, trail], axis=-1)
+    return et.astype(np.float32)
 
 
 def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -182,7 +199,9 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     run.mkdir(parents=True, exist_ok=True)
     device = get_device()
     set_seed(cfg.seed)
-    frames = Frames(folder, cfg.face_weight, cfg.held_out_s, mcfg.smooth_frames, cfg.mouth_weight)
+    frames = Frames(
+        folder, cfg.face_weight, cfg.held_out_s, mcfg.smooth_frames, cfg.mouth_weight, mcfg.torso_lag_s
+    )
     model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes).to(device)
     optim = torch.optim.Adam(
         [
@@ -289,9 +308,8 @@ def refresh_occupancy(model, frames: Frames, train_pairs, device) -> None:
 
 
 @torch.no_grad()
-def render_frame(
-    model, frames: Frames, person: int, frame: int, device, chunk: int = 8192, parts: bool = False, state=None
-):
+def render_frame(model, frames: Frames, person: int, frame: int, device, chunk: int = 16384,
+                 parts: bool = False, state=None):  # fmt: skip
     """A whole (S, S, 3) image (and with `parts` the head-only and torso-only images).
 
     `state` (1, K + 1) replaces the frame's own face state (`DialogueNeRF.condition`): to render
@@ -412,7 +430,9 @@ def load_model(run_dir, folder) -> tuple[DialogueNeRF, Frames]:
     state = torch.load(path, weights_only=True, map_location="cpu")
     mcfg = DialogueNeRFConfig(**state["model_config"])
     tcfg = TrainConfig(**state["train_config"])
-    frames = Frames(folder, tcfg.face_weight, tcfg.held_out_s, mcfg.smooth_frames, tcfg.mouth_weight)
+    frames = Frames(
+        folder, tcfg.face_weight, tcfg.held_out_s, mcfg.smooth_frames, tcfg.mouth_weight, mcfg.torso_lag_s
+    )
     model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes)
     model.load_state_dict(state["model"])
     return model.eval(), frames

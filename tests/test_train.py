@@ -77,6 +77,26 @@ def test_latent_codes_separate_the_people(tensors):
     torch.testing.assert_close(head(rays0), head(rays1))
 
 
+def test_the_torso_sees_where_the_head_has_been(tensors):
+    """The trailing pose is a causal low-pass: untouched by the future, 1 - 1/e of a step after lag_s."""
+    fps, lag = 25.0, 0.5
+    pose = np.zeros((1, 100, 6))
+    pose[:, 50:, 1] = 30.0  # a 30-degree turn at frame 50
+    et = train.pose_condition(pose, fps, lag)
+    assert et.shape == (1, 100, 12) and np.array_equal(et[..., :6], train.pose_condition(pose, fps, 0.0))
+    trail = et[0, :, 6 + 1]
+    assert np.all(trail[:50] == 0.0) and np.all(np.diff(trail[50:]) > 0)
+    np.testing.assert_allclose(trail[50 + int(fps * lag) - 1], 1 - np.exp(-1), atol=0.02)
+
+    model = tiny_model(tensors).eval()  # and the torso field reads it: two histories, two torsos
+    unit, ray_of = torch.rand(64, 3) * 2 - 1, torch.zeros(64, dtype=torch.long)
+    still, turning = torch.zeros(1, 12), torch.zeros(1, 12)
+    turning[0, 6 + 1] = 1.0
+    person = torch.tensor([0])
+    colour = [model.torso(unit, person, history, ray_of)[1] for history in (still, turning)]
+    assert not torch.allclose(*colour)
+
+
 def test_empty_occupancy_leaves_only_the_background(tensors):
     frames = tensors
     model = tiny_model(frames).eval()
