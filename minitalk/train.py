@@ -36,7 +36,7 @@ import torch
 from minitalk import data, metrics
 from minitalk.camera import camera_to_head
 from minitalk.dialogue_nerf import DialogueNeRF, DialogueNeRFConfig
-from minitalk.utils import atomic_path, get_device, set_seed
+from minitalk.utils import atomic_path, get_device, lowpass, set_seed
 
 
 class TrainingError(RuntimeError):
@@ -142,10 +142,7 @@ def pose_condition(pose: np.ndarray, fps: float, lag_s: float = 0.5) -> np.ndarr
     mean_t = pose[..., 3:].mean(axis=1, keepdims=True)
     et = np.concatenate([pose[..., :3] / 30.0, (pose[..., 3:] - mean_t) * 10.0], axis=-1)
     if lag_s > 0:
-        keep = np.exp(-1.0 / (fps * lag_s))
-        trail = et.copy()
-        for t in range(1, et.shape[1]):
-            trail[:, t] = keep * trail[:, t - 1] + (1 - keep) * et[:, t]
+        trail = np.moveaxis(lowpass(np.moveaxis(et, 1, -1), fps, lag_s), -1, 1)  # along time
         et = np.concatenate([et, trail], axis=-1)
     return et.astype(np.float32)
 

@@ -1,4 +1,4 @@
-"""Small helpers every module shares: the device, seeding, atomic writes."""
+"""Small helpers every module shares: the device, seeding, atomic writes, a low-pass filter."""
 
 from __future__ import annotations
 
@@ -62,3 +62,14 @@ def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
     """`np.savez_compressed`, written atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
+
+
+def lowpass(x: np.ndarray, fps: float, tau: float) -> np.ndarray:
+    """Causal first-order low-pass of time constant `tau` seconds along the last axis (frames at
+    `fps`): how a body trails its head, in the sample's motion and in the torso's condition."""
+    a = np.exp(-1.0 / (fps * tau))
+    y = np.empty_like(x)
+    y[..., 0] = x[..., 0]
+    for i in range(1, x.shape[-1]):
+        y[..., i] = a * y[..., i - 1] + (1 - a) * x[..., i]
+    return y

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minitalk.audio import zcr_rms
+from minitalk.utils import lowpass
 
 HEAD_REST = np.array([0.0, -0.045, 0.75])  # head centre at rest, camera coordinates (metres)
 TORSO_OFFSET = np.array([0.0, 0.165, 0.03])  # torso origin relative to the head at rest
@@ -62,16 +63,6 @@ def smooth(x: np.ndarray, fps: float, seconds: float) -> np.ndarray:
     pad = [(0, 0)] * (x.ndim - 1) + [(n // 2, n // 2)]
     xp = np.pad(x, pad, mode="edge")
     return np.apply_along_axis(lambda r: np.convolve(r, w, mode="valid"), -1, xp)
-
-
-def lowpass(x: np.ndarray, fps: float, tau: float) -> np.ndarray:
-    """Causal first-order low-pass along the last axis: the torso lags the head."""
-    a = np.exp(-1.0 / (fps * tau))
-    y = np.empty_like(x)
-    y[..., 0] = x[..., 0]
-    for i in range(1, x.shape[-1]):
-        y[..., i] = a * y[..., i - 1] + (1 - a) * x[..., i]
-    return y
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
