@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from minitalk import render
-from minitalk.encoding import TriPlane, make_encoder, positional_encoding, unit_box
-from minitalk.rays_torch import ray_aabb_torch, stratified_torch
+from minitalk.encoding import TriPlane, make_encoder, positional_encoding
+from minitalk.rays import box_samples
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,8 @@ class Occupancy(nn.Module):
 
     Instant-NGP / ER-NeRF empty-space skipping: every `update` folds the field's
     density at jittered cell centres into a decaying maximum (`minitalk.rays.grid_update`);
-    samples in cells below the threshold are never sent through the network.
+    samples in cells below the threshold (`minitalk.rays.box_samples` tests them) are never sent
+    through the network.
     """
 
     # densities per metre: below 3 a head sample (about 7 mm long) is under 2% opaque, and leaving such
@@ -110,15 +111,6 @@ class Occupancy(nn.Module):
         # no evidence yet, so every cell counts as occupied until the first update replaces the zeros
         self.register_buffer("density", torch.zeros((n_people, res, res, res)))
         self.register_buffer("occupied", torch.ones((n_people, res, res, res), dtype=torch.bool))
-
-    def lookup(self, unit: torch.Tensor, person: torch.Tensor) -> torch.Tensor:
-        """(M,) bool for unit-cube points (M, 3) of persons (M,); outside the cube is empty."""
-        r = self.res
-        cell = ((unit + 1) / 2 * r).floor().long()
-        inside = ((cell >= 0) & (cell < r)).all(dim=-1)
-        cell = cell.clamp(0, r - 1)
-        flat = ((person * r + cell[:, 0]) * r + cell[:, 1]) * r + cell[:, 2]
-        return inside & self.occupied.reshape(-1).index_select(0, flat)
 
     @torch.no_grad()
     def update(self, density_fn, decay: float = 0.9, chunk: int = 65536) -> None:
@@ -273,9 +265,7 @@ class DialogueNeRF(nn.Module):
         """
         feats = self.head_enc(unit)  # (M, E)
         if self.expression_planes is not None:
-            basis = self.expression_planes(unit).reshape(len(unit), 3, state.shape[1], -1)  # (M, 3, K+1, F)
-            offsets = torch.einsum("mpkf,mk->mpf", basis, state.index_select(0, ray_of))  # (M, 3, F)
-            feats = torch.cat([feats, offsets.flatten(1)], -1)
+            feats = torch.cat([feats, self.expression_offsets(unit, state, ray_of)], -1)
         cond = self.feature(state)
         h = self.head_trunk(torch.relu(self.head_in(feats, self.z_shape.index_select(0, person), ray_of)))
         if self.attention is not None:  # ER-NeRF region attention: which channels matter here
@@ -288,6 +278,17 @@ class DialogueNeRF(nn.Module):
         ray = torch.cat([positional_encoding(d, 2), self.z_app.index_select(0, person)], dim=-1)
         rgb = torch.sigmoid(self.head_rgb(torch.relu(self.head_rgb_in(out[:, 1:], ray, ray_of))))
         return sigma, rgb
+
+    def expression_offsets(self, unit, state, ray_of):
+        """sum_k e_k B_k(x) of `head`, (M, 3 * F). When every ray has the same state (a rendered
+        frame), the basis planes are summed first and sampled once: F channels per point instead
+        of (K + 1) F, the same value since bilinear sampling is linear."""
+        k = state.shape[1]
+        if bool((state == state[:1]).all()):  # channel k F + f of the planes is B_k's feature f
+            per_feature = torch.eye(self.config.expression_planes, device=state.device)
+            return self.expression_planes(unit, mix=torch.kron(state[:1], per_feature))  # (F, (K + 1) F)
+        basis = self.expression_planes(unit).reshape(len(unit), 3, k, -1)  # (M, 3, K + 1, F)
+        return torch.einsum("mpkf,mk->mpf", basis, state.index_select(0, ray_of)).flatten(1)
 
     def torso(self, unit, person, et, ray_of):
         """Torso field at unit-box points (M, 3) of rays ray_of (M,); per ray: person (N,), et (N, 6 or
@@ -321,17 +322,13 @@ class DialogueNeRF(nn.Module):
         }  # fmt: skip
         out = {}
         for name, (o, d, lo, hi, count, grid) in boxes.items():
-            near, far, hit = ray_aabb_torch(o, d, lo, hi)
             u = (
                 torch.rand(n, count, device=d.device)
                 if jitter
                 else torch.full((n, count), 0.5, device=d.device)
             )
-            t = stratified_torch(torch.where(hit, near, 0.0), torch.where(hit, far, 1.0), u)  # (N, S)
-            unit = unit_box(o[:, None] + t[..., None] * d[:, None], lo[:, None], hi[:, None]).reshape(-1, 3)
-            keep = hit.repeat_interleave(count)
-            if c.skipping:
-                keep = keep & grid.lookup(unit, person.repeat_interleave(count))
+            t, unit, keep = box_samples(o, d, lo, hi, u, grid.occupied if c.skipping else None, person)
+            unit, keep = unit.reshape(-1, 3), keep.reshape(-1)
             out[name] = (t, unit, keep)
         return out
 

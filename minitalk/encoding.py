@@ -60,17 +60,21 @@ class TriPlane(nn.Module):
         )  # per level: the three planes stacked
         self.out_dim = 3 * levels * features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
+        """With `mix` (G, features), the planes' feature channels are first combined into G:
+        bilinear interpolation is linear, so this equals mixing the sampled features afterwards,
+        at the cost of G channels per point instead of `features`."""
         shape = x.shape[:-1]
         pts = x.reshape(-1, 3)
+        grids = self.grids if mix is None else [torch.einsum("gc,pcyx->pgyx", mix, g) for g in self.grids]
         # the projections of every point onto the three planes, as grid_sample's (3, 1, N, 2)
         uv = torch.stack([pts[:, list(p)] for p in self.PLANES])[:, None]
-        feats = [  # per level (3, features, N)
+        feats = [  # per level (3, channels, N)
             F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
-            for grid in self.grids
+            for grid in grids
         ]
-        # one transpose for all levels: (3, levels * features, N) -> (N, 3 * levels * features)
-        return torch.cat(feats, dim=1).permute(2, 0, 1).reshape(*shape, self.out_dim)
+        # one transpose for all levels: (3, levels * channels, N) -> (N, 3 * levels * channels)
+        return torch.cat(feats, dim=1).permute(2, 0, 1).reshape(*shape, -1)
 
     def total_variation(self) -> torch.Tensor:
         """Mean squared difference of neighbouring texels: a smoothness prior on the planes."""
@@ -88,8 +92,3 @@ def make_encoder(kind: str, **kwargs) -> nn.Module:
     if kind == "frequency":
         return Frequency(**kwargs)
     raise ValueError(f"unknown encoding {kind!r}: use 'grid' or 'frequency'")
-
-
-def unit_box(x: torch.Tensor, box_min: torch.Tensor, box_max: torch.Tensor) -> torch.Tensor:
-    """Points in a box -> the unit cube [-1, 1]^3 the encoders expect."""
-    return 2 * (x - box_min) / (box_max - box_min) - 1

@@ -73,6 +73,22 @@ def march_torch(rays_o, rays_d, near, far, occupied, box_min, box_max, step: flo
     return t[keep].float(), offsets, counts
 
 
+def box_samples_torch(rays_o, rays_d, box_min, box_max, u, occupied=None, person=None):
+    near, far, hit = ray_aabb_torch(rays_o, rays_d, box_min, box_max)
+    t = stratified_torch(torch.where(hit, near, 0.0), torch.where(hit, far, 1.0), u)  # (N, S)
+    x = rays_o[:, None] + t[..., None] * rays_d[:, None]
+    unit = 2.0 * (x - box_min[:, None]) / (box_max - box_min)[:, None] - 1.0  # (N, S, 3)
+    keep = hit[:, None].expand(t.shape)
+    if occupied is not None:
+        res = occupied.shape[1]
+        cell = torch.floor((unit + 1.0) / 2.0 * res).long()
+        inside = ((cell >= 0) & (cell < res)).all(-1)
+        cell = cell.clamp(0, res - 1)
+        flat = ((person[:, None] * res + cell[..., 0]) * res + cell[..., 1]) * res + cell[..., 2]
+        keep = keep & inside & occupied.reshape(-1)[flat]
+    return t, unit, keep
+
+
 def sample_pixels_torch(weights, u):
     cdf = torch.cumsum(weights.double().flatten(), 0)
     cdf = cdf / cdf[-1]

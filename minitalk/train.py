@@ -36,7 +36,7 @@ import torch
 from minitalk import data, metrics
 from minitalk.camera import camera_to_head
 from minitalk.dialogue_nerf import DialogueNeRF, DialogueNeRFConfig
-from minitalk.utils import atomic_path, get_device, lowpass, set_seed
+from minitalk.utils import atomic_path, get_device, keep_freed_memory, lowpass, set_seed
 
 
 class TrainingError(RuntimeError):
@@ -195,6 +195,7 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     run = Path(run_dir) if run_dir is not None else Path(folder) / "run"
     run.mkdir(parents=True, exist_ok=True)
     device = get_device()
+    keep_freed_memory()
     set_seed(cfg.seed)
     frames = Frames(
         folder, cfg.face_weight, cfg.held_out_s, mcfg.smooth_frames, cfg.mouth_weight, mcfg.torso_lag_s
@@ -313,6 +314,7 @@ def render_frame(model, frames: Frames, person: int, frame: int, device, chunk: 
     a frame with another frame's audio or with an edited expression. Rendering runs front to back
     with early ray termination (`render_rays_front_to_back`) unless `parts` are asked for.
     """
+    keep_freed_memory()
     n = frames.size * frames.size
     pixel = torch.arange(n)
     p = torch.full((n,), person, dtype=torch.long)

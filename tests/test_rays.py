@@ -217,6 +217,62 @@ def test_march_never_skips_an_occupied_cell(seed, fill):
     np.testing.assert_array_equal(t, dense[0][expected])
 
 
+# --- samples in per-ray boxes ---------------------------------------------------------------
+
+
+def two_people_boxes(n, seed):
+    """Rays toward two boxes of different shapes, each ray owned by one person, and random grids."""
+    rng = np.random.default_rng(seed)
+    o, d = random_rays(n, seed=seed)
+    person = rng.integers(0, 2, n)
+    lo = np.array([[-1.0, -0.8, -1.0], [-0.6, -1.0, -0.9]], np.float32)[person]
+    hi = np.array([[1.0, 0.9, 0.7], [0.8, 1.0, 1.0]], np.float32)[person]
+    occupied = rng.random((2, 10, 10, 10)) < 0.3
+    return o, d, lo, hi, occupied, person, rng
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 20), st.integers(0, 2**31), st.booleans())
+def test_box_samples_twins_keep_exactly_the_occupied_samples(n, s, seed, jitter):
+    o, d, lo, hi, occupied, person, rng = two_people_boxes(n, seed % 10_000)
+    u = rng.random((n, s)) if jitter else np.full((n, s), 0.5)
+    results = {}
+    for grid in (None, occupied):
+        ref, results[grid is None] = ref_and_numba("box_samples", o, d, lo, hi, u, grid, person)
+        for x, y in zip(ref, results[grid is None], strict=True):
+            np.testing.assert_array_equal(x, y)  # the same float64 arithmetic, step for step
+    t, unit, keep = results[False]
+    near, far, hit = rays.ray_aabb_numpy(o, d, lo, hi)
+    np.testing.assert_array_equal(results[True][2], np.broadcast_to(hit[:, None], t.shape))  # no grid
+    inside = t[hit]  # samples of rays that hit lie in [near, far], sorted
+    assert np.all(inside >= near[hit, None] - 1e-6) and np.all(inside <= far[hit, None] + 1e-6)
+    assert np.all(np.diff(t, axis=1) >= 0)
+    assert not keep[~hit].any()  # a ray that misses its box samples nothing
+    np.testing.assert_allclose(unit, 2 * (o[:, None] + t[..., None] * d[:, None] - lo[:, None])
+                               / (hi - lo)[:, None] - 1, atol=1e-5)  # fmt: skip
+    # against the grid: a sample of a hitting ray is kept exactly when its person's cell is occupied
+    cell = np.clip(np.floor((unit.astype(np.float64) + 1) / 2 * 10).astype(int), 0, 9)
+    expected = hit[:, None] & occupied[person[:, None], cell[..., 0], cell[..., 1], cell[..., 2]]
+    far_from_faces = np.all(np.abs((unit + 1) / 2 * 10 - np.round((unit + 1) / 2 * 10)) > 1e-4, -1)
+    np.testing.assert_array_equal(keep[far_from_faces], expected[far_from_faces])
+
+
+def test_box_samples_on_torch_tensors():
+    """CPU tensors run the Numba kernel on zero-copy views; the torch twin (CUDA's path) agrees."""
+    o, d, lo, hi, occupied, person, rng = two_people_boxes(3000, 7)
+    u = rng.random((3000, 12)).astype(np.float32)
+    args = [torch.from_numpy(x) for x in (o, d, lo, hi, u, occupied, person)]
+    fast = rays.box_samples_numba(o, d, lo, hi, u, occupied, person)
+    on_cpu = rays.box_samples(*args)
+    assert all(isinstance(x, torch.Tensor) for x in on_cpu)
+    for x, y in zip(on_cpu, fast, strict=True):
+        np.testing.assert_array_equal(x.numpy(), y)
+    twin = rays.box_samples_torch(*args)
+    assert_same(tuple(x.numpy() for x in twin[:2]), fast[:2])
+    assert (twin[2].numpy() != fast[2]).mean() < 1e-3  # float32 vs float64 at cell faces only
+    assert fast[2].any() and not fast[2].all()
+
+
 # --- pixel sampling -------------------------------------------------------------------------
 
 

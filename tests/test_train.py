@@ -221,6 +221,26 @@ def test_expression_planes_start_at_zero_and_let_the_state_move_the_head(tensors
         assert not torch.allclose(head(state), head(bumped))
 
 
+def test_one_state_for_every_ray_mixes_the_expression_planes_before_sampling(tensors):
+    """A rendered frame's rays share one face state: the planes are summed first, then sampled
+    once. That equals summing the sampled basis, and rays with other states take the general path."""
+    model = tiny_model(tensors)
+    with torch.no_grad():
+        for g in model.expression_planes.grids:
+            g.normal_(0, 0.5)
+        unit, ray_of = torch.rand(600, 3) * 2 - 1, torch.randint(0, 20, (600,))
+        state = torch.randn(1, model.config.n_expression + 1).expand(20, -1)
+        basis = model.expression_planes(unit).reshape(600, 3, state.shape[1], -1)
+
+        def summed(s):
+            return torch.einsum("mpkf,mk->mpf", basis, s.index_select(0, ray_of)).flatten(1)
+
+        torch.testing.assert_close(model.expression_offsets(unit, state, ray_of), summed(state))
+        varied = state.clone()
+        varied[3] += 1.0
+        torch.testing.assert_close(model.expression_offsets(unit, varied, ray_of), summed(varied))
+
+
 def test_front_to_back_rendering_matches_compositing_and_stops_behind_opaque_surfaces(tensors):
     frames = tensors
     model = tiny_model(frames).eval()
