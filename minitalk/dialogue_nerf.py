@@ -288,7 +288,8 @@ class DialogueNeRF(nn.Module):
             per_feature = torch.eye(self.config.expression_planes, device=state.device)
             return self.expression_planes(unit, mix=torch.kron(state[:1], per_feature))  # (F, (K + 1) F)
         basis = self.expression_planes(unit).reshape(len(unit), 3, k, -1)  # (M, 3, K + 1, F)
-        return torch.einsum("mpkf,mk->mpf", basis, state.index_select(0, ray_of)).flatten(1)
+        # a product and a sum: twice as fast here as einsum's batch of M tiny matrix products
+        return (basis * state.index_select(0, ray_of)[:, None, :, None]).sum(2).flatten(1)
 
     def torso(self, unit, person, et, ray_of):
         """Torso field at unit-box points (M, 3) of rays ray_of (M,); per ray: person (N,), et (N, 6 or
