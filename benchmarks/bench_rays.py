@@ -1,8 +1,10 @@
 """Ray helpers: NumPy reference vs Numba vs torch (CPU), and a memory-copy bound.
 
 One run, the same inputs for every implementation: 65,536 rays, 64 samples per
-ray, a 64^3 occupancy grid about 20% occupied. Median of several repeats.
-Prints one JSON line. Not a test: it never fails on a time.
+ray, a 64^3 occupancy grid about 20% occupied (two of them, one per person, for
+`box_samples`, the fields' sampler of DialogueNeRF, measured beside the five
+helpers the goals name). Median of several repeats. Prints one JSON line.
+Not a test: it never fails on a time.
 
     python benchmarks/bench_rays.py
 
@@ -83,6 +85,11 @@ def inputs():
     dt = np.full((len(pixels), N_SAMPLES), (0.3 / N_SAMPLES), np.float32)
     t_vals = np.cumsum(dt, axis=1)
     bg = rng.random((len(pixels), 3)).astype(np.float32)
+    # samples in per-ray boxes against per-person grids (DialogueNeRF's fields): two people
+    box_min = np.broadcast_to(BOX_MIN.astype(np.float32), box_d.shape).copy()
+    box_max = np.broadcast_to(BOX_MAX.astype(np.float32), box_d.shape).copy()
+    grids = np.stack([occupied, occupied[::-1]])  # (2, 64, 64, 64)
+    person = np.arange(len(pixels)) % 2
     return dict(
         k=k,
         c2w=c2w,
@@ -104,6 +111,10 @@ def inputs():
         dt=dt,
         t_vals=t_vals,
         bg=bg,
+        box_min=box_min,
+        box_max=box_max,
+        grids=grids,
+        person=person,
     )
 
 
@@ -114,6 +125,7 @@ def cases(x):
         for key, v in x.items()
     }
     march_args = ("box_o", "box_d", "box_near", "box_far", "occupied")
+    box_args = ("box_o", "box_d", "box_min", "box_max", "u", "grids", "person")
     return {
         "rays": (
             lambda: rays.camera_rays_numpy(x["k"], x["c2w"], x["pixels"]),
@@ -140,6 +152,11 @@ def cases(x):
             lambda: render.composite_numba(x["sigma"], x["rgb"], x["dt"], x["bg"]),
             lambda: render.composite(t["sigma"], t["rgb"], t["t_vals"], t["dt"], t["bg"]),
         ),
+        "box_samples": (
+            lambda: rays.box_samples_numpy(*(x[a] for a in box_args)),
+            lambda: rays.box_samples_numba(*(x[a] for a in box_args)),
+            lambda: rays.box_samples_torch(*(t[a] for a in box_args)),
+        ),
     }
 
 
@@ -159,6 +176,8 @@ rays.importance_numba(bins, np.ones((4, 8), f32), np.full((4, 8), 0.5))
 rays.march_numba(o, d, n, f, np.ones((4, 4, 4), bool), lo, hi, 0.1, 32)
 rays.grid_update_numba(np.zeros((4, 4, 4), f32), np.ones((4, 4, 4), f32), 0.95, 0.01)
 rays.sample_pixels_numba(np.ones((4, 4)), np.full(3, 0.5))
+grid, person = np.ones((1, 4, 4, 4), bool), np.zeros(4, np.int64)
+rays.box_samples_numba(o, d, o - 1, o + 1, np.full((4, 8), 0.5), grid, person)
 ones = np.ones((4, 8), f32)
 render.composite_numba(ones, np.ones((4, 8, 3), f32), ones, np.zeros((4, 3), f32))
 print(time.perf_counter() - t0)
