@@ -106,26 +106,38 @@ def ray_aabb_numpy(rays_o, rays_d, box_min, box_max):
     return (np.where(hit, near, 0).astype(np.float32), np.where(hit, far, 0).astype(np.float32), hit)
 
 
+@njit(cache=True, nogil=True)
+def _row(a, i):
+    """Row i of an (N, 3) array as a float64 3-tuple."""
+    return np.float64(a[i, 0]), np.float64(a[i, 1]), np.float64(a[i, 2])
+
+
+@njit(cache=True, nogil=True)
+def _slab(o, d, lo, hi):
+    """Entry and exit distances of one ray through one box (3-tuples); far <= near is a miss."""
+    near, far = 0.0, np.inf
+    for a in range(3):
+        if d[a] == 0.0:
+            if o[a] < lo[a] or o[a] > hi[a]:
+                near = np.inf  # parallel to this slab and outside it: a miss
+            continue
+        t0, t1 = (lo[a] - o[a]) / d[a], (hi[a] - o[a]) / d[a]
+        near, far = max(near, min(t0, t1)), min(far, max(t0, t1))
+    return near, far
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def ray_aabb_numba(rays_o, rays_d, box_min, box_max):
     n = rays_o.shape[0]
     near = np.zeros(n, np.float32)
     far = np.zeros(n, np.float32)
     hit = np.zeros(n, np.bool_)
+    lo = (np.float64(box_min[0]), np.float64(box_min[1]), np.float64(box_min[2]))
+    hi = (np.float64(box_max[0]), np.float64(box_max[1]), np.float64(box_max[2]))
     for i in prange(n):
-        lo, hi = 0.0, np.inf
-        for a in range(3):
-            o, d = rays_o[i, a], rays_d[i, a]
-            if d == 0.0:
-                if o < box_min[a] or o > box_max[a]:
-                    lo, hi = 1.0, 0.0  # parallel to this slab and outside it: a miss
-                continue
-            t0 = (box_min[a] - o) / d
-            t1 = (box_max[a] - o) / d
-            lo = max(lo, min(t0, t1))
-            hi = min(hi, max(t0, t1))
-        if hi > lo:
-            near[i], far[i], hit[i] = lo, hi, True
+        t_in, t_out = _slab(_row(rays_o, i), _row(rays_d, i), lo, hi)
+        if t_out > t_in:
+            near[i], far[i], hit[i] = t_in, t_out, True
     return near, far, hit
 
 
@@ -421,18 +433,8 @@ def box_samples_numba(rays_o, rays_d, box_min, box_max, u, occupied=None, person
     unit_out = np.empty((n, s, 3), np.float32)
     keep = np.empty((n, s), np.bool_)
     for i in prange(n):
-        o = (np.float64(rays_o[i, 0]), np.float64(rays_o[i, 1]), np.float64(rays_o[i, 2]))
-        d = (np.float64(rays_d[i, 0]), np.float64(rays_d[i, 1]), np.float64(rays_d[i, 2]))
-        lo = (np.float64(box_min[i, 0]), np.float64(box_min[i, 1]), np.float64(box_min[i, 2]))
-        hi = (np.float64(box_max[i, 0]), np.float64(box_max[i, 1]), np.float64(box_max[i, 2]))
-        near, far = 0.0, np.inf
-        for a in range(3):
-            if d[a] == 0.0:
-                if o[a] < lo[a] or o[a] > hi[a]:
-                    near = np.inf  # parallel to this slab and outside it: a miss
-                continue
-            t0, t1 = (lo[a] - o[a]) / d[a], (hi[a] - o[a]) / d[a]
-            near, far = max(near, min(t0, t1)), min(far, max(t0, t1))
+        o, d, lo, hi = _row(rays_o, i), _row(rays_d, i), _row(box_min, i), _row(box_max, i)
+        near, far = _slab(o, d, lo, hi)
         hit = far > near
         if not hit:
             near, far = 0.0, 1.0
