@@ -77,6 +77,32 @@ def test_latent_codes_separate_the_people(tensors):
     torch.testing.assert_close(head(rays0), head(rays1))
 
 
+def test_each_frame_is_seen_from_its_own_pose(tensors, prepared_clip):
+    """Cameras come from the frame's own PnP pose, which fits its landmarks better than the
+    smoothed track does; the smoothed pose fills in only where PnP gave none."""
+    from minitalk import camera, data
+    from minitalk.headpose import RIGID
+
+    tracks = data.load_tracks(prepared_clip)
+    own = camera.camera_to_head(tracks["pose_raw"].astype(np.float64))
+    np.testing.assert_allclose(tensors.c2w.numpy(), own, atol=1e-5)
+
+    def reprojection_px(pose, p):
+        rot, trans = camera.pose_to_rt(pose.astype(np.float64))  # (T, 3, 3), (T, 3)
+        points = np.einsum("tij,nj->tni", rot, tracks["face3d"][p][list(RIGID)]) + trans[:, None]
+        uv = camera.project(points, tracks["intrinsics"][p])
+        return np.linalg.norm(uv - tracks["landmarks"][p][:, list(RIGID), :2], axis=-1).mean()
+
+    for p in range(2):
+        assert reprojection_px(tracks["pose_raw"][p], p) < reprojection_px(tracks["pose"][p], p)
+
+    lost = {"pose_raw": tracks["pose_raw"].copy(), "pose": tracks["pose"]}
+    lost["pose_raw"][1, 5] = np.nan
+    filled = train.frame_poses(lost)
+    assert np.array_equal(filled[1, 5], tracks["pose"][1, 5].astype(np.float64))
+    assert np.array_equal(filled[0], tracks["pose_raw"][0].astype(np.float64))
+
+
 def test_the_torso_sees_where_the_head_has_been(tensors):
     """The trailing pose is a causal low-pass: untouched by the future, 1 - 1/e of a step after lag_s."""
     fps, lag = 25.0, 0.5
