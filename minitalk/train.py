@@ -143,10 +143,10 @@ def frame_poses(tracks: dict) -> np.ndarray:
 
     Smoothing trades each frame's fit to its own landmarks for a steady track, which is what a
     pose model should learn from; the field instead learns sharp outlines only from cameras that
-    match their images. On the sample, smoothing lags the nods of a speaker: the rigid landmarks
-    reproject 0.92 px off under the smoothed pose while speaking, 0.66 px under the frame's own,
-    and 5-minute training runs reached held-out PSNR 33.0 / 29.2 dB (person 0 / 1) with the
-    frames' own poses against 32.3 / 28.7 with the smoothed ones.
+    match their images. On the sample, smoothing lags the nods of a speaker: while speaking, the
+    rigid landmarks reproject 0.92-0.93 px off under the smoothed pose and 0.65-0.68 px under the
+    frame's own, and 5-minute training runs reached held-out PSNR 33.0 / 29.2 dB (person 0 / 1,
+    8 frames each) with the frames' own poses against 32.3 / 28.7 with the smoothed ones.
     """
     raw, smooth = tracks["pose_raw"].astype(np.float64), tracks["pose"].astype(np.float64)
     return np.where(np.isfinite(raw).all(axis=-1, keepdims=True), raw, smooth)
