@@ -120,8 +120,7 @@ def nerf_stage(sample_dir: Path, prepared: Path, out_dir: Path) -> dict:
     model_path = sample_dir / "dialogue_nerf.pt"
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: missing; see the README for the command that trains it")
-    model = train.load_exported(model_path)
-    frames = train.Frames(prepared, torso_lag_s=model.config.torso_lag_s)
+    model, frames = train.load_exported(model_path, prepared)
     held = torch.nonzero(frames.held_out)[:, 0].numpy()
     fig = Figure(figsize=(12, 6.4))
     axes = fig.subplots(2, 4)

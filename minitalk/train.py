@@ -490,13 +490,19 @@ def export_model(run_dir, path) -> Path:
     return path
 
 
-def load_exported(path) -> DialogueNeRF:
-    """A model written by `export_model`, in float32, ready to render (with the data it was trained on)."""
+def load_exported(path, folder) -> tuple[DialogueNeRF, Frames]:
+    """A model written by `export_model`, in float32, ready to render, with the prepared data of
+    `folder` as its training run saw it (held-out frames, condition windows: the exported settings)."""
     state = torch.load(path, weights_only=True, map_location="cpu")
-    model = DialogueNeRF(DialogueNeRFConfig(**state["model_config"]), torch.zeros(2, 3), torch.zeros(2, 2, 3))
+    try:
+        mcfg = DialogueNeRFConfig(**state["model_config"])
+        tcfg = TrainConfig(**state["train_config"])
+    except (KeyError, TypeError) as err:
+        raise TrainingError(f"{path}: not a minitalk model export ({err})") from None
+    model = DialogueNeRF(mcfg, torch.zeros(2, 3), torch.zeros(2, 2, 3))  # boxes: loaded with the weights
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     missing = {k for k in set(model.state_dict()) - set(weights) if not k.endswith(".density")}
     if missing:
         raise TrainingError(f"{path}: not a minitalk model export (missing {sorted(missing)[:3]} ...)")
     model.load_state_dict(weights, strict=False)
-    return model.eval()
+    return model.eval(), Frames.for_training(folder, tcfg, mcfg)

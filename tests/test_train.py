@@ -129,9 +129,9 @@ def test_empty_occupancy_leaves_only_the_background(tensors):
     torch.testing.assert_close(out["colour"], rays["background"])
 
 
-def test_training_writes_a_report_and_a_loadable_checkpoint(prepared_clip, tmp_path):
+def test_training_writes_a_report_and_a_loadable_checkpoint_and_export(prepared_clip, tmp_path):
     report = train.train(prepared_clip, tmp_path / "run", DialogueNeRFConfig(head_samples=8, torso_samples=4),
-                         progress=False, iters=4, **TINY)  # fmt: skip
+                         progress=False, iters=4, held_out_s=2.0, **TINY)  # fmt: skip
     saved = json.loads((tmp_path / "run" / "train_report.json").read_text())
     assert saved["iterations"] == 4 == report["iterations"]
     assert len(saved["psnr"]) == 2 and all(np.isfinite(saved["psnr"]))
@@ -141,6 +141,14 @@ def test_training_writes_a_report_and_a_loadable_checkpoint(prepared_clip, tmp_p
     model, frames = train.load_model(tmp_path / "run", prepared_clip)
     image = train.render_frame(model, frames, 1, 5, torch.device("cpu"))
     assert image.shape == (frames.size, frames.size, 3) and 0 <= image.min() and image.max() <= 1
+    # the export: float16 weights, and the data seen as the run saw it (its own held-out seconds)
+    exported = train.export_model(tmp_path / "run", tmp_path / "model.pt")
+    shipped, seen = train.load_exported(exported, prepared_clip)
+    assert torch.equal(seen.held_out, frames.held_out)  # 2 s of every 10, not the default 1:
+    assert seen.held_out.sum() > train.Frames(prepared_clip).held_out.sum()
+    for key, value in model.state_dict().items():
+        if not key.endswith(".density"):
+            torch.testing.assert_close(shipped.state_dict()[key], value, rtol=1e-3, atol=1e-4, msg=key)
 
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(prepared_clip, tmp_path):
