@@ -59,6 +59,21 @@ def camera_to_head(pose: np.ndarray) -> np.ndarray:
     return out
 
 
+def head_rays_torch(pose, d_cam):
+    """Differentiable in the pose: ray origins and directions (N, 3) in the head frame for camera
+    directions d_cam (N, 3) under head poses (N, 6), as `camera_to_head` places them."""
+    import torch
+
+    a = torch.deg2rad(pose[:, :3])
+    (cp, cy, cr), (sp, sy, sr) = a.cos().unbind(-1), a.sin().unbind(-1)
+    one, zero = torch.ones_like(cp), torch.zeros_like(cp)
+    rx = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(-1, 3, 3)
+    ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(-1, 3, 3)
+    rz = torch.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(-1, 3, 3)
+    rt = (rz @ ry @ rx).transpose(1, 2)  # head -> camera, inverted
+    return -(rt @ pose[:, 3:, None])[..., 0], (rt @ d_cam[..., None])[..., 0]
+
+
 def intrinsics(focal: float, width: int, height: int) -> np.ndarray:
     """3x3 pinhole matrix with square pixels and the principal point at the centre."""
     return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])

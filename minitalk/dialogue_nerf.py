@@ -30,6 +30,10 @@
   head without tearing. Head and torso samples of the same pixel ray are
   composited together, with the background plate as the last sample
   (`minitalk.render`).
+* The camera of a tracked frame is corrected (`corrected_rays`): the face
+  tracker's pose error follows the expression (an open mouth reads as too
+  little nod), so a per-person linear map from the tracked expression and
+  blink to a pose offset is learned through the camera, from zero.
 * Positions are encoded by tri-plane grids (the default) or by the sinusoidal
   Eq. 2 (`minitalk.encoding`).
 """
@@ -42,6 +46,7 @@ import torch
 from torch import nn
 
 from minitalk import render
+from minitalk.camera import head_rays_torch
 from minitalk.encoding import TriPlane, make_encoder, positional_encoding
 from minitalk.rays import box_samples
 
@@ -70,6 +75,7 @@ class DialogueNeRFConfig:
     grid_res: int = 48  # occupancy grid cells per side
     skipping: bool = True  # empty-space skipping with the occupancy grids
     n_people: int = 2
+    camera_correction: bool = True  # a per-person pose correction learned from the tracked expression
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -211,6 +217,10 @@ class DialogueNeRF(nn.Module):
         self.torso_enc = make_encoder(c.encoding, **enc_kw)
         self.torso_in = RayConditioned(self.torso_enc.out_dim, et_dim + c.code_dim, c.width)  # gamma(et), z_s
         self.torso_out = mlp(c.width, c.width, 1 + 3, layers=1)
+        # the tracker's pose error follows the face: delta pose = W [expression, blink, 1], per person
+        self.camera_fix = None
+        if c.camera_correction:
+            self.camera_fix = nn.Parameter(torch.zeros(c.n_people, 6, c.n_expression + 2))
         # empty-space skipping
         self.head_grid = Occupancy(c.n_people, c.grid_res)
         self.torso_grid = Occupancy(c.n_people, c.grid_res)
@@ -306,6 +316,25 @@ class DialogueNeRF(nn.Module):
 
     # -- rendering --------------------------------------------------------------------------
 
+    # a unit of the correction: a quarter degree of rotation, a quarter millimetre of translation
+    CAMERA_FIX_UNITS = (0.25, 0.25, 0.25, 0.25e-3, 0.25e-3, 0.25e-3)
+
+    def corrected_rays(self, rays: dict) -> dict:
+        """The head-frame rays under the tracked pose plus the learned correction W [e, blink, 1].
+
+        A face tracker's pose error follows the expression (on the sample, the pitch of an open
+        mouth reads too small); W is learned through the camera with the fields, from zero, and
+        applied to every frame alike, held-out ones included, since it corrects the tracker,
+        not the image. Rays without a tracked pose (generated motion) pass unchanged."""
+        if self.camera_fix is None or "pose" not in rays:
+            return rays
+        tracked = rays["tracked"]
+        state = torch.cat([tracked, torch.ones_like(tracked[:, :1])], -1)
+        units = torch.tensor(self.CAMERA_FIX_UNITS, device=tracked.device)
+        delta = torch.einsum("nck,nk->nc", self.camera_fix.index_select(0, rays["person"]), state) * units
+        o, d = head_rays_torch(rays["pose"] + delta, rays["d_cam"])
+        return {**rays, "o_head": o, "d_head": d}
+
     def samples(self, rays, jitter: bool = True) -> dict:
         """Stratified samples of both fields for a batch of rays (see `render_rays` for `rays`).
 
@@ -329,6 +358,8 @@ class DialogueNeRF(nn.Module):
                 else torch.full((n, count), 0.5, device=d.device)
             )
             t, unit, keep = box_samples(o, d, lo, hi, u, grid.occupied if c.skipping else None, person)
+            if o.requires_grad:  # the points again, differentiably in the camera (the sampler is not)
+                unit = 2 * (o[:, None] + t[..., None] * d[:, None] - lo[:, None]) / (hi - lo)[:, None] - 1
             unit, keep = unit.reshape(-1, 3), keep.reshape(-1)
             out[name] = (t, unit, keep)
         return out
@@ -344,6 +375,7 @@ class DialogueNeRF(nn.Module):
         colour, opacity (of head and torso together), head_opacity, depth, and
         with `parts` also the head-only and torso-only colours.
         """
+        rays = self.corrected_rays(rays)
         person = rays["person"]
         n = len(person)
         (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = self.samples(rays, jitter).values()
@@ -384,6 +416,7 @@ class DialogueNeRF(nn.Module):
         `render_rays` by at most `min_transmittance` (0 gives the same samples exactly).
         Returns a dict with colour, opacity and the number of samples evaluated.
         """
+        rays = self.corrected_rays(rays)
         person = rays["person"]
         n = len(person)
         (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = self.samples(rays, jitter=False).values()

@@ -85,6 +85,7 @@ class Frames:
         self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
         self.k = torch.from_numpy(tracks["intrinsics"].astype(np.float32))
         pose = frame_poses(tracks)
+        self.pose = torch.from_numpy(pose.astype(np.float32))  # (P, T, 6)
         self.c2w = torch.from_numpy(camera_to_head(pose).astype(np.float32))  # (P, T, 4, 4)
         self.et = torch.from_numpy(pose_condition(pose, self.fps, torso_lag_s))  # the torso's condition
         self.mel = torch.from_numpy(tracks["mel"].astype(np.float32))  # (T, 16, 80)
@@ -129,6 +130,8 @@ class Frames:
             "person": person,
             "et": self.et[person, frame],
             "background": self.background[person, pixel],
+            "pose": self.pose[person, frame],  # what the camera correction starts from, with
+            "tracked": torch.cat([self.expression[person, frame], self.blink[person, frame, None]], -1),
         }
 
     def target(self, person, frame, pixel) -> torch.Tensor:

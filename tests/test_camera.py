@@ -1,8 +1,16 @@
 import numpy as np
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minitalk.camera import camera_to_head, euler_to_matrix, intrinsics, matrix_to_euler, project
+from minitalk.camera import (
+    camera_to_head,
+    euler_to_matrix,
+    head_rays_torch,
+    intrinsics,
+    matrix_to_euler,
+    project,
+)
 
 angles = st.tuples(st.floats(-80, 80), st.floats(-85, 85), st.floats(-170, 170))
 
@@ -37,6 +45,16 @@ def test_camera_to_head_inverts_the_pose(a, t):
     x_cam = rot @ x_head + np.array(t)
     back = camera_to_head(pose) @ np.append(x_cam, 1.0)
     np.testing.assert_allclose(back[:3], x_head, atol=1e-9)
+
+
+@given(angles, st.tuples(*[st.floats(-1, 1)] * 3))
+def test_head_rays_torch_is_the_camera_of_camera_to_head(a, t):
+    pose = np.array([*a, *t])
+    d_cam = np.array([[0.1, -0.2, 1.0], [0.0, 0.0, 1.0]])
+    o, d = head_rays_torch(torch.tensor(np.stack([pose, pose])), torch.tensor(d_cam))
+    c2w = camera_to_head(pose)
+    np.testing.assert_allclose(o.numpy(), np.stack([c2w[:3, 3]] * 2), atol=1e-9)
+    np.testing.assert_allclose(d.numpy(), d_cam @ c2w[:3, :3].T, atol=1e-9)
 
 
 def test_project_principal_point():

@@ -97,6 +97,20 @@ def test_each_frame_is_seen_from_its_own_pose(tensors, prepared_clip):
         assert reprojection_px(tracks["pose_raw"][p], p) < reprojection_px(tracks["pose"][p], p)
 
 
+def test_the_camera_correction_starts_at_the_tracked_camera_and_learns(tensors):
+    """With W = 0 the corrected rays are the tracked camera's; the loss reaches W through the camera."""
+    model = tiny_model(tensors)
+    person, frame, pixel = torch.tensor([0, 1, 1]), torch.tensor([3, 20, 40]), torch.tensor([100, 800, 1200])
+    rays = tensors.rays(person, frame, pixel)
+    fixed = model.corrected_rays(rays)
+    for key in ("o_head", "d_head"):
+        torch.testing.assert_close(fixed[key], rays[key], atol=1e-6, rtol=0)
+    model.render_rays(rays, torch.zeros(3, model.config.n_expression + 1))["colour"].sum().backward()
+    assert model.camera_fix.grad.abs().sum() > 0
+    without = tiny_model(tensors, camera_correction=False)
+    assert without.corrected_rays(rays) is rays
+
+
 def test_the_torso_sees_where_the_head_has_been(tensors):
     """The trailing pose is a causal low-pass: untouched by the future, 1 - 1/e of a step after lag_s."""
     fps, lag = 25.0, 0.5
