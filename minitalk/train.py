@@ -130,7 +130,8 @@ class Frames:
             "person": person,
             "et": self.et[person, frame],
             "background": self.background[person, pixel],
-            "pose": self.pose[person, frame],  # what the camera correction starts from, with
+            # the tracked pose and face state, from which DialogueNeRF.corrected_rays corrects the camera
+            "pose": self.pose[person, frame],
             "tracked": torch.cat([self.expression[person, frame], self.blink[person, frame, None]], -1),
         }
 
