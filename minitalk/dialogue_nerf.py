@@ -143,9 +143,15 @@ def mlp(d_in: int, width: int, d_out: int, layers: int = 2) -> nn.Sequential:
 
 
 class AudioEncoder(nn.Module):
-    """Mel windows (B, W, 16, 80) of W neighbouring frames -> one smoothed feature (B, cond_dim)."""
+    """Mel windows (B, W, 16, 80) of W neighbouring frames -> one smoothed feature (B, cond_dim).
 
-    def __init__(self, cond_dim: int, n_mels: int = 80):
+    AD-NeRF's attention smoothing weighs the W per-window features by a softmax over a small
+    convolution of them. That weighting sees only the windows' content, not which of them is the
+    frame's own, so it averages the mouth over neighbouring frames; a learned bias per window
+    position (zero at first) lets it keep to the frame itself where the mouth moves fast.
+    """
+
+    def __init__(self, cond_dim: int, n_mels: int = 80, windows: int = 8):
         super().__init__()
         self.frame = nn.Sequential(  # over the 16 mel steps, mel bands as channels
             nn.Conv1d(n_mels, 64, 3, stride=2, padding=1), nn.LeakyReLU(0.02),
@@ -155,6 +161,7 @@ class AudioEncoder(nn.Module):
         self.attention = nn.Sequential(
             nn.Conv1d(cond_dim, 8, 3, padding=1), nn.LeakyReLU(0.02), nn.Conv1d(8, 1, 1)
         )
+        self.position = nn.Parameter(torch.zeros(windows))  # attention logit per window offset
 
     def per_frame(self, mel: torch.Tensor) -> torch.Tensor:
         """(..., 16, 80) -> (..., cond_dim), one window at a time."""
@@ -164,7 +171,8 @@ class AudioEncoder(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         feats = self.per_frame(mel)  # (B, W, C)
-        weights = torch.softmax(self.attention(feats.transpose(1, 2))[:, 0], dim=1)  # (B, W)
+        logits = self.attention(feats.transpose(1, 2))[:, 0] + self.position  # (B, W)
+        weights = torch.softmax(logits, dim=1)
         return (weights[..., None] * feats).sum(dim=1)
 
 
@@ -184,7 +192,7 @@ class DialogueNeRF(nn.Module):
         self.z_shape = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
         self.z_app = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
         # conditions
-        self.audio = AudioEncoder(c.cond_dim)
+        self.audio = AudioEncoder(c.cond_dim, windows=c.smooth_frames)
         self.audio_to_expression = nn.Linear(c.cond_dim, c.n_expression)
         self.expression = mlp(c.n_expression, c.cond_dim, c.cond_dim, layers=1)
         # head field

@@ -57,6 +57,34 @@ def test_the_condition_follows_the_role(tensors):
     assert torch.equal(base[1], other_mel[1]) and not torch.equal(base[0], other_mel[0])
 
 
+def test_the_audio_smoothing_can_keep_to_the_frames_own_window():
+    """Windows of independent noise, the target read off the middle one (the frame's own): the
+    attention has only the window position to go by, and the encoder learns the target."""
+    from minitalk.dialogue_nerf import AudioEncoder
+
+    torch.manual_seed(0)
+    enc = AudioEncoder(cond_dim=4, windows=8)
+    head = torch.nn.Linear(4, 1)
+    optim = torch.optim.Adam([*enc.parameters(), *head.parameters()], lr=1e-2)
+
+    def batch(n):
+        mel = torch.randn(n, 8, 16, 80)
+        return mel, mel[:, 4, 6:10, :20].mean(dim=(1, 2)) * 10  # offset 0 of windows -4..3
+
+    for _ in range(150):
+        mel, target = batch(32)
+        loss = ((head(enc(mel))[:, 0] - target) ** 2).mean()
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    mel, target = batch(256)
+    with torch.no_grad():
+        r = torch.corrcoef(torch.stack([head(enc(mel))[:, 0], target]))[0, 1]
+        weight = torch.softmax(enc.position, 0)
+    assert r > 0.9, r
+    assert int(weight.argmax()) == 4 and weight[4] > 0.5, weight
+
+
 def test_latent_codes_separate_the_people(tensors):
     frames = tensors
     """The same rays rendered as person 0 and as person 1 differ through the latent codes alone."""
