@@ -53,7 +53,7 @@ class TrainConfig:
     lr_grid: float = 2e-2
     lr_mlp: float = 2e-3
     audio_weight: float = 0.05  # audio -> mouth: expression regression and InfoNCE alignment
-    teacher_forcing: float = 0.25  # share of speaker frames rendered from tracked (not predicted) coefficients
+    teacher_forcing: float = 0.25  # share of speaker frames rendered from the tracked, not predicted, state
     mask_weight: float = 0.1  # silhouettes: opacity 1 on the person and 0 elsewhere, the head's on the head
     face_weight: float = 4.0  # head pixels are drawn this much more often
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again

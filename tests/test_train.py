@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minitalk import metrics, train
-from minitalk.dialogue_nerf import DialogueNeRF, DialogueNeRFConfig
+from minitalk.dialogue_nerf import AudioEncoder, DialogueNeRF, DialogueNeRFConfig
 from minitalk.encoding import Frequency, TriPlane
 
 TINY = dict(  # a few small steps: enough to exercise every path
@@ -60,8 +60,6 @@ def test_the_condition_follows_the_role(tensors):
 def test_the_audio_smoothing_can_keep_to_the_frames_own_window():
     """Windows of independent noise, the target read off the middle one (the frame's own): the
     attention has only the window position to go by, and the encoder learns the target."""
-    from minitalk.dialogue_nerf import AudioEncoder
-
     torch.manual_seed(0)
     enc = AudioEncoder(cond_dim=4, windows=8)
     head = torch.nn.Linear(4, 1)
