@@ -176,6 +176,31 @@ class AudioEncoder(nn.Module):
         return (weights[..., None] * feats).sum(dim=1)
 
 
+def visible_samples(t_head, t_torso, sigma_head, sigma_torso, keep_head, keep_torso, min_transmittance):
+    """Which kept samples along each ray can still show: those whose transmittance through head and
+    torso merged in depth order (the composite) is at least `min_transmittance`, and head samples
+    whose transmittance through the head alone is (the head's silhouette term sees the head alone,
+    with its own sample lengths, which are longer than the merged ones: neither bound holds the other).
+
+    t_*, sigma_* (N, A) and (N, B); keep_* flat (N * A,) and (N * B,). Instant-NGP trains this way:
+    one pass of densities without gradients finds where each ray turns opaque, and only the
+    samples in front of that go through the network again, with gradients. A sample behind adds
+    at most its transmittance to the colour and the opacities, and about as little to any gradient.
+    """
+
+    def transmittance(sigma, t):
+        tau = sigma * render.deltas(t)
+        return torch.exp(-(torch.cumsum(tau, dim=1) - tau))
+
+    n, a = t_head.shape
+    t, order = torch.sort(torch.cat([t_head, t_torso], dim=1), dim=1)
+    merged = transmittance(torch.cat([sigma_head, sigma_torso], dim=1).gather(1, order), t)
+    shows = torch.empty_like(merged).scatter_(1, order, merged) >= min_transmittance
+    head_shows = shows[:, :a] | (transmittance(sigma_head, t_head) >= min_transmittance)
+    torso_shows = shows[:, a:]
+    return keep_head & head_shows.reshape(-1), keep_torso & torso_shows.reshape(-1)
+
+
 class DialogueNeRF(nn.Module):
     """Head and torso fields for every person; `render_rays` composites them over the background."""
 
@@ -372,7 +397,7 @@ class DialogueNeRF(nn.Module):
             out[name] = (t, unit, keep)
         return out
 
-    def render_rays(self, rays, cond, jitter: bool = True, parts: bool = False):
+    def render_rays(self, rays, cond, jitter: bool = True, parts: bool = False, min_transmittance: float = 0):
         """Composite head, torso and background for a batch of rays.
 
         `rays` holds per-ray tensors: o_head, d_head (head frame), d_cam (camera
@@ -382,6 +407,10 @@ class DialogueNeRF(nn.Module):
         through the network, the rest have zero density. Returns a dict with
         colour, opacity (of head and torso together), head_opacity, depth, and
         with `parts` also the head-only and torso-only colours.
+
+        With `min_transmittance` > 0, samples hidden behind what lies in front of them
+        (transmittance below it) are left out (`visible_samples`): a training step then
+        differentiates only through the samples that can show.
         """
         rays = self.corrected_rays(rays)
         person = rays["person"]
@@ -398,6 +427,11 @@ class DialogueNeRF(nn.Module):
             full_rgb = t.new_zeros(n * count, 3).index_copy(0, index, rgb)
             return full_sigma.reshape(n, count), full_rgb.reshape(n, count, 3)
 
+        if min_transmittance > 0:
+            with torch.no_grad():
+                sigma_h = evaluate(self.head, t_h, unit_h, keep_h, rays["d_head"], person, cond)[0]
+                sigma_t = evaluate(self.torso, t_t, unit_t, keep_t, person, rays["et"])[0]
+            keep_h, keep_t = visible_samples(t_h, t_t, sigma_h, sigma_t, keep_h, keep_t, min_transmittance)
         sigma_h, rgb_h = evaluate(self.head, t_h, unit_h, keep_h, rays["d_head"], person, cond)
         sigma_t, rgb_t = evaluate(self.torso, t_t, unit_t, keep_t, person, rays["et"])
         t, sigma, rgb = render.merge_by_depth(t_h, t_t, (sigma_h, sigma_t), (rgb_h, rgb_t))

@@ -49,7 +49,7 @@ class TriPlane(nn.Module):
     small and random (as in Instant-NGP), so the field starts near empty.
     """
 
-    PLANES = ((0, 1), (1, 2), (0, 2))  # xy, yz, xz
+    PLANES = (slice(0, 2), slice(1, 3), slice(0, 3, 2))  # xy, yz, xz: views, where a list of axes would copy
 
     def __init__(self, levels: int = 4, features: int = 4, min_res: int = 16, max_res: int = 128):
         super().__init__()
@@ -68,7 +68,7 @@ class TriPlane(nn.Module):
         pts = x.reshape(-1, 3)
         grids = self.grids if mix is None else [torch.einsum("gc,pcyx->pgyx", mix, g) for g in self.grids]
         # the projections of every point onto the three planes, as grid_sample's (3, 1, N, 2)
-        uv = torch.stack([pts[:, list(p)] for p in self.PLANES])[:, None]
+        uv = torch.stack([pts[:, p] for p in self.PLANES])[:, None]
         feats = [  # per level (3, channels, N)
             F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
             for grid in grids

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from minitalk import metrics, train
-from minitalk.dialogue_nerf import AudioEncoder, DialogueNeRF, DialogueNeRFConfig
+from minitalk.dialogue_nerf import AudioEncoder, DialogueNeRF, DialogueNeRFConfig, visible_samples
 from minitalk.encoding import Frequency, TriPlane
 
 TINY = dict(  # a few small steps: enough to exercise every path
@@ -307,6 +307,40 @@ def test_one_state_for_every_ray_mixes_the_expression_planes_before_sampling(ten
         varied = state.clone()
         varied[3] += 1.0
         torch.testing.assert_close(model.expression_offsets(unit, varied, ray_of), summed(varied))
+
+
+def test_visible_samples_stop_behind_opaque_ones_the_heads_behind_the_head_alone():
+    t_head, sigma_head = torch.tensor([[1.0, 2.0, 3.0, 4.0]]), torch.tensor([[0.0, 100.0, 0.0, 0.0]])
+    t_torso, sigma_torso = torch.tensor([[1.5, 2.5]]), torch.tensor([[100.0, 0.0]])
+    keep_head = torch.tensor([True, True, False, True])  # a sample the grid skipped stays skipped
+    keep_torso = torch.tensor([True, True])
+    head, torso = visible_samples(t_head, t_torso, sigma_head, sigma_torso, keep_head, keep_torso, 1e-3)
+    # the head sample at 2 lies behind the opaque torso sample at 1.5, but the head's own
+    # silhouette sees it; the torso sample at 2.5 lies behind the opaque head sample at 2
+    assert head.tolist() == [True, True, False, False]
+    assert torso.tolist() == [True, False]
+
+
+def test_training_renders_leave_out_hidden_samples_without_changing_picture_or_gradients(tensors):
+    frames = tensors
+    model = tiny_model(frames)
+    pixel = torch.arange(0, frames.size * frames.size, 3)
+    rays = frames.rays(torch.ones_like(pixel), torch.full_like(pixel, 7), pixel)
+    state = torch.randn(1, model.config.n_expression + 1).expand(len(pixel), -1)
+    with torch.no_grad():
+        model.head_out.bias[0] = 8.0  # an opaque head: what lies behind its front cannot show
+    runs = {}
+    for min_transmittance in (0.0, 1e-3):
+        model.zero_grad()
+        out = model.render_rays(rays, state, jitter=False, min_transmittance=min_transmittance)
+        (out["colour"].sum() + out["opacity"].sum()).backward()
+        grads = torch.cat([p.grad.flatten() for p in model.head_enc.parameters()])
+        runs[min_transmittance] = out, grads
+    (full, full_grad), (visible, visible_grad) = runs.values()
+    assert visible["samples"] < 0.6 * full["samples"]
+    assert (visible["colour"] - full["colour"]).abs().max() <= 1e-3 + 1e-5
+    assert (visible["opacity"] - full["opacity"]).abs().max() <= 1e-3 + 1e-5
+    assert (visible_grad - full_grad).norm() <= 0.01 * full_grad.norm()
 
 
 def test_front_to_back_rendering_matches_compositing_and_stops_behind_opaque_surfaces(tensors):
