@@ -187,16 +187,13 @@ def visible_samples(t_head, t_torso, sigma_head, sigma_torso, keep_head, keep_to
     samples in front of that go through the network again, with gradients. A sample behind adds
     at most its transmittance to the colour and the opacities, and about as little to any gradient.
     """
-
-    def transmittance(sigma, t):
-        tau = sigma * render.deltas(t)
-        return torch.exp(-(torch.cumsum(tau, dim=1) - tau))
-
     n, a = t_head.shape
     t, order = torch.sort(torch.cat([t_head, t_torso], dim=1), dim=1)
-    merged = transmittance(torch.cat([sigma_head, sigma_torso], dim=1).gather(1, order), t)
+    sigma = torch.cat([sigma_head, sigma_torso], dim=1).gather(1, order)
+    merged = render.transmittance(sigma, render.deltas(t))
     shows = torch.empty_like(merged).scatter_(1, order, merged) >= min_transmittance
-    head_shows = shows[:, :a] | (transmittance(sigma_head, t_head) >= min_transmittance)
+    head_alone = render.transmittance(sigma_head, render.deltas(t_head))
+    head_shows = shows[:, :a] | (head_alone >= min_transmittance)
     torso_shows = shows[:, a:]
     return keep_head & head_shows.reshape(-1), keep_torso & torso_shows.reshape(-1)
 

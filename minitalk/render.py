@@ -34,16 +34,20 @@ def deltas(t_vals: torch.Tensor) -> torch.Tensor:
     return torch.cat([d, d[:, -1:]], dim=1)
 
 
+def transmittance(sigma, dt):
+    """T_i = exp(-sum_{j<i} sigma_j delta_j) for padded samples (N, S): the light left before each."""
+    tau = sigma * dt
+    return torch.exp(-(torch.cumsum(tau, dim=1) - tau))  # exclusive sum: T_1 = 1
+
+
 def composite(sigma, rgb, t_vals, dt=None, background=None):
     """Composite padded samples. sigma (N, S), rgb (N, S, 3), t_vals (N, S), background (N, 3) or (3,).
 
     Returns colour (N, 3), opacity (N,), depth (N,) and weights (N, S).
     """
     dt = deltas(t_vals) if dt is None else dt
-    tau = sigma * dt  # (N, S) optical thickness of each sample
-    alpha = 1.0 - torch.exp(-tau)
-    transmittance = torch.exp(-(torch.cumsum(tau, dim=1) - tau))  # exclusive sum: T_1 = 1
-    weights = transmittance * alpha  # (N, S)
+    alpha = 1.0 - torch.exp(-sigma * dt)
+    weights = transmittance(sigma, dt) * alpha  # (N, S)
     colour = (weights[..., None] * rgb).sum(dim=1)  # (N, 3)
     opacity = weights.sum(dim=1)
     depth = (weights * t_vals).sum(dim=1)
