@@ -130,6 +130,17 @@ def test_importance_twins_inside_and_sorted(n, s, k, seed):
     assert_same(rays.importance(tb, tw, tu).numpy(), fast, atol=1e-4)
 
 
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 40), st.integers(2, 40), st.integers(1, 40), st.integers(0, 2**31))
+def test_importance_twins_agree_on_unsorted_draws(n, s, k, seed):
+    """The kernel merges sorted draws with the cdf; rows that are not sorted come back in their own order."""
+    bins, weights = coarse_pass(n, s, seed)
+    u = np.random.default_rng(seed + 1).random((n, k))
+    u[::2] = np.sort(u[::2], axis=1)  # sorted and unsorted rows side by side
+    ref, fast = ref_and_numba("importance", bins, weights, u)
+    assert_same(ref, fast, atol=1e-4)
+
 def test_importance_samples_concentrate_on_heavy_weights():
     bins = np.tile(np.linspace(0, 1, 65, dtype=np.float32), (200, 1))
     weights = np.full((200, 64), 1e-3, np.float32)
