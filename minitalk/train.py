@@ -19,20 +19,20 @@ With `min_transmittance` > 0 each step first runs the fields without
 gradients to find where every ray turns opaque, and differentiates only the
 samples in front of that (`DialogueNeRF.render_rays`, Instant-NGP's
 compaction): on a trained model 60% of the samples in occupied cells lie
-behind the face, inside the head. Measured at 1e-3 on the sample (seed 0),
-against 5.2 minutes and 29.6 / 32.9 dB (speaker / listener frames) for
-1,000 steps without it: stopping every sample by the merged composite, 4.0
-minutes and 29.0 / 33.2; within 10 minutes 2,877 steps and 30.3 / 34.4 dB
-against 2,298 steps and 30.1 / 33.5. Stopping head samples by the head's own
-transmittance instead (the head's silhouette term sees the head alone): 4.0
-minutes and 29.5 / 33.3, but a 10-minute run broke down near step 2,950
-(training-batch PSNR from 32 to 28, held-out 27.2 dB on speaker frames; the
-run without compaction, taken on to 3,300 steps, did not). The head alone
-has longer sample lengths than the merged composite, so that rule hid samples
-the picture still showed (0.009 of colour in the test), the likely cause.
-`visible_samples` now keeps a sample that either measure shows: 1,000 steps
-in 4.0 minutes, 29.4 / 33.0 dB; 10 minutes, 2,736 steps and 29.7 / 33.6, no
-breakdown but no gain on speaker frames either. So it stays off by default.
+behind the face, inside the head. A head sample stays if it shows in the
+merged head and torso composite or through the head alone; keeping only those
+the head alone shows broke a 10-minute run down near step 2,950 (training PSNR
+from 32 to 28 dB), since the head alone has longer sample lengths than the
+composite and so hid samples the picture still showed. Measured at 1e-3 on
+the sample, held-out PSNR on speaker / listener frames:
+
+    3,300 steps   seed 0: 30.1 / 34.3 in 11.7 min, without it 30.4 / 34.1 in 14.0
+                  seed 1: 30.5 / 33.8 in 10.6 min, without it 30.6 / 34.4 in 13.6
+    10 minutes    seed 0: 2,736 steps 29.7 / 33.6, without it 2,298 steps 30.1 / 33.5
+                  seed 1: 3,113 steps 30.2 / 33.5, without it 2,352 steps 29.7 / 33.0
+
+A fifth less time per step and a little less learned per step: within a
+fixed time no sure gain on speaker frames, so it stays off by default.
 
 Everything random comes from torch's global generator, whose state goes into
 each checkpoint with the model and the optimiser, so an interrupted run
