@@ -91,19 +91,24 @@ def voice_activity(
 ) -> list[tuple[float, float]]:
     """Voiced stretches (start, end) in seconds, by silero-vad (offline: the model is in its wheel)."""
     import torch
-    from silero_vad import get_speech_timestamps, load_silero_vad
 
     if sample_rate != 16_000:
         raise ValueError(f"voice_activity expects 16 kHz audio, got {sample_rate} Hz")
-    model = load_silero_vad()
-    with torch.no_grad():
-        stamps = get_speech_timestamps(
-            torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-            model,
-            threshold=threshold,
-            sampling_rate=sample_rate,
-            min_silence_duration_ms=int(min_silence_s * 1000),
-            return_seconds=True,
-            time_resolution=3,
-        )
+    threads = torch.get_num_threads()
+    try:  # importing silero_vad sets torch's thread count to 1 for the whole process: undone below
+        from silero_vad import get_speech_timestamps, load_silero_vad
+
+        model = load_silero_vad()
+        with torch.no_grad():
+            stamps = get_speech_timestamps(
+                torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
+                model,
+                threshold=threshold,
+                sampling_rate=sample_rate,
+                min_silence_duration_ms=int(min_silence_s * 1000),
+                return_seconds=True,
+                time_resolution=3,
+            )
+    finally:  # (training after preparation in one process had run on one core)
+        torch.set_num_threads(threads)
     return [(float(s["start"]), float(s["end"])) for s in stamps]

@@ -171,3 +171,19 @@ def test_inputs_without_two_faces_or_audio_are_refused(tmp_path, clip, clip_audi
         data.prepare(tmp_path / "mute.mp4", tmp_path / "o3", progress=False)
     with pytest.raises(FileNotFoundError, match=r"missing\.mp4"):
         data.prepare(tmp_path / "missing.mp4", tmp_path / "o4", progress=False)
+
+
+def test_voice_detection_leaves_torchs_thread_count_alone():
+    """silero-vad sets torch to one thread when imported; preparing must not slow the training after it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from minitalk.audio import voice_activity\n"
+        "voice_activity(np.zeros(16_000, np.float32))\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.split()[-1] == "2"
