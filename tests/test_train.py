@@ -193,14 +193,24 @@ def test_training_writes_a_report_and_a_loadable_checkpoint_and_export(prepared_
 
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(prepared_clip, tmp_path):
     config = DialogueNeRFConfig(head_samples=8, torso_samples=4)
-    train.train(prepared_clip, tmp_path / "straight", config, progress=False, iters=6, **TINY)
-    train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=3, **TINY)
-    train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=6, **TINY)
-    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    settings = {**TINY, "lr_decay_steps": 4}  # the learning-rate schedule runs across the resumption
+    train.train(prepared_clip, tmp_path / "straight", config, progress=False, iters=6, **settings)
+    train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=3, **settings)
+    train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=6, **settings)
+    a, b = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("straight", "resumed"))
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    cfg = train.TrainConfig()  # the sixth step (step 5) ran at a tenth of each rate: the schedule's floor
+    rates = [group["lr"] for group in b["optim"]["param_groups"]]
+    assert rates == pytest.approx([0.1 * cfg.lr_grid, 0.1 * cfg.lr_mlp])
+
+
+def test_learning_rates_fall_tenfold_over_the_decay_steps_then_stay():
+    factor = train.learning_rate_factor
+    assert factor(0, 3000) == 1.0 and factor(1500, 3000) == pytest.approx(0.1**0.5)
+    assert factor(3000, 3000) == pytest.approx(0.1) and factor(9000, 3000) == pytest.approx(0.1)
+    assert factor(5000, 0) == 1.0  # no decay
 
 
 def test_a_checkpoint_of_another_config_is_refused(prepared_clip, tmp_path):
