@@ -28,7 +28,7 @@ merged head and torso composite or through the head alone; keeping only those
 the head alone shows broke a 10-minute run down near step 2,950 (training PSNR
 from 32 to 28 dB), since the head alone has longer sample lengths than the
 composite and so hid samples the picture still showed. Measured at 1e-3 on
-the sample, held-out PSNR on speaker / listener frames:
+the sample with constant learning rates, held-out PSNR on speaker / listener frames:
 
     3,300 steps   seed 0: 30.1 / 34.3 in 11.7 min, without it 30.4 / 34.1 in 14.0
                   seed 1: 30.5 / 33.8 in 10.6 min, without it 30.6 / 34.4 in 13.6
