@@ -77,7 +77,7 @@ class TrainConfig:
     rays_per_frame: int = 256
     lr_grid: float = 2e-2
     lr_mlp: float = 2e-3
-    lr_decay_steps: int = 3000  # both rates fall tenfold over this many steps, exponentially, then stay; 0: constant
+    lr_decay_steps: int = 3000  # both rates fall tenfold over these steps, then stay (0: constant)
     audio_weight: float = 0.05  # audio -> mouth: expression regression and InfoNCE alignment
     teacher_forcing: float = 0.25  # share of speaker frames rendered from the tracked, not predicted, state
     min_transmittance: float = 0.0  # > 0: hidden samples get no pass with gradients (off: see the docstring)

@@ -130,7 +130,6 @@ def test_importance_twins_inside_and_sorted(n, s, k, seed):
     assert_same(rays.importance(tb, tw, tu).numpy(), fast, atol=1e-4)
 
 
-
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 40), st.integers(2, 40), st.integers(1, 40), st.integers(0, 2**31))
 def test_importance_twins_agree_on_unsorted_draws(n, s, k, seed):
@@ -140,6 +139,7 @@ def test_importance_twins_agree_on_unsorted_draws(n, s, k, seed):
     u[::2] = np.sort(u[::2], axis=1)  # sorted and unsorted rows side by side
     ref, fast = ref_and_numba("importance", bins, weights, u)
     assert_same(ref, fast, atol=1e-4)
+
 
 def test_importance_samples_concentrate_on_heavy_weights():
     bins = np.tile(np.linspace(0, 1, 65, dtype=np.float32), (200, 1))

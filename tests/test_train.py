@@ -197,7 +197,9 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(prepared_clip, tmp_p
     train.train(prepared_clip, tmp_path / "straight", config, progress=False, iters=6, **settings)
     train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=3, **settings)
     train.train(prepared_clip, tmp_path / "resumed", config, progress=False, iters=6, **settings)
-    a, b = (torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ("straight", "resumed"))
+    a, b = (
+        torch.load(tmp_path / run / "checkpoint.pt", weights_only=True) for run in ["straight", "resumed"]
+    )
     assert a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
