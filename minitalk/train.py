@@ -37,8 +37,9 @@ the sample with constant learning rates, held-out PSNR on speaker / listener fra
 
 A fifth less time per step and a little less learned per step: within a
 fixed time no sure gain on speaker frames, so it stays off by default. With
-the decaying learning rates (seed 0, 2,422 steps) the loss per step is
-smaller: 30.2 / 34.4 dB in 8.1 minutes against 30.3 / 34.4 in 10.0.
+the decaying learning rates the loss per step is gone within noise: seed 0,
+2,422 steps, 30.2 / 34.4 dB in 8.1 minutes against 30.3 / 34.4 in 10.0;
+seed 1, 2,352 steps, 30.6 / 34.3 in 8.1 minutes against 30.4 / 34.4.
 
 Everything random comes from torch's global generator, whose state goes into
 each checkpoint with the model and the optimiser, so an interrupted run
