@@ -176,23 +176,23 @@ class AudioEncoder(nn.Module):
         return (weights[..., None] * feats).sum(dim=1)
 
 
-def visible_samples(t_head, t_torso, sigma_head, sigma_torso, keep_head, keep_torso, min_transmittance):
+def visible_samples(t, order, t_head, sigma_head, sigma_torso, keep_head, keep_torso, min_transmittance):
     """Which kept samples along each ray can still show: those whose transmittance through head and
     torso merged in depth order (the composite) is at least `min_transmittance`, and head samples
     whose transmittance through the head alone is (the head's silhouette term sees the head alone,
     with its own sample lengths, which are longer than the merged ones: neither bound holds the other).
 
-    t_*, sigma_* (N, A) and (N, B); keep_* flat (N * A,) and (N * B,). Instant-NGP trains this way:
-    one pass of densities without gradients finds where each ray turns opaque, and only the
-    samples in front of that go through the network again, with gradients. A sample behind adds
-    at most its transmittance to the colour and the opacities, and about as little to any gradient.
+    t_head, sigma_head (N, A), sigma_torso (N, B); t, order (N, A + B) from `render.depth_order`;
+    keep_* flat (N * A,) and (N * B,). Instant-NGP trains this way: one pass of densities without
+    gradients finds where each ray turns opaque, and only the samples in front of that go through
+    the network again, with gradients. A sample behind adds at most its transmittance to the
+    colour and the opacities, and about as little to any gradient.
     """
-    n, a = t_head.shape
-    t, order = torch.sort(torch.cat([t_head, t_torso], dim=1), dim=1)
-    sigma = torch.cat([sigma_head, sigma_torso], dim=1).gather(1, order)
-    merged = render.transmittance(sigma, render.deltas(t))
+    a = t_head.shape[1]
+    sigma = render.in_depth_order(order, sigma_head, sigma_torso)
+    merged = render.transmittance(sigma * render.deltas(t))
     shows = torch.empty_like(merged).scatter_(1, order, merged) >= min_transmittance
-    head_alone = render.transmittance(sigma_head, render.deltas(t_head))
+    head_alone = render.transmittance(sigma_head * render.deltas(t_head))
     head_shows = shows[:, :a] | (head_alone >= min_transmittance)
     torso_shows = shows[:, a:]
     return keep_head & head_shows.reshape(-1), keep_torso & torso_shows.reshape(-1)
@@ -424,14 +424,18 @@ class DialogueNeRF(nn.Module):
             full_rgb = t.new_zeros(n * count, 3).index_copy(0, index, rgb)
             return full_sigma.reshape(n, count), full_rgb.reshape(n, count, 3)
 
+        t, order = render.depth_order(t_h, t_t)  # head and torso samples along each ray, merged
         if min_transmittance > 0:
             with torch.no_grad():
                 sigma_h = evaluate(self.head, t_h, unit_h, keep_h, rays["d_head"], person, cond)[0]
                 sigma_t = evaluate(self.torso, t_t, unit_t, keep_t, person, rays["et"])[0]
-            keep_h, keep_t = visible_samples(t_h, t_t, sigma_h, sigma_t, keep_h, keep_t, min_transmittance)
+            keep_h, keep_t = visible_samples(
+                t, order, t_h, sigma_h, sigma_t, keep_h, keep_t, min_transmittance
+            )
         sigma_h, rgb_h = evaluate(self.head, t_h, unit_h, keep_h, rays["d_head"], person, cond)
         sigma_t, rgb_t = evaluate(self.torso, t_t, unit_t, keep_t, person, rays["et"])
-        t, sigma, rgb = render.merge_by_depth(t_h, t_t, (sigma_h, sigma_t), (rgb_h, rgb_t))
+        sigma = render.in_depth_order(order, sigma_h, sigma_t)
+        rgb = render.in_depth_order(order, rgb_h, rgb_t)
         colour, opacity, depth, _ = render.composite(sigma, rgb, t, background=rays["background"])
         out = {
             "colour": colour,
@@ -460,8 +464,8 @@ class DialogueNeRF(nn.Module):
         n = len(person)
         (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = self.samples(rays, jitter=False).values()
         s_h = t_h.shape[1]
-        t, order = torch.sort(torch.cat([t_h, t_t], dim=1), dim=1)  # (N, S): merged depth order
-        keep = torch.cat([keep_h.reshape(n, -1), keep_t.reshape(n, -1)], dim=1).gather(1, order)
+        t, order = render.depth_order(t_h, t_t)  # (N, S): merged depth order
+        keep = render.in_depth_order(order, keep_h.reshape(n, -1), keep_t.reshape(n, -1))
         dt = render.deltas(t)
         units = torch.cat([unit_h.reshape(n, s_h, 3), unit_t.reshape(n, -1, 3)], dim=1).reshape(-1, 3)
         units_per_ray = t.shape[1]

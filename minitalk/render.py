@@ -10,7 +10,8 @@ lengths delta_i,
 
 DialogueNeRF IV-B composites head and torso samples of the same pixel ray
 together, in depth order, with the background plate behind them:
-`merge_by_depth` interleaves the two sets before compositing.
+`depth_order` sorts the two sets together once, and `in_depth_order` puts any
+per-sample values of them in that order before compositing.
 
 Two layouts: padded (N_rays, N_samples), and packed (all kept samples of all
 rays in one array, ray r owning [offsets[r], offsets[r] + counts[r])), which is
@@ -34,9 +35,9 @@ def deltas(t_vals: torch.Tensor) -> torch.Tensor:
     return torch.cat([d, d[:, -1:]], dim=1)
 
 
-def transmittance(sigma, dt):
-    """T_i = exp(-sum_{j<i} sigma_j delta_j) for padded samples (N, S): the light left before each."""
-    tau = sigma * dt
+def transmittance(tau):
+    """T_i = exp(-sum_{j<i} tau_j) for padded samples (N, S) of optical thickness tau = sigma delta:
+    the light left before each."""
     return torch.exp(-(torch.cumsum(tau, dim=1) - tau))  # exclusive sum: T_1 = 1
 
 
@@ -46,8 +47,8 @@ def composite(sigma, rgb, t_vals, dt=None, background=None):
     Returns colour (N, 3), opacity (N,), depth (N,) and weights (N, S).
     """
     dt = deltas(t_vals) if dt is None else dt
-    alpha = 1.0 - torch.exp(-sigma * dt)
-    weights = transmittance(sigma, dt) * alpha  # (N, S)
+    tau = sigma * dt
+    weights = transmittance(tau) * -torch.expm1(-tau)  # T_i alpha_i; expm1 keeps thin samples exact
     colour = (weights[..., None] * rgb).sum(dim=1)  # (N, 3)
     opacity = weights.sum(dim=1)
     depth = (weights * t_vals).sum(dim=1)
@@ -56,21 +57,20 @@ def composite(sigma, rgb, t_vals, dt=None, background=None):
     return colour, opacity, depth, weights
 
 
-def merge_by_depth(t_a, t_b, *pairs):
-    """Interleave two padded sample sets of the same rays in depth order.
+def depth_order(t_a, t_b):
+    """Two padded sample sets of the same rays, t_a (N, A) and t_b (N, B), in one depth order.
 
-    t_a (N, A), t_b (N, B); each pair (x_a, x_b) holds per-sample values of set a
-    and set b, shaped (N, A, ...) and (N, B, ...). Returns t (N, A + B) sorted and
-    the merged values in the same order.
+    Returns t (N, A + B) sorted and `order`, the index of each into [set a | set b]
+    (for `in_depth_order`).
     """
-    t = torch.cat([t_a, t_b], dim=1)
-    t_sorted, order = torch.sort(t, dim=1)
-    merged = []
-    for x_a, x_b in pairs:
-        x = torch.cat([x_a, x_b], dim=1)
-        idx = order.reshape(*order.shape, *([1] * (x.dim() - 2))).expand_as(x)
-        merged.append(torch.gather(x, 1, idx))
-    return (t_sorted, *merged)
+    return torch.sort(torch.cat([t_a, t_b], dim=1), dim=1)
+
+
+def in_depth_order(order, x_a, x_b):
+    """Per-sample values of set a (N, A, ...) and set b (N, B, ...) put in `depth_order`'s order."""
+    x = torch.cat([x_a, x_b], dim=1)
+    idx = order.reshape(*order.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, idx)
 
 
 def composite_numpy(sigma, rgb, dt, background):

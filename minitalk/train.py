@@ -19,27 +19,30 @@ run) and then staying: as many steps as 10 minutes gave without it, speaker /
 listener frames went from 30.1 / 33.5 to 30.3 / 34.5 dB (seed 0, 2,298 steps)
 and from 29.7 / 33.0 to 30.4 / 34.4 (seed 1, 2,352 steps).
 
-With `min_transmittance` > 0 each step first runs the fields without
-gradients to find where every ray turns opaque, and differentiates only the
-samples in front of that (`DialogueNeRF.render_rays`, Instant-NGP's
+Each step first runs the fields without gradients to find where every ray
+turns opaque, and differentiates only the samples in front of that
+(`min_transmittance` = 1e-3; `DialogueNeRF.render_rays`, Instant-NGP's
 compaction): on a trained model 60% of the samples in occupied cells lie
 behind the face, inside the head. A head sample stays if it shows in the
 merged head and torso composite or through the head alone; keeping only those
 the head alone shows broke a 10-minute run down near step 2,950 (training PSNR
 from 32 to 28 dB), since the head alone has longer sample lengths than the
-composite and so hid samples the picture still showed. Measured at 1e-3 on
-the sample with constant learning rates, held-out PSNR on speaker / listener frames:
+composite and so hid samples the picture still showed. Measured on the sample,
+held-out PSNR on speaker / listener frames, first with constant learning rates:
 
     3,300 steps   seed 0: 30.1 / 34.3 in 11.7 min, without it 30.4 / 34.1 in 14.0
                   seed 1: 30.5 / 33.8 in 10.6 min, without it 30.6 / 34.4 in 13.6
     10 minutes    seed 0: 2,736 steps 29.7 / 33.6, without it 2,298 steps 30.1 / 33.5
                   seed 1: 3,113 steps 30.2 / 33.5, without it 2,352 steps 29.7 / 33.0
 
-A fifth less time per step and a little less learned per step: within a
-fixed time no sure gain on speaker frames, so it stays off by default. With
-the decaying learning rates the loss per step is gone within noise: seed 0,
-2,422 steps, 30.2 / 34.4 dB in 8.1 minutes against 30.3 / 34.4 in 10.0;
-seed 1, 2,352 steps, 30.6 / 34.3 in 8.1 minutes against 30.4 / 34.4.
+A fifth less time per step and a little less learned per step. With the
+decaying learning rates that loss per step is gone within noise (seed 0,
+2,422 steps: 30.2 / 34.4 dB in 8.1 minutes against 30.3 / 34.4 in 10.0;
+seed 1, 2,352 steps: 30.6 / 34.3 in 8.1 minutes against 30.4 / 34.4), and
+10 minutes gain on both seeds and both roles, which made it the default:
+
+    10 minutes    seed 0: 3,075 steps 30.4 / 34.6, without it 2,422 steps 30.3 / 34.4
+                  seed 1: 3,016 steps 30.7 / 34.6, without it 2,425 steps 30.4 / 34.3
 
 Everything random comes from torch's global generator, whose state goes into
 each checkpoint with the model and the optimiser, so an interrupted run
@@ -81,7 +84,7 @@ class TrainConfig:
     lr_decay_steps: int = 3000  # both rates fall tenfold over these steps, then stay (0: constant)
     audio_weight: float = 0.05  # audio -> mouth: expression regression and InfoNCE alignment
     teacher_forcing: float = 0.25  # share of speaker frames rendered from the tracked, not predicted, state
-    min_transmittance: float = 0.0  # > 0: hidden samples get no pass with gradients (off: see the docstring)
+    min_transmittance: float = 1e-3  # samples hidden behind this get no pass with gradients (0: all do)
     mask_weight: float = 0.1  # silhouettes: opacity 1 on the person and 0 elsewhere, the head's on the head
     face_weight: float = 4.0  # head pixels are drawn this much more often
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again

@@ -112,17 +112,21 @@ def test_compositing_is_differentiable():
     assert torch.autograd.gradcheck(lambda s, c: render.composite(s, c, t, background=bg)[0], (sigma, rgb))
 
 
-def test_merge_by_depth_puts_the_nearer_sample_in_front():
+def test_depth_order_puts_the_nearer_sample_in_front():
     t_head = torch.tensor([[0.5, 0.9]])
     t_torso = torch.tensor([[0.7, 0.8]])
     sig_head, sig_torso = torch.tensor([[1e4, 1e4]]), torch.tensor([[1e4, 1e4]])
     red, blue = torch.tensor([1.0, 0, 0]).expand(1, 2, 3), torch.tensor([0, 0, 1.0]).expand(1, 2, 3)
-    t, sigma, rgb = render.merge_by_depth(t_head, t_torso, (sig_head, sig_torso), (red, blue))
+
+    def merged(t_head):
+        t, order = render.depth_order(t_head, t_torso)
+        sigma = render.in_depth_order(order, sig_head, sig_torso)
+        return t, render.composite(sigma, render.in_depth_order(order, red, blue), t)[0]
+
+    t, colour = merged(t_head)
     assert torch.all(t[:, 1:] >= t[:, :-1])
-    colour, *_ = render.composite(sigma, rgb, t)
     torch.testing.assert_close(colour[0], torch.tensor([1.0, 0, 0]))  # the head sample at 0.5 wins
-    t, sigma, rgb = render.merge_by_depth(t_head + 0.3, t_torso, (sig_head, sig_torso), (red, blue))
-    colour, *_ = render.composite(sigma, rgb, t)
+    t, colour = merged(t_head + 0.3)
     torch.testing.assert_close(colour[0], torch.tensor([0, 0, 1.0]))  # now the torso is nearer
 
 

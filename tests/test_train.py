@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from minitalk import metrics, train
+from minitalk import metrics, render, train
 from minitalk.dialogue_nerf import AudioEncoder, DialogueNeRF, DialogueNeRFConfig, visible_samples
 from minitalk.encoding import Frequency, TriPlane
 
@@ -326,7 +326,8 @@ def test_visible_samples_stop_behind_opaque_ones_the_heads_behind_the_head_alone
     t_torso, sigma_torso = torch.tensor([[1.5, 2.5]]), torch.tensor([[100.0, 0.0]])
     keep_head = torch.tensor([True, True, False, True])  # a sample the grid skipped stays skipped
     keep_torso = torch.tensor([True, True])
-    head, torso = visible_samples(t_head, t_torso, sigma_head, sigma_torso, keep_head, keep_torso, 1e-3)
+    t, order = render.depth_order(t_head, t_torso)
+    head, torso = visible_samples(t, order, t_head, sigma_head, sigma_torso, keep_head, keep_torso, 1e-3)
     # the head sample at 2 lies behind the opaque torso sample at 1.5, but the head's own
     # silhouette sees it; the torso sample at 2.5 lies behind the opaque head sample at 2
     assert head.tolist() == [True, True, False, False]
