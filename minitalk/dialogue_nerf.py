@@ -294,9 +294,10 @@ class DialogueNeRF(nn.Module):
 
     # -- fields -----------------------------------------------------------------------------
 
-    def head(self, unit, d, person, state, ray_of):
+    def head(self, unit, d, person, state, ray_of, colour: bool = True):
         """Head field at unit-box points (M, 3) of rays ray_of (M,); per ray: direction d (N, 3),
-        person (N,), face state (N, K + 1) from `condition`. Returns density (M,) and colour (M, 3).
+        person (N,), face state (N, K + 1) from `condition`. Returns density (M,) and colour (M, 3),
+        or None for the colour when `colour` is False (the colour branch is then never run).
 
         With expression planes, the point's features gain sum_k e_k B_k(x): one tri-plane feature
         offset per coefficient (and blink), the counterpart in feature space of Eq. 1's linear
@@ -315,6 +316,8 @@ class DialogueNeRF(nn.Module):
             h = torch.relu(self.head_cond(h, cond, ray_of))
         out = self.head_out(h)
         sigma = nn.functional.softplus(out[:, 0] - 1.0) * 40.0  # densities per metre
+        if not colour:
+            return sigma, None
         ray = torch.cat([positional_encoding(d, 2), self.z_app.index_select(0, person)], dim=-1)
         rgb = torch.sigmoid(self.head_rgb(torch.relu(self.head_rgb_in(out[:, 1:], ray, ray_of))))
         return sigma, rgb
@@ -331,10 +334,10 @@ class DialogueNeRF(nn.Module):
         # a product and a sum: twice as fast here as einsum's batch of M tiny matrix products
         return (basis * state.index_select(0, ray_of)[:, None, :, None]).sum(2).flatten(1)
 
-    def torso(self, unit, person, et, ray_of):
+    def torso(self, unit, person, et, ray_of, colour: bool = True):
         """Torso field at unit-box points (M, 3) of rays ray_of (M,); per ray: person (N,), et (N, 6 or
         12) the head's pose, normalised (`minitalk.train.pose_condition`). Returns density (M,) and
-        colour (M, 3)."""
+        colour (M, 3), or None for the colour when `colour` is False."""
         e = positional_encoding(et, 4)
         if self.deform is not None:  # x' = x + D(gamma(x), gamma(et))
             unit = unit + self.deform(self.deform_in(positional_encoding(unit, 4), e, ray_of))
@@ -342,7 +345,7 @@ class DialogueNeRF(nn.Module):
         h = torch.relu(self.torso_in(self.torso_enc(unit), per_ray, ray_of))
         out = self.torso_out(h)
         sigma = nn.functional.softplus(out[:, 0] - 1.0) * 40.0
-        return sigma, torch.sigmoid(out[:, 1:])
+        return sigma, torch.sigmoid(out[:, 1:]) if colour else None
 
     # -- rendering --------------------------------------------------------------------------
 
@@ -414,21 +417,25 @@ class DialogueNeRF(nn.Module):
         n = len(person)
         (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = self.samples(rays, jitter).values()
 
-        def evaluate(field, t, unit, keep, *args):
+        def evaluate(field, t, unit, keep, *args, colour=True):
             """The field at the kept samples; zero density (and colour) at the others, (N, S)."""
             count = t.shape[1]
             index = torch.nonzero(keep)[:, 0]
             ray_of = torch.div(index, count, rounding_mode="floor")
-            sigma, rgb = self._field(field, unit.index_select(0, index), *args, ray_of)
-            full_sigma = t.new_zeros(n * count).index_copy(0, index, sigma)
+            sigma, rgb = self._field(field, unit.index_select(0, index), *args, ray_of, colour=colour)
+            full_sigma = t.new_zeros(n * count).index_copy(0, index, sigma).reshape(n, count)
+            if not colour:
+                return full_sigma, None
             full_rgb = t.new_zeros(n * count, 3).index_copy(0, index, rgb)
-            return full_sigma.reshape(n, count), full_rgb.reshape(n, count, 3)
+            return full_sigma, full_rgb.reshape(n, count, 3)
 
         t, order = render.depth_order(t_h, t_t)  # head and torso samples along each ray, merged
-        if min_transmittance > 0:
+        if min_transmittance > 0:  # densities alone: where does each ray turn opaque?
             with torch.no_grad():
-                sigma_h = evaluate(self.head, t_h, unit_h, keep_h, rays["d_head"], person, cond)[0]
-                sigma_t = evaluate(self.torso, t_t, unit_t, keep_t, person, rays["et"])[0]
+                sigma_h = evaluate(
+                    self.head, t_h, unit_h, keep_h, rays["d_head"], person, cond, colour=False
+                )[0]
+                sigma_t = evaluate(self.torso, t_t, unit_t, keep_t, person, rays["et"], colour=False)[0]
             keep_h, keep_t = visible_samples(
                 t, order, t_h, sigma_h, sigma_t, keep_h, keep_t, min_transmittance
             )
@@ -504,11 +511,11 @@ class DialogueNeRF(nn.Module):
         return {"colour": colour, "opacity": 1.0 - transmittance, "samples": evaluated}
 
     @staticmethod
-    def _field(field, unit, *args):
+    def _field(field, unit, *args, colour: bool = True):
         """A field at the kept points; nothing to evaluate when every sample was skipped."""
         if len(unit) == 0:
-            return unit.new_zeros(0), unit.new_zeros(0, 3)
-        return field(unit, *args)
+            return unit.new_zeros(0), unit.new_zeros(0, 3) if colour else None
+        return field(unit, *args, colour=colour)
 
     @torch.no_grad()
     def update_occupancy(self, head_cond: torch.Tensor, et: torch.Tensor) -> None:
@@ -518,11 +525,13 @@ class DialogueNeRF(nn.Module):
             ray = torch.zeros(len(unit), dtype=torch.long, device=unit.device)
             person = torch.tensor([p], device=unit.device)
             d = torch.tensor([[0.0, 0.0, 1.0]], device=unit.device)
-            return self.head(unit, d, person, head_cond[p : p + 1], ray)[0]
+            return self.head(unit, d, person, head_cond[p : p + 1], ray, colour=False)[0]
 
         def torso_density(unit, p):
             ray = torch.zeros(len(unit), dtype=torch.long, device=unit.device)
-            return self.torso(unit, torch.tensor([p], device=unit.device), et[p : p + 1], ray)[0]
+            return self.torso(unit, torch.tensor([p], device=unit.device), et[p : p + 1], ray, colour=False)[
+                0
+            ]
 
         self.head_grid.update(head_density)
         self.torso_grid.update(torso_density)

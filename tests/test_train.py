@@ -157,6 +157,19 @@ def test_the_torso_sees_where_the_head_has_been(tensors):
     assert not torch.allclose(*colour)
 
 
+def test_a_density_only_pass_gives_the_same_densities_without_colour(tensors):
+    """Compaction and the occupancy grids ask the fields for densities alone."""
+    model = tiny_model(tensors).eval()
+    unit, ray_of = torch.rand(64, 3) * 2 - 1, torch.zeros(64, dtype=torch.long)
+    person, d = torch.tensor([1]), torch.tensor([[0.0, 0.0, 1.0]])
+    state = torch.cat([tensors.expression[1, :1], tensors.blink[1, :1, None]], -1)  # a listener's (1, K + 1)
+    for field, args in ((model.head, (d, person, state)), (model.torso, (person, torch.rand(1, 12)))):
+        sigma, rgb = field(unit, *args, ray_of)
+        alone, none = field(unit, *args, ray_of, colour=False)
+        assert none is None and rgb.shape == (64, 3)
+        torch.testing.assert_close(alone, sigma, rtol=0, atol=0)
+
+
 def test_empty_occupancy_leaves_only_the_background(tensors):
     frames = tensors
     model = tiny_model(frames).eval()
