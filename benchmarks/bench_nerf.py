@@ -47,25 +47,23 @@ def mouth_correlations(model, frames, truth, device) -> dict:
     def r(a, b):
         return round(float(np.corrcoef(a, b)[0, 1]), 4) if len(a) > 2 else float("nan")
 
-    def correlations(openings, suffix):
-        found = np.isfinite(openings)
-        p, t = pairs[found, 0], pairs[found, 1]
-        x, y = openings[found], truth["mouth"][p, t]
+    def correlations(openings, reference, key):
+        """Pooled and per person, over the frames where both readings exist."""
+        found = np.isfinite(openings) & np.isfinite(reference)
+        x, y, p = openings[found], reference[found], pairs[found, 0]
         return {
-            f"mouth_corr{suffix}": r(x, y),
-            f"mouth_corr{suffix}_per_person": [r(x[p == q], y[p == q]) for q in range(frames.n_people)],
-            f"mouth_frames{suffix}": int(found.sum()),
+            key: r(x, y),
+            f"{key}_per_person": [r(x[p == q], y[p == q]) for q in range(frames.n_people)],
+            key.replace("corr", "frames"): int(found.sum()),
         }
 
     pairs, rendered = train.mouth_openings(frames, model, device)
     real = train.mouth_openings(frames)[1]
-    both = np.isfinite(rendered) & np.isfinite(real)
-    x, y, p = rendered[both], real[both], pairs[both, 0]
+    true = truth["mouth"][pairs[:, 0], pairs[:, 1]]
     return {
-        **correlations(rendered, ""),
-        **correlations(real, "_real"),
-        "mouth_corr_rendered_to_real": r(x, y),
-        "mouth_corr_rendered_to_real_per_person": [r(x[p == q], y[p == q]) for q in range(frames.n_people)],
+        **correlations(rendered, true, "mouth_corr"),
+        **correlations(real, true, "mouth_corr_real"),
+        **correlations(rendered, real, "mouth_corr_rendered_to_real"),
     }
 
 

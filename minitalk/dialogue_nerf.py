@@ -529,9 +529,8 @@ class DialogueNeRF(nn.Module):
 
         def torso_density(unit, p):
             ray = torch.zeros(len(unit), dtype=torch.long, device=unit.device)
-            return self.torso(unit, torch.tensor([p], device=unit.device), et[p : p + 1], ray, colour=False)[
-                0
-            ]
+            person = torch.tensor([p], device=unit.device)
+            return self.torso(unit, person, et[p : p + 1], ray, colour=False)[0]
 
         self.head_grid.update(head_density)
         self.torso_grid.update(torso_density)
