@@ -99,16 +99,16 @@ F32 = np.float32
 def _exp_neg(depth, out, bits):
     """out[j] = exp(-depth[j]) in float32 (relative error under 3e-7) for depth in [-87, 87].
 
-    exp(x) = 2^k exp(r) with k = round(x / ln 2) and |r| <= ln 2 / 2, where a degree-6 Taylor
-    polynomial is exact to float32. 2^k is built as a float's bits (exponent field k + 127) in an
-    int32 row, `bits`, read back through its float32 view."""
+    exp(x) = 2^k exp(r) with k = round(x / ln 2) and |r| <= ln 2 / 2, where the degree-6 Taylor
+    polynomial is within float32 rounding of exp(r). 2^k is built as a float's bits (exponent field
+    k + 127) in an int32 row, `bits`, read back through its float32 view."""
     scale = bits.view(np.float32)
     for j in range(len(depth)):
         x = -min(max(depth[j], F32(-87.0)), F32(87.0))
         k = np.floor(x * LOG2_E + F32(0.5))
         r = x - k * LN2_HI - k * LN2_LO
-        poly = F32(1 / 120) + r * F32(1 / 720)
-        for c in (F32(1 / 24), F32(1 / 6), F32(0.5), F32(1.0), F32(1.0)):  # Horner, unrolled
+        poly = F32(1 / 120) + r * F32(1 / 720)  # Horner's rule, from r^6 / 6! down to 1
+        for c in (F32(1 / 24), F32(1 / 6), F32(0.5), F32(1.0), F32(1.0)):
             poly = c + r * poly
         out[j] = poly
         bits[j] = (np.int32(k) + 127) << 23
