@@ -16,7 +16,7 @@ The folder it writes:
     tracks.npz           pose [P,T,6], speaking [P,T], blink [P,T], fps, expression [P,T,K],
                          mouth, landmarks [P,T,478,3] (crop pixels), crop_box, intrinsics,
                          zcr, rms, mel [T,16,80], the canonical faces and the Eq. 1 basis
-    frames_p0.mp4, ...   each person's crops (H.264, near lossless)
+    frames_p0.mp4, ...   each person's crops (H.264 on RGB, lossless)
     masks.npz            labels [P,T,S,S] (0 background, 1 torso, 2 head), background [P,S,S,3]
     audio.wav            the 16 kHz mono track
     prepare_report.json  frames, faces found, warnings, seconds per stage; written last
@@ -134,7 +134,7 @@ def prepare(
 
         clock = time.perf_counter()
         for p in range(P):
-            io.write_video(out / f"frames_p{p}.mp4", crops["frames"][p], cfg.fps, crf=10)
+            io.write_video(out / f"frames_p{p}.mp4", crops["frames"][p], cfg.fps, lossless=True)
         save_npz_atomic(out / "masks.npz", labels=labels, background=plates)
         io.write_audio(out / "audio.wav", wav)
         save_npz_atomic(

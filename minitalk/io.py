@@ -178,13 +178,21 @@ def write_video(
     audio: np.ndarray | None = None,
     sample_rate: int = SAMPLE_RATE,
     crf: int = 18,
+    lossless: bool = False,
 ) -> Path:
     """Write RGB frames (and optionally mono audio) as an H.264 + AAC mp4.
 
     `frames` is an array (T, H, W, 3) or any iterable of (H, W, 3) uint8 frames,
-    so long clips can be streamed. H.264 in yuv420p needs even sizes: an odd
-    width or height is padded by one edge pixel. The file is written to a
-    temporary name and moved into place only when complete.
+    so long clips can be streamed. The file is written to a temporary name and
+    moved into place only when complete.
+
+    By default the video is for watching: yuv420p at `crf`, which every player
+    reads. yuv420p keeps colour at half resolution and needs even sizes (an odd
+    width or height is padded by one edge pixel). With `lossless` the frames
+    are data: H.264 on the RGB planes at qp 0 (libx264rgb), read back bit for
+    bit at any size, about ten times larger. Lips differ from skin mostly in
+    colour, so at a 128-pixel crop the halved colour resolution takes the mouth
+    away (`minitalk prepare` writes its crops losslessly; see the README).
     """
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -201,13 +209,16 @@ def write_video(
                         f"{path}: frames must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}"
                     )
                 h, w = frame.shape[:2]
-                if h % 2 or w % 2:
+                if not lossless and (h % 2 or w % 2):
                     frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
                 if vstream is None:
-                    vstream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+                    codec, pix_fmt, quality = (
+                        ("libx264rgb", "rgb24", {"qp": "0"}) if lossless else ("libx264", "yuv420p", {"crf": str(crf)})
+                    )
+                    vstream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
                     vstream.width, vstream.height = frame.shape[1], frame.shape[0]
-                    vstream.pix_fmt = "yuv420p"
-                    vstream.options = {"crf": str(crf), "preset": "medium"}
+                    vstream.pix_fmt = pix_fmt
+                    vstream.options = {**quality, "preset": "medium"}
                 out.mux(vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             if vstream is None:
                 raise ValueError(f"{path}: no frames to write")

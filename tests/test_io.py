@@ -71,6 +71,14 @@ def test_streamed_frames_and_odd_sizes(tmp_path):
     assert psnr(back[:, :33, :47], frames) > 30
 
 
+def test_lossless_frames_come_back_bit_for_bit(tmp_path):
+    # noise is the worst case for a codec; an odd size would be padded in yuv420p
+    frames = np.random.default_rng(0).integers(0, 256, (6, 33, 47, 3), dtype=np.uint8)
+    path = io.write_video(tmp_path / "data.mp4", frames, 25, lossless=True)
+    back, _ = io.read_video(path)
+    np.testing.assert_array_equal(back, frames)
+
+
 @pytest.mark.parametrize(("sr", "layout"), [(48_000, "stereo"), (8_000, "mono"), (44_100, "stereo")])
 def test_any_sample_rate_and_layout_becomes_16k_mono(tmp_path, sr, layout):
     channels = 2 if layout == "stereo" else 1
