@@ -212,9 +212,10 @@ def write_video(
                 if not lossless and (h % 2 or w % 2):
                     frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
                 if vstream is None:
-                    codec, pix_fmt, quality = (
-                        ("libx264rgb", "rgb24", {"qp": "0"}) if lossless else ("libx264", "yuv420p", {"crf": str(crf)})
-                    )
+                    if lossless:  # qp 0 on the RGB planes: no colour conversion, no quantisation
+                        codec, pix_fmt, quality = "libx264rgb", "rgb24", {"qp": "0"}
+                    else:
+                        codec, pix_fmt, quality = "libx264", "yuv420p", {"crf": str(crf)}
                     vstream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
                     vstream.width, vstream.height = frame.shape[1], frame.shape[0]
                     vstream.pix_fmt = pix_fmt
