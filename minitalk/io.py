@@ -190,9 +190,10 @@ def write_video(
     reads. yuv420p keeps colour at half resolution and needs even sizes (an odd
     width or height is padded by one edge pixel). With `lossless` the frames
     are data: H.264 on the RGB planes at qp 0 (libx264rgb), read back bit for
-    bit at any size, about ten times larger. Lips differ from skin mostly in
-    colour, so at a 128-pixel crop the halved colour resolution takes the mouth
-    away (`minitalk prepare` writes its crops losslessly; see the README).
+    bit at any size (about ten times larger on the sample's crops). At a
+    128-pixel crop the mouth is a few pixels that differ from the skin mostly in
+    colour; halved colour resolution and quantisation take it away (`minitalk
+    prepare` writes its crops losslessly; the README has the figures).
     """
     path = Path(path)
     with atomic_path(path) as tmp:
