@@ -44,6 +44,14 @@ seed 1, 2,352 steps: 30.6 / 34.3 in 8.1 minutes against 30.4 / 34.4), and
     10 minutes    seed 0: 3,075 steps 30.4 / 34.6, without it 2,422 steps 30.3 / 34.4
                   seed 1: 3,016 steps 30.7 / 34.6, without it 2,425 steps 30.4 / 34.3
 
+Not adopted: seed 002's velocity loss (Eq. 7), || (I_j - I_j-1) - (I_gt,j -
+I_gt,j-1) ||^2 over the same pixels of consecutive frames, with the batch's 16
+frames drawn as 8 such pairs. At 1,500 steps (seed 0) speaker / listener
+frames scored 29.6 / 34.6 dB with weight 1 and 30.1 / 34.7 with weight 3
+against 30.2 / 34.5 without; FaceMesh's mouth opening on person 1's rendered
+speaker frames correlated with the true opening at 0.85 in all three, and the
+pooled figure fell from 0.38 to 0.23 and 0.22.
+
 Everything random comes from torch's global generator, whose state goes into
 each checkpoint with the model and the optimiser, so an interrupted run
 resumed from its last checkpoint ends with the same weights as an
