@@ -46,6 +46,9 @@ def test_prepared_folder_holds_the_contract(prepared):
     assert plates.shape == (2, SIZE, SIZE, 3)
     crops = data.read_person_frames(prepared, 1)
     assert crops.shape == (N, SIZE, SIZE, 3)
+    # the stored crops are the training targets: exactly the crops computed (the cached stage)
+    with np.load(next((prepared / ".cache").glob("crops-*.npz"))) as cached:
+        np.testing.assert_array_equal(crops, cached["frames"][1])
     report = json.loads((prepared / "prepare_report.json").read_text())
     assert report["complete"] and report["frames"] == N and report["faces_found"] == [1.0, 1.0]
     assert set(report["stage_seconds"]) >= {"audio", "landmarks", "pose", "who_speaks", "crops_masks"}
