@@ -33,15 +33,19 @@ VANILLA_EVAL_FRAMES = 8
 
 
 def mouth_correlations(model, frames, truth, device) -> dict:
-    """FaceMesh mouth opening on rendered held-out speaker frames against the true opening.
+    """Mouth opening on rendered held-out speaker frames against the true opening
+    (`minitalk.train.mouth_measures` reads it both ways; its docstring has the figures below).
 
-    `mouth_corr` pools both people's frames, as the goal is worded; per person too.
-    `mouth_corr_real` is the same measure (FaceMesh on the crop-sized frame) on the real
-    frames: the ceiling, since FaceMesh's opening (lip gap over face width) has a scale of
-    its own per face and does not read every face's mouth at this size.
-    `mouth_corr_rendered_to_real` compares the two readings frame by frame (rendered
-    against real, the landmark-distance style of talking-head papers): does the rendered
-    mouth do what the real one does, as FaceMesh sees both. It is not the goal's measure.
+    `mouth_corr`, the goal's measure: FaceMesh's opening, both people's frames pooled, as the goal
+    is worded; per person too. `mouth_corr_real` is the same measure on the real frames: its
+    ceiling, since FaceMesh's opening (lip gap over face width) has a scale of its own per face
+    (so pooling caps it) and at this size reads person 0's mouth only weakly.
+    `mouth_corr_rendered_to_real` compares the two FaceMesh readings frame by frame (rendered
+    against real, the landmark-distance style of talking-head papers). Not the goal's measure.
+    `mouth_area_corr` (and `_real`): the same question read from pixels, the open share of the
+    tracked mouth box (`minitalk.metrics.mouth_interior`), which does not depend on FaceMesh
+    finding the lips. Not the goal's measure either: it says whether a miss is the rendering's
+    or the instrument's.
     """
 
     def r(a, b):
@@ -57,13 +61,15 @@ def mouth_correlations(model, frames, truth, device) -> dict:
             key.replace("corr", "frames"): int(found.sum()),
         }
 
-    pairs, rendered = train.mouth_openings(frames, model, device)
-    real = train.mouth_openings(frames)[1]
+    pairs, rendered = train.mouth_measures(frames, model, device)
+    real = train.mouth_measures(frames)[1]
     true = truth["mouth"][pairs[:, 0], pairs[:, 1]]
     return {
-        **correlations(rendered, true, "mouth_corr"),
-        **correlations(real, true, "mouth_corr_real"),
-        **correlations(rendered, real, "mouth_corr_rendered_to_real"),
+        **correlations(rendered["facemesh"], true, "mouth_corr"),
+        **correlations(real["facemesh"], true, "mouth_corr_real"),
+        **correlations(rendered["facemesh"], real["facemesh"], "mouth_corr_rendered_to_real"),
+        **correlations(rendered["interior"], true, "mouth_area_corr"),
+        **correlations(real["interior"], true, "mouth_area_corr_real"),
     }
 
 
