@@ -465,7 +465,7 @@ def mouth_measures(frames: Frames, model=None, device=None) -> tuple[np.ndarray,
     from minitalk import face
 
     pairs = torch.nonzero(frames.speaking & frames.held_out[None]).numpy()
-    openings, interiors = np.full(len(pairs), np.nan), np.full(len(pairs), np.nan)
+    openings, interiors = np.full(len(pairs), np.nan), np.empty(len(pairs))  # NaN: no face found
     with face.LandmarkTracker(static=True) as track:
         for i, (p, t) in enumerate(pairs):
             if model is None:

@@ -277,11 +277,10 @@ def test_the_first_occupancy_update_empties_cells_the_field_leaves_empty(tensors
     assert 0.4 * (4 / 3 * np.pi * 0.5**3 / 8) < share < 2.0 * (4 / 3 * np.pi * 0.5**3 / 8)
 
 
-def test_mouth_boxes_hold_the_lips_and_little_else(tensors, prepared_clip):
-    from minitalk import data
+def test_mouth_boxes_hold_the_lips_and_little_else(tensors):
     from minitalk.face import LIP_LOWER_INNER, LIP_UPPER_INNER, MOUTH_CORNERS
 
-    landmarks = data.load_tracks(prepared_clip)["landmarks"]
+    landmarks = tensors.landmarks
     boxes = train.mouth_boxes(landmarks, tensors.size)
     assert boxes.shape == (2, tensors.n_frames, tensors.size, tensors.size)
     share = boxes.mean(axis=(2, 3))
