@@ -201,46 +201,43 @@ def importance_numpy(bins, weights, u):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _inverse_cdf_step(lane, b, m, k):
+def _inverse_cdf_step(lane, b, m):
     """One step of merging a ray's sorted `u` with its cdf: write sample m from bin b, then move
     on to the next bin if u[m] lies past this one, else to the next sample. No branch on the data
-    (a walk that branches mispredicts about once per sample); past the last sample m stays at k."""
-    cdf, slope, bins, u, out = lane
+    (a walk that branches mispredicts about once per sample). Past the last sample u holds -1.0,
+    which never moves the walk on, and m runs on into the rows' padding."""
+    cdf, slope, intercept, u, out = lane
     x = u[m]
-    out[m] = bins[b] + (x - cdf[b]) * slope[b]
+    out[m] = intercept[b] + x * slope[b]
     past = np.int64(cdf[b + 1] <= x)
-    return b + past, min(m + 1 - past, k)
+    return b + past, m + 1 - past
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _inverse_cdf_setup(bins_i, weights_i, u_i, cdf, slope, bins_r, u_r, order):
-    """One ray's scratch rows: its cdf, ending in 2.0 where 1.0 belongs (no u reaches it, so the
-    walk stops in the last bin); the slope of t against the cdf in each bin; its bins; and its u,
-    sorted, ending in -1.0 (which never moves the walk on). `order` maps sorted u back to the
-    ray's own order, or starts with -1 when u came sorted."""
+def _inverse_cdf_setup(bins_i, weights_i, u_i, cdf, slope, intercept, u_r, order):
+    """One ray's scratch rows. The cdf is left unnormalised (a running sum of the weights) and u is
+    scaled by its total instead: one pass fewer. In bin j the sample at x is the straight line
+    intercept[j] + x slope[j] through (cdf[j], bins[j]) and (cdf[j + 1], bins[j + 1]). The cdf ends
+    in twice the total where the total belongs (no u reaches it, so the walk stops in the last bin),
+    u in -1.0. `order` maps sorted u back to the ray's own order, or starts with -1 when u came
+    sorted."""
     nb, k = len(weights_i), len(u_i)
     total = 0.0
+    cdf[0] = 0.0
     for j in range(nb):
         total += weights_i[j] + 1e-5
-    inv_total = 1.0 / total
-    cdf[0] = 0.0
-    acc = 0.0
-    for j in range(nb):
-        acc += (weights_i[j] + 1e-5) * inv_total
-        cdf[j + 1] = acc
-    cdf[nb] = 1.0
-    for j in range(nb + 1):
-        bins_r[j] = bins_i[j]
+        cdf[j + 1] = total
     for j in range(nb):
         step = cdf[j + 1] - cdf[j]
-        slope[j] = (bins_r[j + 1] - bins_r[j]) / (step if step >= 1e-8 else 1.0)
-    cdf[nb] = 2.0
+        slope[j] = (bins_i[j + 1] - bins_i[j]) / (step if step >= 1e-8 * total else total)
+        intercept[j] = bins_i[j] - cdf[j] * slope[j]
+    cdf[nb] = 2.0 * total
     unsorted = 0
     for j in range(1, k):
         unsorted += u_i[j] < u_i[j - 1]
     if unsorted:  # insertion sort of the indices: short rows, and it compiles in a blink
         for j in range(k):
-            x = u_i[j]
+            x = u_i[j] * total
             s = j
             while s > 0 and u_r[s - 1] > x:
                 u_r[s] = u_r[s - 1]
@@ -251,8 +248,7 @@ def _inverse_cdf_setup(bins_i, weights_i, u_i, cdf, slope, bins_r, u_r, order):
     else:
         order[0] = -1  # the samples come out in u's own order
         for j in range(k):
-            u_r[j] = u_i[j]
-    u_r[k] = -1.0
+            u_r[j] = u_i[j] * total
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -266,24 +262,27 @@ def importance_numba(bins, weights, u):
         return out
     chunk = 256
     for first in prange((n + chunk - 1) // chunk):
-        cdf, slope = np.empty((4, nb + 1)), np.empty((4, nb))
-        bins_r, u_r = np.empty((4, nb + 1)), np.empty((4, k + 1))
-        row, order = np.empty((4, k + 1), np.float32), np.empty((4, k), np.int64)
+        cdf, slope, intercept = np.empty((4, nb + 1)), np.empty((4, nb)), np.empty((4, nb))
+        # u and the output rows run on to nb + k: the walk's m does, past the last sample
+        u_r, row = np.full((4, nb + k + 1), -1.0), np.empty((4, nb + k + 1), np.float32)
+        order = np.empty((4, k), np.int64)
         end = min(n, (first + 1) * chunk)
-        lane0 = (cdf[0], slope[0], bins_r[0], u_r[0], row[0])  # views made once, not per step
-        lane1 = (cdf[1], slope[1], bins_r[1], u_r[1], row[1])
-        lane2 = (cdf[2], slope[2], bins_r[2], u_r[2], row[2])
-        lane3 = (cdf[3], slope[3], bins_r[3], u_r[3], row[3])
+        lane0 = (cdf[0], slope[0], intercept[0], u_r[0], row[0])  # views made once, not per step
+        lane1 = (cdf[1], slope[1], intercept[1], u_r[1], row[1])
+        lane2 = (cdf[2], slope[2], intercept[2], u_r[2], row[2])
+        lane3 = (cdf[3], slope[3], intercept[3], u_r[3], row[3])
         for i0 in range(first * chunk, end, 4):
             for r in range(4):
                 i = min(i0 + r, end - 1)  # a last group of fewer than four repeats its last ray
-                _inverse_cdf_setup(bins[i], weights[i], u[i], cdf[r], slope[r], bins_r[r], u_r[r], order[r])
+                _inverse_cdf_setup(
+                    bins[i], weights[i], u[i], cdf[r], slope[r], intercept[r], u_r[r], order[r]
+                )
             b0 = b1 = b2 = b3 = m0 = m1 = m2 = m3 = 0
             for _ in range(nb + k):
-                b0, m0 = _inverse_cdf_step(lane0, b0, m0, k)
-                b1, m1 = _inverse_cdf_step(lane1, b1, m1, k)
-                b2, m2 = _inverse_cdf_step(lane2, b2, m2, k)
-                b3, m3 = _inverse_cdf_step(lane3, b3, m3, k)
+                b0, m0 = _inverse_cdf_step(lane0, b0, m0)
+                b1, m1 = _inverse_cdf_step(lane1, b1, m1)
+                b2, m2 = _inverse_cdf_step(lane2, b2, m2)
+                b3, m3 = _inverse_cdf_step(lane3, b3, m3)
             for r in range(min(4, end - i0)):
                 if order[r, 0] < 0:
                     out[i0 + r] = row[r, :k]
