@@ -58,10 +58,21 @@ def test_camera_rays_twins_and_geometry():
 
 
 def test_py_func_equals_compiled():
+    """The kernels' Python source, run as plain Python, computes what the compiled kernels do."""
     o, d = random_rays(40, seed=1)
+    near, far, _ = rays.ray_aabb_numba(o, d, BOX_MIN, BOX_MAX)
+    bins, weights = coarse_pass(40, 8, seed=2)
+    u = np.random.default_rng(3).random((40, 6))
+    u[::2] = np.sort(u[::2], axis=1)  # the merge of sorted rows and the sort of the others
+    occupied = sphere_grid(16) > 0
     for name, args in (
         ("ray_aabb", (o, d, BOX_MIN, BOX_MAX)),
         ("stratified", (np.zeros(40, np.float32), np.ones(40, np.float32), np.full((40, 8), 0.3))),
+        ("importance", (bins, weights, u)),
+        ("march", (o, d, near, far, occupied, BOX_MIN, BOX_MAX, 0.2, 24)),  # dense: a sample every 1.6 cells
+        ("march", (o, d, near, far, occupied, BOX_MIN, BOX_MAX, 0.02, 200)),  # jumping: 6 samples per cell
+        ("grid_update", (np.full((4, 4, 4), 0.5, np.float32), sphere_grid(4), 0.9, 0.3)),
+        ("sample_pixels", (np.random.default_rng(4).random((8, 8)), np.linspace(0, 0.999, 30))),
     ):
         kernel = getattr(rays, f"{name}_numba")
         assert_same(kernel(*args), kernel.py_func(*args))
