@@ -70,6 +70,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from minitalk import data, metrics
 from minitalk.camera import camera_to_head
@@ -124,6 +125,7 @@ class Frames:
         self.weights = torch.from_numpy(weights.reshape(self.n_people, self.n_frames, -1))
         self.labels = torch.from_numpy(labels.reshape(self.n_people, self.n_frames, -1))  # 0, 1 torso, 2 head
         self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
+        self._plates = {self.size: self.background}
         self.k = torch.from_numpy(tracks["intrinsics"].astype(np.float32))
         pose = frame_poses(tracks)
         self.pose = torch.from_numpy(pose.astype(np.float32))  # (P, T, 6)
@@ -155,13 +157,19 @@ class Frames:
         mel = self.mel[self.mel_index[frame]]  # (B, W, 16, 80)
         return mel, self.expression[person, frame], self.blink[person, frame], self.speaking[person, frame]
 
-    def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor) -> dict:
-        """Rays through pixels (flat indices) of frames (person, frame), all (N,)."""
-        k = self.k[person]
-        u, v = (pixel % self.size).float(), (pixel // self.size).float()
-        d = torch.stack(
-            [(u + 0.5 - k[:, 0, 2]) / k[:, 0, 0], (v + 0.5 - k[:, 1, 2]) / k[:, 1, 1], torch.ones_like(u)], -1
-        )
+    def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor, size=None) -> dict:
+        """Rays through pixels (flat indices) of frames (person, frame), all (N,).
+
+        `size` puts the pixels on a finer (or coarser) size x size grid over the same view, as a
+        field renders at any resolution: the camera's pixel units scale by size / self.size, and
+        the background plate is resampled (`plates`).
+        """
+        size = size or self.size
+        fx, fy, cx, cy = (self.k[person, i, j] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+        # pixel centres, in the units of the grid the camera was calibrated on
+        u = ((pixel % size).float() + 0.5) * (self.size / size)
+        v = ((pixel // size).float() + 0.5) * (self.size / size)
+        d = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], -1)
         d_cam = d / d.norm(dim=-1, keepdim=True)
         c2w = self.c2w[person, frame]
         return {
@@ -170,11 +178,19 @@ class Frames:
             "d_cam": d_cam,
             "person": person,
             "et": self.et[person, frame],
-            "background": self.background[person, pixel],
+            "background": self.plates(size)[person, pixel],
             # the tracked pose and face state, from which DialogueNeRF.corrected_rays corrects the camera
             "pose": self.pose[person, frame],
             "tracked": torch.cat([self.expression[person, frame], self.blink[person, frame, None]], -1),
         }
+
+    def plates(self, size: int) -> torch.Tensor:
+        """The background plates (P, size * size, 3), resampled bilinearly to size x size (cached)."""
+        if size not in self._plates:
+            square = self.background.reshape(self.n_people, self.size, self.size, 3).permute(0, 3, 1, 2)
+            resized = F.interpolate(square, (size, size), mode="bilinear", antialias=True)
+            self._plates[size] = resized.permute(0, 2, 3, 1).reshape(self.n_people, -1, 3).contiguous()
+        return self._plates[size]
 
     def target(self, person, frame, pixel) -> torch.Tensor:
         """True colours (N, 3) in 0..1 of pixels (flat indices) of frames (person, frame)."""
@@ -381,15 +397,17 @@ def refresh_occupancy(model, frames: Frames, train_pairs, device) -> None:
 
 @torch.no_grad()
 def render_frame(model, frames: Frames, person: int, frame: int, device, chunk: int = 16384,
-                 parts: bool = False, state=None):  # fmt: skip
+                 parts: bool = False, state=None, size: int | None = None):  # fmt: skip
     """A whole (S, S, 3) image (and with `parts` the head-only and torso-only images).
 
     `state` (1, K + 1) replaces the frame's own face state (`DialogueNeRF.condition`): to render
-    a frame with another frame's audio or with an edited expression. Rendering runs front to back
+    a frame with another frame's audio or with an edited expression. `size` renders the same view
+    at another resolution than the frames' own S (`Frames.rays`). Rendering runs front to back
     with early ray termination (`render_rays_front_to_back`) unless `parts` are asked for.
     """
     keep_freed_memory()
-    n = frames.size * frames.size
+    size = size or frames.size
+    n = size * size
     pixel = torch.arange(n)
     p = torch.full((n,), person, dtype=torch.long)
     f = torch.full((n,), frame, dtype=torch.long)
@@ -401,7 +419,7 @@ def render_frame(model, frames: Frames, person: int, frame: int, device, chunk: 
     for i in range(0, n, chunk):
         rays = {
             k: v.to(device)
-            for k, v in frames.rays(p[i : i + chunk], f[i : i + chunk], pixel[i : i + chunk]).items()
+            for k, v in frames.rays(p[i : i + chunk], f[i : i + chunk], pixel[i : i + chunk], size).items()
         }
         cond = state.to(device).expand(len(rays["person"]), -1)
         if parts:
@@ -410,7 +428,7 @@ def render_frame(model, frames: Frames, person: int, frame: int, device, chunk: 
             res = model.render_rays_front_to_back(rays, cond)
         for k in keys:
             out[k].append(res[k].cpu())
-    imgs = {k: torch.cat(v).reshape(frames.size, frames.size, 3).clamp(0, 1).numpy() for k, v in out.items()}
+    imgs = {k: torch.cat(v).reshape(size, size, 3).clamp(0, 1).numpy() for k, v in out.items()}
     return imgs if parts else imgs["colour"]
 
 
