@@ -157,7 +157,8 @@ class Frames:
         mel = self.mel[self.mel_index[frame]]  # (B, W, 16, 80)
         return mel, self.expression[person, frame], self.blink[person, frame], self.speaking[person, frame]
 
-    def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor, size=None) -> dict:
+    def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor,
+             size: int | None = None) -> dict:  # fmt: skip
         """Rays through pixels (flat indices) of frames (person, frame), all (N,).
 
         `size` puts the pixels on a finer (or coarser) size x size grid over the same view, as a
@@ -166,9 +167,9 @@ class Frames:
         """
         size = size or self.size
         fx, fy, cx, cy = (self.k[person, i, j] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
-        # pixel centres, in the units of the grid the camera was calibrated on
-        u = ((pixel % size).float() + 0.5) * (self.size / size)
-        v = ((pixel // size).float() + 0.5) * (self.size / size)
+        scale = self.size / size  # pixel centres, in the units of the grid the camera was calibrated on
+        u = ((pixel % size).float() + 0.5) * scale
+        v = ((pixel // size).float() + 0.5) * scale
         d = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u)], -1)
         d_cam = d / d.norm(dim=-1, keepdim=True)
         c2w = self.c2w[person, frame]
