@@ -26,6 +26,7 @@ _SUBMODULES = (
     "encoding",
     "expression",
     "face",
+    "files",
     "headpose",
     "io",
     "masks",

@@ -3,12 +3,17 @@
 minitalk demo [--sample DIR] [--out DIR]
 minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
 minitalk prepare --left A.mp4 --right B.mp4 [--audio C.wav] --out DIR
-minitalk train DIR [--run RUN] [--iters N] [--minutes M] [--encoding grid|frequency]
+minitalk train DIR [--run RUN] [--iters N] [--minutes M] [--encoding grid|frequency] [--export PATH]
+
+Every option is checked before any work starts; errors name the file or option and exit 1
+(2 for a bad option); Ctrl-C saves what can be resumed and exits 130.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -77,60 +82,164 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
     args = parser.parse_args(argv)
+    sub = {"demo": demo, "prepare": prep, "train": tr}[args.command]
     try:
-        if args.command == "demo":
-            from minitalk.demo import run_demo
-
-            run_demo(args.sample, args.out)
-        elif args.command == "prepare":
-            import json
-            import warnings
-
-            from minitalk.data import prepare
-
-            warnings.simplefilter("always")
-            warnings.formatwarning = lambda msg, *a, **k: f"minitalk prepare: warning: {msg}\n"
-            out = prepare(
-                args.video, args.out, left=args.left, right=args.right, audio=args.audio,
-                size=args.size, fps=args.fps, fov=args.fov, progress=not args.quiet,
-            )  # fmt: skip
-            report = json.loads((out / "prepare_report.json").read_text())
-            print(
-                f"prepared {report['frames']} frames ({report['seconds']:.1f} s) into {out} "
-                f"in {report['total_seconds']:.0f} s; faces found {report['faces_found']}"
-            )
-        elif args.command == "train":
-            from minitalk.dialogue_nerf import DialogueNeRFConfig
-            from minitalk.train import TrainingError, train
-
-            config = DialogueNeRFConfig(
-                encoding=args.encoding,
-                region_attention=not args.no_region_attention,
-                deformation=not args.no_deformation,
-                expression_planes=0 if args.no_expression_planes else DialogueNeRFConfig.expression_planes,
-                torso_lag_s=DialogueNeRFConfig.torso_lag_s if args.torso_lag is None else args.torso_lag,
-            )
-            try:
-                report = train(
-                    args.folder, args.run, config, resume=not args.fresh, progress=not args.quiet,
-                    iters=args.iters, minutes=args.minutes,
-                )  # fmt: skip
-            except TrainingError as exc:
-                print(f"minitalk train: error: {exc}", file=sys.stderr)
-                return 1
-            if args.export:
-                from minitalk.train import export_model
-
-                run = args.run or str(Path(args.folder) / "run")
-                print(f"exported the model to {export_model(run, args.export)}")
-            print(
-                f"trained {report['iterations']} steps in {report['minutes']:.1f} min; held-out PSNR "
-                f"{report['psnr']} dB, SSIM {report['ssim']} (person 0, person 1)"
-            )
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"minitalk {args.command}: error: {exc}", file=sys.stderr)
+        with _warnings_as_lines(args.command):
+            if args.command == "demo":
+                return _demo(args)
+            if args.command == "prepare":
+                return _prepare(args, sub)
+            return _train(args, sub)
+    except KeyboardInterrupt:
+        print(f"minitalk {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as exc:
+        # missing or unreadable inputs, bad media, files minitalk did not write, diverged training
+        text = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"minitalk {args.command}: error: {text}", file=sys.stderr)
         return 1
+
+
+def _demo(args) -> int:
+    from minitalk.demo import run_demo
+
+    run_demo(args.sample, args.out)
     return 0
+
+
+def _prepare(args, sub: argparse.ArgumentParser) -> int:
+    import json
+
+    from minitalk.data import PrepareConfig, prepare
+
+    settings = {"size": args.size, "fps": args.fps, "fov": args.fov}
+    _check_settings(sub, lambda: PrepareConfig(**settings))
+    _check_output(sub, "--out", args.out, folder=True)
+    out = prepare(
+        args.video, args.out, left=args.left, right=args.right, audio=args.audio,
+        progress=not args.quiet, **settings,
+    )  # fmt: skip
+    report = json.loads((out / "prepare_report.json").read_text())
+    print(
+        f"prepared {report['frames']} frames ({report['seconds']:.1f} s) into {out} "
+        f"in {report['total_seconds']:.0f} s; faces found {report['faces_found']}"
+    )
+    return 0
+
+
+def _train(args, sub: argparse.ArgumentParser) -> int:
+    from minitalk.dialogue_nerf import DialogueNeRFConfig
+    from minitalk.train import TrainConfig, TrainingInterrupted, export_model, train
+
+    def model_config():
+        return DialogueNeRFConfig(
+            encoding=args.encoding,
+            region_attention=not args.no_region_attention,
+            deformation=not args.no_deformation,
+            expression_planes=0 if args.no_expression_planes else DialogueNeRFConfig.expression_planes,
+            torso_lag_s=DialogueNeRFConfig.torso_lag_s if args.torso_lag is None else args.torso_lag,
+        )
+
+    config = _check_settings(sub, model_config)
+    _check_settings(sub, lambda: TrainConfig(iters=args.iters, minutes=args.minutes))
+    folder = Path(args.folder)
+    if not (folder / "prepare_report.json").is_file():
+        what = "no such folder" if not folder.exists() else "not a finished minitalk prepare folder"
+        sub.error(f"argument DIR: {folder}: {what} (run minitalk prepare first)")
+    _check_output(sub, "--run", args.run or folder / "run", folder=True)
+    if args.export:
+        _check_output(sub, "--export", args.export, folder=False)
+    try:
+        report = train(
+            args.folder, args.run, config, resume=not args.fresh, progress=not args.quiet,
+            iters=args.iters, minutes=args.minutes,
+        )  # fmt: skip
+    except TrainingInterrupted as stop:
+        print(
+            f"minitalk train: interrupted at step {stop.step}; the checkpoint and train_report.json are in "
+            f"{stop.checkpoint.parent}; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    if args.export:
+        print(f"exported the model to {export_model(args.run or folder / 'run', args.export)}")
+    print(
+        f"trained {report['iterations']} steps in {report['minutes']:.1f} min; held-out PSNR "
+        f"{report['psnr']} dB, SSIM {report['ssim']} (person 0, person 1) on "
+        f"{report['held_out_frames']} held-out frames"
+    )
+    return 0
+
+
+# --- checks made before any work ---------------------------------------------------------------
+
+FLAGS = {"torso_lag_s": "--torso-lag", "n_expression": None, "max_gap_s": None, "crop_scale": None}
+
+
+def _check_settings(sub: argparse.ArgumentParser, make):
+    """Build a config; a setting out of range ends the command as argparse would, naming its flag."""
+    from minitalk.utils import SettingError
+
+    try:
+        return make()
+    except SettingError as err:
+        flag = FLAGS.get(err.name, "--" + err.name.replace("_", "-"))
+        sub.error(f"argument {flag}: must be {err.expected}, got {err.got}")
+
+
+def _check_output(sub: argparse.ArgumentParser, flag: str, path, folder: bool) -> None:
+    """An output path must be creatable: not an existing thing of the other kind, under a folder this
+    user may write in. Nothing is created here; the command creates it once every check passed."""
+    path = Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            sub.error(f"argument {flag}: {path} exists and is a file, not a folder")
+        if not folder and path.is_dir():
+            sub.error(f"argument {flag}: {path} is a folder; give a file name")
+        target = path if folder else path.parent
+    else:
+        target = path.parent
+    while not target.exists():  # the nearest existing folder above: the one the command writes in
+        target = target.parent
+    if not target.is_dir():
+        sub.error(f"argument {flag}: cannot create {path}: {target} is a file, not a folder")
+    if not os.access(target, os.W_OK | os.X_OK) or _is_virtual_fs(target):
+        sub.error(f"argument {flag}: cannot create {path}: {target} is not writable")
+
+
+def _is_virtual_fs(path: Path) -> bool:
+    """/proc and /sys accept no new files, whatever their permission bits say to root."""
+    parts = path.resolve().parts
+    return len(parts) > 1 and parts[1] in ("proc", "sys")
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(command: str):
+    """minitalk's own warnings as one console line each (`minitalk prepare: warning: ...`), every
+    time they are issued; other libraries' warnings keep Python's usual form. Restored on exit."""
+    import warnings
+
+    from minitalk.utils import MinitalkWarning
+
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, MinitalkWarning):
+                return default(message, category, filename, lineno, file, line)
+            print(f"minitalk {command}: warning: {message}", file=sys.stderr)
+
+        warnings.showwarning = show
+        warnings.filterwarnings("always", category=MinitalkWarning)
+        yield
+
+
+def _resume_hint(args) -> str:
+    if args.command == "prepare":
+        return f"; finished stages are kept in {Path(args.out) / '.cache'} and a re-run resumes from them"
+    if args.command == "train":
+        return "; the last checkpoint is kept and the same command resumes from it"
+    return ""
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ when a run starts and written when it ends); finished stages are cached in
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -37,8 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from minitalk import io
+from minitalk.files import FORMAT_VERSION, FileFormatError, load_npz
 from minitalk.sources import PrepareError, PrepareWarning, open_source
-from minitalk.utils import atomic_path, save_npz_atomic
+from minitalk.utils import SettingError, atomic_path, save_npz_atomic
 
 P = 2  # people in a conversation
 
@@ -51,6 +53,19 @@ class PrepareConfig:
     max_gap_s: float = 0.5  # face lost for up to this long: interpolated; longer: an error
     n_expression: int = 16  # K, the expression coefficients per frame
     crop_scale: float = 2.4  # crop side in face heights (takes in the shoulders)
+
+    def __post_init__(self):
+        checks = (
+            ("size", 16 <= self.size <= 2048, "a whole number of pixels from 16 to 2048"),
+            ("fps", 0 < self.fps <= 120, "a frame rate above 0 and up to 120"),
+            ("fov", 5 <= self.fov <= 120, "a field of view from 5 to 120 degrees"),
+            ("max_gap_s", self.max_gap_s >= 0, "0 or more seconds"),
+            ("n_expression", self.n_expression >= 1, "at least 1"),
+            ("crop_scale", self.crop_scale > 0, "positive"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise SettingError(name, expected, getattr(self, name))
 
 
 def prepare(
@@ -67,101 +82,113 @@ def prepare(
 
     cfg = PrepareConfig(**settings)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "prepare_report.json").unlink(missing_ok=True)  # unfinished until the end
     seconds: dict[str, float] = {}
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        src = open_source(video, left=left, right=right, audio=audio, fps=cfg.fps)
-        cache = _Cache(out / ".cache", src.key(), cfg)
-        clock = time.perf_counter()
-        regions = src.find_people()
-        seconds["faces"] = _lap(clock)
+    caught: list[warnings.WarningMessage] = []
+    created = not out.exists()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            src = open_source(video, left=left, right=right, audio=audio, fps=cfg.fps)
+            out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be there
+            (out / "prepare_report.json").unlink(missing_ok=True)  # unfinished until the end
+            cache = _Cache(out / ".cache", src.key(), cfg)
+            clock = time.perf_counter()
+            regions = src.find_people()
+            seconds["faces"] = _lap(clock)
 
-        clock = time.perf_counter()
-        lm_region = cache.get("landmarks", lambda: {"landmarks": src.track_landmarks(regions, progress)})[
-            "landmarks"
-        ]
-        seconds["landmarks"] = _lap(clock)
+            clock = time.perf_counter()
+            lm_region = cache.get("landmarks", lambda: {"landmarks": src.track_landmarks(regions, progress)})[
+                "landmarks"
+            ]
+            seconds["landmarks"] = _lap(clock)
 
-        clock = time.perf_counter()
-        wav, n_frames = src.read_audio(lm_region.shape[1])
-        a = cache.get("audio", lambda: _audio_features(wav, n_frames, cfg.fps))
-        seconds["audio"] = _lap(clock)
+            clock = time.perf_counter()
+            wav, n_frames = src.read_audio(lm_region.shape[1])
+            a = cache.get("audio", lambda: _audio_features(wav, n_frames, cfg.fps))
+            seconds["audio"] = _lap(clock)
 
-        lm_region = lm_region[:, :n_frames]
-        max_gap = int(round(cfg.max_gap_s * cfg.fps))
-        src.check_tracked(lm_region, max_gap)  # a face lost for longer than max_gap_s is an error
-        found = np.isfinite(lm_region).all(axis=(2, 3)).mean(axis=1)
-        lm_region = np.stack([headpose.fill_gaps(lm_region[p], max_gap)[0] for p in range(P)]).astype(
-            np.float32
-        )
-
-        clock = time.perf_counter()
-        boxes = np.array([square_crop(lm_region[p], regions[p], cfg.crop_scale) for p in range(P)])
-        k_region = [intrinsics(_focal(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions]
-        face3d = np.stack([headpose.canonical_face(lm_region[p]) for p in range(P)])
-        raw = np.stack([headpose.solve_pose(lm_region[p], face3d[p], k_region[p]) for p in range(P)])
-        pose = np.stack([headpose.smooth_pose(raw[p], cfg.fps) for p in range(P)])
-        k_crop = np.stack([crop_intrinsics(k_region[p], boxes[p], cfg.size) for p in range(P)])
-        lm_crop = np.stack([to_crop(lm_region[p], boxes[p], cfg.size) for p in range(P)])
-        seconds["pose"] = _lap(clock)
-
-        clock = time.perf_counter()
-        shapes = [expression.normalise_landmarks(lm_region[p], face3d[p]) for p in range(P)]
-        model = expression.MorphableModel.fit(shapes, cfg.n_expression)
-        beta = np.stack([model.coefficients(shapes[p], p) for p in range(P)])
-        mouth = np.stack([expression.mouth_opening(s) for s in shapes]).astype(np.float32)
-        blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
-        seconds["expression"] = _lap(clock)
-
-        clock = time.perf_counter()
-        who = diarize.diarize(wav, a["log_mel"], n_frames, cfg.fps, mouth=mouth)
-        if not who.pieces:
-            warnings.warn(
-                f"{src.audio_path}: no speech found; nobody is marked as speaking",
-                PrepareWarning,
-                stacklevel=2,
+            lm_region = lm_region[:, :n_frames]
+            max_gap = int(round(cfg.max_gap_s * cfg.fps))
+            src.check_tracked(lm_region, max_gap)  # a face lost for longer than max_gap_s is an error
+            found = np.isfinite(lm_region).all(axis=(2, 3)).mean(axis=1)
+            lm_region = np.stack([headpose.fill_gaps(lm_region[p], max_gap)[0] for p in range(P)]).astype(
+                np.float32
             )
-        seconds["who_speaks"] = _lap(clock)
 
-        clock = time.perf_counter()
-        crops = cache.get("crops", lambda: src.crop_frames(regions, boxes, cfg.size, n_frames, progress))
-        person = crops["person"]
-        labels = np.stack([masks.labels(person[p], lm_crop[p]) for p in range(P)])
-        plates = np.stack([masks.background_plate(crops["frames"][p], person[p]) for p in range(P)])
-        seconds["crops_masks"] = _lap(clock)
+            clock = time.perf_counter()
+            boxes = np.array([square_crop(lm_region[p], regions[p], cfg.crop_scale) for p in range(P)])
+            k_region = [intrinsics(_focal(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions]
+            face3d = np.stack([headpose.canonical_face(lm_region[p]) for p in range(P)])
+            raw = np.stack([headpose.solve_pose(lm_region[p], face3d[p], k_region[p]) for p in range(P)])
+            pose = np.stack([headpose.smooth_pose(raw[p], cfg.fps) for p in range(P)])
+            k_crop = np.stack([crop_intrinsics(k_region[p], boxes[p], cfg.size) for p in range(P)])
+            lm_crop = np.stack([to_crop(lm_region[p], boxes[p], cfg.size) for p in range(P)])
+            seconds["pose"] = _lap(clock)
 
-        clock = time.perf_counter()
-        for p in range(P):
-            io.write_video(out / f"frames_p{p}.mp4", crops["frames"][p], cfg.fps, lossless=True)
-        save_npz_atomic(out / "masks.npz", labels=labels, background=plates)
-        io.write_audio(out / "audio.wav", wav)
-        save_npz_atomic(
-            out / "tracks.npz",
-            pose=pose.astype(np.float32),
-            pose_raw=raw.astype(np.float32),
-            speaking=who.speaking,
-            blink=blink.astype(np.float32),
-            fps=np.float32(cfg.fps),
-            expression=beta,
-            mouth=mouth,
-            landmarks=lm_crop.astype(np.float32),
-            crop_box=(boxes + [[r[0], r[1], 0] for r in regions]).astype(np.int32),  # frame pixels
-            region=np.asarray(regions, np.int32),
-            intrinsics=k_crop.astype(np.float32),
-            face3d=face3d.astype(np.float32),
-            exp_mean=model.mean.astype(np.float32),
-            exp_identity=model.identity.astype(np.float32),
-            exp_basis=model.basis.astype(np.float32),
-            zcr=a["zcr"],
-            rms=a["rms"],
-            mel=a["mel"].astype(np.float16),
-        )
-        seconds["write"] = _lap(clock)
-        notes = list(dict.fromkeys(str(w.message) for w in caught if w.category is PrepareWarning))
-    for note in notes:  # each once, in order, for the caller to see
-        warnings.warn(note, PrepareWarning, stacklevel=2)
+            clock = time.perf_counter()
+            shapes = [expression.normalise_landmarks(lm_region[p], face3d[p]) for p in range(P)]
+            model = expression.MorphableModel.fit(shapes, cfg.n_expression)
+            beta = np.stack([model.coefficients(shapes[p], p) for p in range(P)])
+            mouth = np.stack([expression.mouth_opening(s) for s in shapes]).astype(np.float32)
+            blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
+            seconds["expression"] = _lap(clock)
+
+            clock = time.perf_counter()
+            who = diarize.diarize(wav, a["log_mel"], n_frames, cfg.fps, mouth=mouth)
+            if not who.pieces:
+                warnings.warn(
+                    f"{src.audio_path}: no speech found; nobody is marked as speaking",
+                    PrepareWarning,
+                    stacklevel=2,
+                )
+            seconds["who_speaks"] = _lap(clock)
+
+            clock = time.perf_counter()
+            crops = cache.get("crops", lambda: src.crop_frames(regions, boxes, cfg.size, n_frames, progress))
+            person = crops["person"]
+            labels = np.stack([masks.labels(person[p], lm_crop[p]) for p in range(P)])
+            plates = np.stack([masks.background_plate(crops["frames"][p], person[p]) for p in range(P)])
+            seconds["crops_masks"] = _lap(clock)
+
+            clock = time.perf_counter()
+            for p in range(P):
+                io.write_video(out / f"frames_p{p}.mp4", crops["frames"][p], cfg.fps, lossless=True)
+            save_npz_atomic(
+                out / "masks.npz", labels=labels, background=plates, format_version=FORMAT_VERSION
+            )
+            io.write_audio(out / "audio.wav", wav)
+            save_npz_atomic(
+                out / "tracks.npz",
+                pose=pose.astype(np.float32),
+                pose_raw=raw.astype(np.float32),
+                speaking=who.speaking,
+                blink=blink.astype(np.float32),
+                fps=np.float32(cfg.fps),
+                expression=beta,
+                mouth=mouth,
+                landmarks=lm_crop.astype(np.float32),
+                crop_box=(boxes + [[r[0], r[1], 0] for r in regions]).astype(np.int32),  # frame pixels
+                region=np.asarray(regions, np.int32),
+                intrinsics=k_crop.astype(np.float32),
+                face3d=face3d.astype(np.float32),
+                exp_mean=model.mean.astype(np.float32),
+                exp_identity=model.identity.astype(np.float32),
+                exp_basis=model.basis.astype(np.float32),
+                zcr=a["zcr"],
+                rms=a["rms"],
+                mel=a["mel"].astype(np.float16),
+                format_version=FORMAT_VERSION,
+            )
+            seconds["write"] = _lap(clock)
+    except BaseException:  # a folder this run made and left nothing in is taken away again
+        if created and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
+            shutil.rmtree(out)
+        raise
+    finally:  # warnings reach the caller even when a stage fails, each once, in order
+        notes = [str(w.message) for w in caught if issubclass(w.category, PrepareWarning)]
+        notes = list(dict.fromkeys(notes))
+        for note in notes:
+            warnings.warn(note, PrepareWarning, stacklevel=3)
 
     report = {
         "complete": True,
@@ -187,16 +214,20 @@ def prepare(
 # --- reading a prepared folder ---------------------------------------------------------------
 
 
+TRACKS_KEYS = ("pose", "speaking", "blink", "fps", "expression", "mouth", "landmarks", "crop_box", "region",
+               "intrinsics", "face3d", "zcr", "rms", "mel")  # fmt: skip
+
+
 def load_tracks(folder) -> dict[str, np.ndarray]:
     """The arrays of `folder/tracks.npz`, after checking that the preparation finished."""
     folder = Path(folder)
-    report = folder / "prepare_report.json"
-    if not report.is_file():
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder (expected one written by minitalk prepare)")
+    if not (folder / "prepare_report.json").is_file():
         raise PrepareError(
             f"{folder}: not a finished preparation (no prepare_report.json); run minitalk prepare"
         )
-    with np.load(folder / "tracks.npz") as z:
-        return {k: z[k] for k in z.files}
+    return load_npz(folder / "tracks.npz", "tracks file", TRACKS_KEYS)
 
 
 def read_person_frames(folder, person: int) -> np.ndarray:
@@ -206,8 +237,8 @@ def read_person_frames(folder, person: int) -> np.ndarray:
 
 def load_masks(folder) -> tuple[np.ndarray, np.ndarray]:
     """Labels (P, T, S, S) uint8 and background plates (P, S, S, 3) uint8."""
-    with np.load(Path(folder) / "masks.npz") as z:
-        return z["labels"], z["background"]
+    z = load_npz(Path(folder) / "masks.npz", "masks file", ("labels", "background"))
+    return z["labels"], z["background"]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -276,9 +307,12 @@ class _Cache:
     def get(self, stage: str, compute) -> dict[str, np.ndarray]:
         path = self.folder / f"{stage}-{self.key}.npz"
         if path.is_file():
-            with np.load(path) as z:
+            try:
+                cached = load_npz(path, "cached stage")
                 self.hits.add(stage)
-                return {k: z[k] for k in z.files}
+                return cached
+            except FileFormatError:  # a stage cut short by a crash: compute it again
+                pass
         result = compute()
         for old in self.folder.glob(f"{stage}-*.npz"):  # another input's or setting's result
             old.unlink()

@@ -49,6 +49,7 @@ from minitalk import render
 from minitalk.camera import head_rays_torch
 from minitalk.encoding import TriPlane, make_encoder, positional_encoding
 from minitalk.rays import box_samples
+from minitalk.utils import SettingError
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,12 @@ class DialogueNeRFConfig:
     skipping: bool = True  # empty-space skipping with the occupancy grids
     n_people: int = 2
     camera_correction: bool = True  # a per-person pose correction learned from the tracked expression
+
+    def __post_init__(self):
+        if self.torso_lag_s < 0:
+            raise SettingError("torso_lag_s", "0 or more seconds", self.torso_lag_s)
+        if self.encoding not in ("grid", "frequency"):
+            raise SettingError("encoding", "'grid' or 'frequency'", repr(self.encoding))
 
     def to_dict(self) -> dict:
         return asdict(self)

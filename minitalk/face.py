@@ -8,11 +8,11 @@ expression basis of DialogueNeRF Eq. 1, blinks, masks) build on this module.
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Iterable
 
 import numpy as np
+
+from minitalk.utils import quiet_native_stderr
 
 N_LANDMARKS = 478
 
@@ -23,27 +23,6 @@ CHIN, FOREHEAD = 152, 10
 CHEEKS = (234, 454)
 # per eye: (outer corner, inner corner, upper lid, lower lid), image-left eye first
 EYES = ((33, 133, 159, 145), (362, 263, 386, 374))
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr():
-    """Silence what MediaPipe's C++ side writes straight to file descriptor 2.
-
-    Its start-up notices (TensorFlow Lite delegates, feedback tensors) carry
-    timestamps and thread ids, which would clutter notebooks and logs. Python
-    exceptions are unaffected: they are raised, and printed, after the
-    descriptor is restored.
-    """
-    fd = 2  # the descriptor C++ writes to (not sys.stderr, which Jupyter replaces)
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _face_mesh(static: bool):
@@ -72,7 +51,7 @@ class LandmarkTracker:
         self.static = static
 
     def __enter__(self) -> LandmarkTracker:
-        self._quiet = _quiet_native_stderr()
+        self._quiet = quiet_native_stderr()
         self._quiet.__enter__()
         self._mesh = _face_mesh(self.static)
         return self
@@ -131,7 +110,7 @@ def detect_faces(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
 
     h, w = image.shape[:2]
     with (
-        _quiet_native_stderr(),
+        quiet_native_stderr(),
         mp.solutions.face_detection.FaceDetection(
             model_selection=1, min_detection_confidence=min_confidence
         ) as detector,

@@ -23,7 +23,8 @@ import warnings
 
 import numpy as np
 
-from minitalk.face import CHIN, FOREHEAD, _quiet_native_stderr, face_oval_indices
+from minitalk.face import CHIN, FOREHEAD, face_oval_indices
+from minitalk.utils import quiet_native_stderr
 
 BACKGROUND, TORSO, HEAD = 0, 1, 2
 
@@ -33,7 +34,7 @@ def person_masks(images: np.ndarray) -> np.ndarray:
     import mediapipe as mp
 
     with (
-        _quiet_native_stderr(),
+        quiet_native_stderr(),
         mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg,
     ):
         return np.stack([seg.process(np.ascontiguousarray(im)).segmentation_mask for im in images])

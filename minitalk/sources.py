@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from minitalk import io
+from minitalk.utils import MinitalkWarning
 
 FIND_FRAMES = 50  # people are looked for in the first frames (every FIND_STEP-th)
 FIND_STEP = 10
@@ -27,7 +28,7 @@ class PrepareError(ValueError):
     """An input that cannot be prepared; the message names the file and the frames."""
 
 
-class PrepareWarning(UserWarning):
+class PrepareWarning(MinitalkWarning):
     """Something preparation fixed on its own (resampled, trimmed, silent); kept in the report."""
 
 

@@ -65,6 +65,7 @@ from __future__ import annotations
 import json
 import resource
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -75,11 +76,33 @@ import torch.nn.functional as F
 from minitalk import data, metrics
 from minitalk.camera import camera_to_head
 from minitalk.dialogue_nerf import DialogueNeRF, DialogueNeRFConfig
-from minitalk.utils import atomic_path, get_device, keep_freed_memory, lowpass, set_seed
+from minitalk.files import FORMAT_VERSION, FileFormatError, load_torch
+from minitalk.utils import (
+    MinitalkWarning,
+    SettingError,
+    atomic_path,
+    get_device,
+    keep_freed_memory,
+    lowpass,
+    set_seed,
+    stop_on_interrupt,
+)
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (diverged, or a checkpoint that does not fit); says what and where."""
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped training after a checkpoint of the current step and the report were written."""
+
+    def __init__(self, step: int, checkpoint: Path):
+        super().__init__(f"interrupted at step {step}; checkpoint written to {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+class TrainingWarning(MinitalkWarning):
+    """Training goes on, but something about the data or the run deserves a look."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +127,31 @@ class TrainConfig:
     occupancy_every: int = 16  # steps between occupancy-grid refreshes
     occupancy_warmup: int = 64  # every sample is evaluated until then
     seed: int = 0
+
+    def __post_init__(self):
+        if self.iters < 1:
+            raise SettingError("iters", "at least 1", self.iters)
+        if self.minutes is not None and not self.minutes > 0:
+            raise SettingError("minutes", "positive", self.minutes)
+        if self.held_out_s < 0:
+            raise SettingError("held_out_s", "0 or more seconds", self.held_out_s)
+
+
+MIN_HELD_OUT_FRAMES = 25  # fewer held-out frames than this make the scores noisy: say so
+
+
+def held_out_frames(n_frames: int, fps: float, held_out_s: float = 1.0, short_share: float = 0.1):
+    """(T,) bool: the frames never trained on, scored after training.
+
+    The last `held_out_s` of every ten seconds, so held-out frames fall in every part of
+    the clip; a clip that has none of those (under ten seconds) holds out its last
+    `short_share` instead, so every run is scored on something it never saw.
+    """
+    second = np.arange(n_frames) / fps
+    held = (second % 10.0) >= 10.0 - held_out_s
+    if held_out_s > 0 and not held.any() and n_frames > 1:
+        held[-max(1, int(round(short_share * n_frames))) :] = True
+    return held
 
 
 # --- the prepared data as tensors --------------------------------------------------------------
@@ -141,8 +189,7 @@ class Frames:
         self.blink = torch.from_numpy(tracks["blink"].astype(np.float32))
         self.speaking = torch.from_numpy(tracks["speaking"])
         self.mouth = tracks["mouth"]
-        second = np.arange(self.n_frames) / self.fps
-        self.held_out = torch.from_numpy((second % 10.0) >= 10.0 - held_out_s)  # (T,)
+        self.held_out = torch.from_numpy(held_out_frames(self.n_frames, self.fps, held_out_s))  # (T,)
         self.head_box = head_box(tracks["face3d"])
         self.torso_boxes = torso_boxes(pose)
 
@@ -283,12 +330,20 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
 
     cfg = TrainConfig(**train_settings)
     mcfg = model_config or DialogueNeRFConfig()
+    frames = Frames.for_training(folder, cfg, mcfg)  # checks the folder before anything is written
     run = Path(run_dir) if run_dir is not None else Path(folder) / "run"
     run.mkdir(parents=True, exist_ok=True)
+    n_held = int(frames.held_out.sum())
+    if n_held < MIN_HELD_OUT_FRAMES:
+        warnings.warn(
+            f"{folder}: only {n_held} held-out frames ({frames.n_frames} in the clip); "
+            "the held-out scores will be noisy",
+            TrainingWarning,
+            stacklevel=2,
+        )
     device = get_device()
     keep_freed_memory()
     set_seed(cfg.seed)
-    frames = Frames.for_training(folder, cfg, mcfg)
     model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes).to(device)
     optim = torch.optim.Adam(
         [
@@ -300,43 +355,54 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     step, elapsed, history = 0, 0.0, []
     ckpt = run / "checkpoint.pt"
     if resume and ckpt.is_file():
-        step, elapsed, history = load_checkpoint(ckpt, model, optim, mcfg, cfg)
+        try:
+            step, elapsed, history = load_checkpoint(ckpt, model, optim, mcfg, cfg)
+        except FileFormatError as err:
+            raise TrainingError(f"{err}; resuming needs a good one (start over with --fresh)") from None
     train_pairs = torch.nonzero(~frames.held_out[None].expand(frames.n_people, -1))  # (M, 2): person, frame
     speaker_pairs = torch.nonzero(frames.speaking & ~frames.held_out[None])
     start = time.perf_counter() - elapsed
     recent: list[float] = []
     bar = tqdm(total=cfg.iters, initial=step, desc="train", unit="it", disable=not progress)
-    while step < cfg.iters:
-        if cfg.minutes is not None and time.perf_counter() - start >= 60 * cfg.minutes:
-            break
-        for group, rate in zip(optim.param_groups, (cfg.lr_grid, cfg.lr_mlp), strict=True):
-            group["lr"] = rate * learning_rate_factor(step, cfg.lr_decay_steps)
-        loss, psnr = train_step(model, optim, frames, train_pairs, speaker_pairs, cfg, device)
-        step += 1
-        if mcfg.skipping and step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
-            refresh_occupancy(model, frames, train_pairs, device)
-        if not np.isfinite(loss) or (len(recent) >= 50 and loss > 100 * np.median(recent)):
-            raise TrainingError(
-                f"{folder}: training diverged at step {step} (loss {loss:.3g}); "
-                f"the last good checkpoint (step {_checkpoint_step(ckpt)}) is kept in {ckpt}"
-            )
-        recent = (recent + [loss])[-200:]
-        history.append([step, round(loss, 6), round(psnr, 3)])
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.1f}")
-        if step % cfg.checkpoint_every == 0 or step == cfg.iters:
-            save_checkpoint(ckpt, model, optim, mcfg, cfg, step, time.perf_counter() - start, history)
-        if step % cfg.eval_every == 0:
-            bar.write(f"step {step}: held-out PSNR {evaluate(model, frames, cfg, device)['psnr']}")
-    bar.close()
-    minutes = (time.perf_counter() - start) / 60
-    save_checkpoint(ckpt, model, optim, mcfg, cfg, step, minutes * 60, history)
-    scores = evaluate(model, frames, cfg, device)
+    with stop_on_interrupt() as stop:
+        while step < cfg.iters and not stop.requested:
+            if cfg.minutes is not None and time.perf_counter() - start >= 60 * cfg.minutes:
+                break
+            for group, rate in zip(optim.param_groups, (cfg.lr_grid, cfg.lr_mlp), strict=True):
+                group["lr"] = rate * learning_rate_factor(step, cfg.lr_decay_steps)
+            loss, psnr = train_step(model, optim, frames, train_pairs, speaker_pairs, cfg, device)
+            step += 1
+            if mcfg.skipping and step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
+                refresh_occupancy(model, frames, train_pairs, device)
+            if not np.isfinite(loss) or (len(recent) >= 50 and loss > 100 * np.median(recent)):
+                raise TrainingError(
+                    f"{folder}: training diverged at step {step} (loss {loss:.3g}); "
+                    f"the last good checkpoint (step {_checkpoint_step(ckpt)}) is kept in {ckpt}"
+                )
+            recent = (recent + [loss])[-200:]
+            history.append([step, round(loss, 6), round(psnr, 3)])
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", psnr=f"{psnr:.1f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.iters:
+                save_checkpoint(ckpt, model, optim, mcfg, cfg, step, time.perf_counter() - start, history)
+            if step % cfg.eval_every == 0 and not stop.requested:
+                bar.write(f"step {step}: held-out PSNR {evaluate(model, frames, cfg, device)['psnr']}")
+        bar.close()
+        minutes = (time.perf_counter() - start) / 60
+        save_checkpoint(ckpt, model, optim, mcfg, cfg, step, minutes * 60, history)
+        interrupted = stop.requested
+    if interrupted:  # the scores wait for a finished run: the user asked to stop now
+        roles = ("psnr_speaker", "psnr_listener", "ssim_speaker", "ssim_listener")
+        no_scores = dict.fromkeys(("psnr", "ssim", *roles))
+        scores = {**no_scores, "note": f"interrupted at step {step}; run the same command again to resume"}
+    else:
+        scores = evaluate(model, frames, cfg, device)
     report = {
         "iterations": step,
+        "interrupted": interrupted,
         "minutes": round(minutes, 2),
         **scores,
-        "held_out_frames": int(frames.held_out.sum()),
+        "held_out_frames": n_held,
         "peak_mem_gb": round(peak_memory_gb(device), 3),
         "device": str(device),
         "model": mcfg.to_dict(),
@@ -345,6 +411,8 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     }
     with atomic_path(run / "train_report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
+    if interrupted:
+        raise TrainingInterrupted(step, ckpt)
     return report
 
 
@@ -501,6 +569,10 @@ def mouth_measures(frames: Frames, model=None, device=None) -> tuple[np.ndarray,
 # --- checkpoints ---------------------------------------------------------------------------------
 
 
+CHECKPOINT_KEYS = ("model", "optim", "model_config", "train_config", "step", "elapsed", "history",
+                   "torch_rng")  # fmt: skip
+
+
 def save_checkpoint(path: Path, model, optim, mcfg, cfg, step: int, elapsed: float, history) -> None:
     state = {
         "model": model.state_dict(),
@@ -511,6 +583,7 @@ def save_checkpoint(path: Path, model, optim, mcfg, cfg, step: int, elapsed: flo
         "elapsed": elapsed,
         "history": history,
         "torch_rng": torch.get_rng_state(),
+        "format_version": FORMAT_VERSION,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -518,7 +591,7 @@ def save_checkpoint(path: Path, model, optim, mcfg, cfg, step: int, elapsed: flo
 
 def load_checkpoint(path: Path, model, optim, mcfg, cfg) -> tuple[int, float, list]:
     """Restore a run; refuse one whose model or training settings differ (iters and minutes may)."""
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    state = load_torch(path, "checkpoint", CHECKPOINT_KEYS)
     if state["model_config"] != mcfg.to_dict():
         diff = {k for k in state["model_config"] if state["model_config"][k] != mcfg.to_dict().get(k)}
         raise TrainingError(f"{path}: a checkpoint of another model config (differs in {sorted(diff)})")
@@ -536,7 +609,7 @@ def load_checkpoint(path: Path, model, optim, mcfg, cfg) -> tuple[int, float, li
 def load_model(run_dir, folder) -> tuple[DialogueNeRF, Frames]:
     """A trained model from `run_dir/checkpoint.pt` with the prepared data it was trained on."""
     path = Path(run_dir) / "checkpoint.pt"
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    state = load_torch(path, "checkpoint", CHECKPOINT_KEYS)
     mcfg = DialogueNeRFConfig(**state["model_config"])
     tcfg = TrainConfig(**state["train_config"])
     frames = Frames.for_training(folder, tcfg, mcfg)
@@ -548,7 +621,7 @@ def load_model(run_dir, folder) -> tuple[DialogueNeRF, Frames]:
 def _checkpoint_step(path: Path):
     if not path.is_file():
         return None
-    return int(torch.load(path, weights_only=True, map_location="cpu")["step"])
+    return int(load_torch(path, "checkpoint", CHECKPOINT_KEYS)["step"])
 
 
 def peak_memory_gb(device) -> float:
@@ -560,7 +633,7 @@ def peak_memory_gb(device) -> float:
 def export_model(run_dir, path) -> Path:
     """A trained model, slimmed for shipping: the weights and the occupancy grids in float16,
     without the optimiser or the grids' running densities (which only training needs)."""
-    state = torch.load(Path(run_dir) / "checkpoint.pt", weights_only=True, map_location="cpu")
+    state = load_torch(Path(run_dir) / "checkpoint.pt", "checkpoint", CHECKPOINT_KEYS)
     weights = {
         k: (v.half() if v.is_floating_point() else v)
         for k, v in state["model"].items()
@@ -571,6 +644,7 @@ def export_model(run_dir, path) -> Path:
         "model_config": state["model_config"],
         "train_config": state["train_config"],
         "step": state["step"],
+        "format_version": FORMAT_VERSION,
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -581,7 +655,7 @@ def export_model(run_dir, path) -> Path:
 def load_exported(path, folder) -> tuple[DialogueNeRF, Frames]:
     """A model written by `export_model`, in float32, ready to render, with the prepared data of
     `folder` as its training run saw it (held-out frames, condition windows: the exported settings)."""
-    state = torch.load(path, weights_only=True, map_location="cpu")
+    state = load_torch(path, "model export", ("model", "model_config", "train_config"))
     try:
         mcfg = DialogueNeRFConfig(**state["model_config"])
         tcfg = TrainConfig(**state["train_config"])

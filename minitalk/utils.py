@@ -1,4 +1,5 @@
-"""Small helpers every module shares: the device, the allocator, seeding, atomic writes, a low-pass filter."""
+"""Small helpers every module shares: the device, the allocator, seeding, atomic writes, a low-pass
+filter, and silencing what native libraries print."""
 
 from __future__ import annotations
 
@@ -8,11 +9,24 @@ import functools
 import os
 import random
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+
+class MinitalkWarning(UserWarning):
+    """The base of minitalk's own warnings: the command line prints each as one line."""
+
+
+class SettingError(ValueError):
+    """A setting outside its range; `name` is the config field, so a command line can name its flag."""
+
+    def __init__(self, name: str, expected: str, got):
+        super().__init__(f"{name} must be {expected}, got {got}")
+        self.name, self.expected, self.got = name, expected, got
 
 
 def get_device(prefer: str | None = None):
@@ -99,3 +113,75 @@ def lowpass(x: np.ndarray, fps: float, tau: float) -> np.ndarray:
     for i in range(1, x.shape[-1]):
         y[..., i] = a * y[..., i - 1] + (1 - a) * x[..., i]
     return y
+
+
+# One silencer for the whole process, counted: MediaPipe graphs are opened in nested and
+# interleaved orders (two trackers entered A, B and left A, B), and restoring a saved
+# descriptor per context would leave descriptor 2 on /dev/null whenever the order is not
+# strictly nested. Counting makes the first entry save it and the last exit restore it.
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_quiet_saved_fd: int | None = None
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Send what C++ libraries write straight to file descriptor 2 to /dev/null for the block.
+
+    MediaPipe's start-up notices (TensorFlow Lite delegates, feedback tensors) carry
+    timestamps and thread ids that clutter notebooks and logs. Descriptor 2 is restored
+    exactly when the last open block ends, in whatever order blocks end and whatever they
+    raise. Python's own warnings and errors go through `sys.stderr` as usual once it is.
+    """
+    global _quiet_depth, _quiet_saved_fd
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            sys.stderr.flush()
+            _quiet_saved_fd = os.dup(2)  # 2: the descriptor C++ writes to (not sys.stderr)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet_depth -= 1
+            if _quiet_depth == 0:
+                os.dup2(_quiet_saved_fd, 2)
+                os.close(_quiet_saved_fd)
+                _quiet_saved_fd = None
+
+
+class StopRequest:
+    """Set by the first Ctrl-C inside `stop_on_interrupt`; the loop checks it between steps."""
+
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_on_interrupt() -> Iterator[StopRequest]:
+    """Turn the first Ctrl-C (SIGINT) into a request the loop polls, so it can end its step, save,
+    and leave cleanly; a second Ctrl-C interrupts at once (KeyboardInterrupt).
+
+    Why: an interrupt raised mid-step lands between an optimiser's parameter updates, so the
+    state saved after it would be half a step. Outside the main thread (where Python delivers
+    no signals) the block runs unchanged.
+    """
+    import signal
+
+    stop = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_sigint(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
