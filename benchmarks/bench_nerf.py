@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 import minitalk as mt
-from minitalk import data, train
-from minitalk.dialogue_nerf import DialogueNeRFConfig
+from minitalk.nerf import checkpoint, evaluate, render, train
+from minitalk.nerf.model import DialogueNeRFConfig
+from minitalk.prepare import data
 
 VANILLA = DialogueNeRFConfig(encoding="frequency", width=256, depth=8, skipping=False, region_attention=False)
 VANILLA_EVAL_FRAMES = 8
@@ -36,7 +37,7 @@ GPU_SIZE = 512  # the GPU speed goal's frame size per person (the model trains a
 
 def mouth_correlations(model, frames, truth, device) -> dict:
     """Mouth opening on rendered held-out speaker frames against the true opening
-    (`minitalk.train.mouth_measures` reads it both ways; its docstring has the figures below).
+    (`minitalk.nerf.evaluate.mouth_measures` reads it both ways; its docstring has the figures below).
 
     `mouth_corr`, the goal's measure: FaceMesh's opening, both people's frames pooled, as the goal
     is worded; per person too. `mouth_corr_real` is the same measure on the real frames: its
@@ -63,8 +64,8 @@ def mouth_correlations(model, frames, truth, device) -> dict:
             key.replace("corr", "frames"): int(found.sum()),
         }
 
-    pairs, rendered = train.mouth_measures(frames, model, device)
-    real = train.mouth_measures(frames)[1]
+    pairs, rendered = evaluate.mouth_measures(frames, model, device)
+    real = evaluate.mouth_measures(frames)[1]
     true = truth["mouth"][pairs[:, 0], pairs[:, 1]]
     return {
         **correlations(rendered["facemesh"], true, "mouth_corr"),
@@ -79,12 +80,12 @@ def render_fps(model, frames, device, pairs: int = 10, size: int | None = None) 
     """Pairs of frames (both people, `size` pixels square, by default the frames' own) rendered per
     second: the median over `pairs` pairs, since a single timing on a shared machine swings by a
     third. Each frame comes back to the CPU as an image, so a GPU's timing includes finishing it."""
-    train.render_frame(model, frames, 0, 0, device, size=size)
+    render.render_frame(model, frames, 0, 0, device, size=size)
     seconds = []
     for i in range(pairs):
         start = time.perf_counter()
         for p in range(frames.n_people):
-            train.render_frame(model, frames, p, 10 * i, device, size=size)
+            render.render_frame(model, frames, p, 10 * i, device, size=size)
         seconds.append(time.perf_counter() - start)
     return 1.0 / float(np.median(seconds))
 
@@ -114,10 +115,10 @@ def main() -> None:
     vanilla = train.train(prepared, args.work / "vanilla", VANILLA, iters=10**9, minutes=args.minutes,
                           eval_every=10**9, eval_frames=VANILLA_EVAL_FRAMES, progress=False)  # fmt: skip
 
-    model, frames = train.load_model(args.work / "dnerf", prepared)
+    model, frames = checkpoint.load_model(args.work / "dnerf", prepared)
     cpu = torch.device("cpu")
     model = model.to(device)
-    same_frames = train.evaluate(model, frames, train.TrainConfig(eval_frames=VANILLA_EVAL_FRAMES), device)
+    same_frames = evaluate.evaluate(model, frames, device, VANILLA_EVAL_FRAMES)
     line = {
         "bench": "nerf",
         "device": str(device),

@@ -22,14 +22,14 @@ import torch
 
 import minitalk as mt
 from minitalk.pose import PAPER_CONFIG, PoseConfig
-from minitalk.pose_eval import compare
+from minitalk.pose.evaluate import compare
 
 
 def load(tracks_path, video_path):
     with np.load(tracks_path) as z:
         pose, speaking, fps = z["pose"], z["speaking"], float(z["fps"])
     audio = mt.io.read_audio(video_path)
-    zcr, rms = mt.audio.zcr_rms(audio, mt.io.SAMPLE_RATE, fps, pose.shape[1])
+    zcr, rms = mt.prepare.audio.zcr_rms(audio, mt.io.SAMPLE_RATE, fps, pose.shape[1])
     return pose, speaking, zcr, rms, fps
 
 
@@ -37,7 +37,7 @@ def generation_ms_per_minute(model, fps: float) -> float:
     """Median time to generate both people's poses for 60 s of new speech in 10 s turns."""
     audio = mt.io.read_audio(mt.SAMPLE_DIR / "new_dialogue.wav")
     n = int(60 * fps)
-    zcr, rms = mt.audio.zcr_rms(np.tile(audio, 3), mt.io.SAMPLE_RATE, fps, n)
+    zcr, rms = mt.prepare.audio.zcr_rms(np.tile(audio, 3), mt.io.SAMPLE_RATE, fps, n)
     speaking = np.zeros((2, n), bool)
     for i in range(6):
         speaking[i % 2, int(i * 10 * fps) : int((i + 1) * 10 * fps)] = True

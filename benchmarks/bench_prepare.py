@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 import minitalk as mt
-from minitalk import data, prepare_eval
+from minitalk.prepare import data
+from minitalk.prepare import evaluate as prepare_eval
 
 
 def main() -> None:

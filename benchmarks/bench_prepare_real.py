@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from minitalk import data, io, prepare_eval
+from minitalk import io
+from minitalk.prepare import data
+from minitalk.prepare import evaluate as prepare_eval
 
 CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "real_clips"
 

@@ -30,8 +30,8 @@ import time
 import numpy as np
 import torch
 
-from minitalk import rays, render
 from minitalk.camera import camera_to_head, intrinsics
+from minitalk.nerf import rays, render
 
 N_SIDE, N_SAMPLES, GRID = 256, 64, 64
 BOX_MIN, BOX_MAX = np.array([-0.15, -0.2, -0.15]), np.array([0.15, 0.2, 0.15])
@@ -177,7 +177,7 @@ def cases(x):
 COMPILE_PROBE = """
 import time, numpy as np
 t0 = time.perf_counter()
-from minitalk import rays, render
+from minitalk.nerf import rays, render
 f32 = np.float32
 o = np.zeros((4, 3), f32) - [0, 0, 2]
 d = np.tile(np.array([0, 0, 1], f32), (4, 1))

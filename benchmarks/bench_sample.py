@@ -43,8 +43,8 @@ def main() -> dict:
     next(mt.synthetic.render_video(gt, [0]))  # build both people once
     render_s, _ = timed(lambda: list(mt.synthetic.render_video(gt, range(10))), repeats=1)
     tiles = frames[:200, :, :256]
-    track_s, _ = timed(lambda: mt.face.detect_landmarks(tiles, static=False), repeats=1)
-    detect_s, _ = timed(lambda: mt.face.detect_landmarks(tiles[:50], static=True), repeats=1)
+    track_s, _ = timed(lambda: mt.prepare.face.detect_landmarks(tiles, static=False), repeats=1)
+    detect_s, _ = timed(lambda: mt.prepare.face.detect_landmarks(tiles[:50], static=True), repeats=1)
 
     result = {
         "bench": "sample",

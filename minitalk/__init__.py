@@ -3,7 +3,7 @@
 A small, readable reference implementation of DialogueNeRF (Yan et al.), with
 ideas from ER-NeRF, the Disentangling Head NeRF and the Preference Score.
 Modules are imported on first use, so `import minitalk as mt` is cheap and
-`mt.io`, `mt.rays`, `mt.pose`, ... work without importing each one.
+`mt.io`, `mt.prepare`, `mt.nerf.rays`, ... work without importing each one.
 """
 
 from __future__ import annotations
@@ -15,37 +15,31 @@ __version__ = "0.1.0"
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data_samples"
 
-_SUBMODULES = (
-    "audio",
+_SUBMODULES = (  # shared foundations, then one folder per stage, in the order of the notebooks
     "camera",
     "cli",
-    "data",
     "demo",
-    "dialogue_nerf",
-    "diarize",
-    "encoding",
-    "expression",
-    "face",
+    "dialogue",
     "files",
-    "headpose",
     "io",
-    "masks",
     "metrics",
     "nerf",
     "pose",
-    "pose_eval",
-    "prepare_eval",
-    "rays",
-    "rays_torch",
-    "render",
-    "sources",
+    "prepare",
     "synthetic",
-    "train",
     "utils",
 )
 
 
-def __getattr__(name: str):
-    if name in _SUBMODULES:
-        return importlib.import_module(f"minitalk.{name}")
-    raise AttributeError(f"module 'minitalk' has no attribute {name!r}")
+def lazy_submodules(package: str, names: tuple[str, ...]):
+    """A module `__getattr__` that imports `package.name` on first use (PEP 562)."""
+
+    def __getattr__(name: str):
+        if name in names:
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
+__getattr__ = lazy_submodules(__name__, _SUBMODULES)

@@ -3,7 +3,8 @@
 minitalk demo [--sample DIR] [--out DIR]
 minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
 minitalk prepare --left A.mp4 --right B.mp4 [--audio C.wav] --out DIR
-minitalk train DIR [--run RUN] [--iters N] [--minutes M] [--encoding grid|frequency] [--export PATH]
+minitalk train DIR [--run RUN] [--iters N] [--minutes M] [--encoding grid|frequency] [--export AVATAR]
+minitalk render AVATAR AUDIO --out CLIP.mp4 [--roles SPEC] [--pose-from POSES] [--size S] [--device D]
 
 Every option is checked before any work starts; errors name the file or option and exit 1
 (2 for a bad option); Ctrl-C saves what can be resumed and exits 130.
@@ -78,17 +79,41 @@ def main(argv: list[str] | None = None) -> int:
                     help="the torso also sees the head pose trailed over this time (default: 0.5); 0: the "
                     "current pose only")  # fmt: skip
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
-    tr.add_argument("--export", metavar="PATH", help="also write the trained model, slimmed, to PATH")
+    tr.add_argument("--export", metavar="AVATAR", help="also write the avatar file (model, plates, voice "
+                    "prints, motion generators) that minitalk render takes")  # fmt: skip
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ren = commands.add_parser(
+        "render",
+        help="render a new two-person conversation from new speech",
+        description="Render a conversation with the avatars of AVATAR (minitalk train --export) speaking "
+        "and listening to AUDIO (any audio file, or a video's audio track): who speaks when, head "
+        "motion, expressions and blinks are generated. Writes OUT (H.264 + AAC), OUT with .json "
+        "(frames, turns, seconds per stage) and OUT_tracks.png.",
+    )
+    ren.add_argument("avatar", metavar="AVATAR", help="an avatar file written by minitalk train --export")
+    ren.add_argument("audio", metavar="AUDIO", help="the new speech")
+    ren.add_argument("--out", required=True, help="the clip to write (.mp4)")
+    ren.add_argument("--roles", help="who speaks when, instead of telling the voices apart: "
+                     "'0-4.2:0,4.2-9:1' (seconds:person) or a file of such entries")  # fmt: skip
+    ren.add_argument(
+        "--pose-from", metavar="POSES", help="replay head poses: a .npy (2, T, 6) or a prepared folder"
+    )
+    ren.add_argument("--size", type=int, help="pixels per person (default: the avatar's training size)")
+    ren.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")
+    ren.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    ren.add_argument("--quiet", action="store_true", help="no progress bar")
+
     args = parser.parse_args(argv)
-    sub = {"demo": demo, "prepare": prep, "train": tr}[args.command]
+    sub = {"demo": demo, "prepare": prep, "train": tr, "render": ren}[args.command]
     try:
         with _warnings_as_lines(args.command):
             if args.command == "demo":
                 return _demo(args)
             if args.command == "prepare":
                 return _prepare(args, sub)
+            if args.command == "render":
+                return _render(args, sub)
             return _train(args, sub)
     except KeyboardInterrupt:
         print(f"minitalk {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
@@ -110,7 +135,7 @@ def _demo(args) -> int:
 def _prepare(args, sub: argparse.ArgumentParser) -> int:
     import json
 
-    from minitalk.data import PrepareConfig, prepare
+    from minitalk.prepare.data import PrepareConfig, prepare
 
     settings = {"size": args.size, "fps": args.fps, "fov": args.fov}
     _check_settings(sub, lambda: PrepareConfig(**settings))
@@ -128,8 +153,9 @@ def _prepare(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _train(args, sub: argparse.ArgumentParser) -> int:
-    from minitalk.dialogue_nerf import DialogueNeRFConfig
-    from minitalk.train import TrainConfig, TrainingInterrupted, export_model, train
+    from minitalk.dialogue.avatar import build_avatar
+    from minitalk.nerf.model import DialogueNeRFConfig
+    from minitalk.nerf.train import TrainConfig, TrainingInterrupted, train
 
     def model_config():
         return DialogueNeRFConfig(
@@ -162,11 +188,40 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
         )
         return 130
     if args.export:
-        print(f"exported the model to {export_model(args.run or folder / 'run', args.export)}")
+        checkpoint = Path(args.run or folder / "run") / "checkpoint.pt"
+        print(f"wrote the avatar file {build_avatar(checkpoint, folder, args.export)}")
     print(
         f"trained {report['iterations']} steps in {report['minutes']:.1f} min; held-out PSNR "
         f"{report['psnr']} dB, SSIM {report['ssim']} (person 0, person 1) on "
         f"{report['held_out_frames']} held-out frames"
+    )
+    return 0
+
+
+def _render(args, sub: argparse.ArgumentParser) -> int:
+    from minitalk.dialogue.avatar import load_avatar
+    from minitalk.dialogue.render import RenderInterrupted, render_dialogue
+
+    if args.size is not None and not 16 <= args.size <= 2048:
+        sub.error(f"argument --size: must be a whole number of pixels from 16 to 2048, got {args.size}")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        sub.error(f"argument --out: {out} exists; pass --overwrite to replace it")
+    _check_output(sub, "--out", out, folder=False)
+    if not Path(args.audio).is_file():
+        raise FileNotFoundError(f"{args.audio}: no such file")
+    avatar = load_avatar(args.avatar)
+    try:
+        summary = render_dialogue(
+            avatar, args.audio, out, size=args.size, device=args.device, roles=args.roles,
+            pose_from=args.pose_from, overwrite=args.overwrite, progress=not args.quiet,
+        )  # fmt: skip
+    except RenderInterrupted as stop:
+        print(f"minitalk render: {stop}; nothing was written to {out}", file=sys.stderr)
+        return 130
+    print(
+        f"rendered {summary['frames']} frames ({summary['seconds']:.1f} s, {len(summary['turns'])} turns) "
+        f"in {summary['total_seconds']:.0f} s into {out}"
     )
     return 0
 
@@ -239,6 +294,8 @@ def _resume_hint(args) -> str:
         return f"; finished stages are kept in {Path(args.out) / '.cache'} and a re-run resumes from them"
     if args.command == "train":
         return "; the last checkpoint is kept and the same command resumes from it"
+    if args.command == "render":
+        return f"; nothing was written to {args.out}"
     return ""
 
 

@@ -12,12 +12,12 @@ Stages that run now:
    generated against tracked listener nods (`pose.png`);
 4. preview: write `preview.mp4` (landmarks drawn, the detected speaker framed
    green, with the audio) and `summary.json`;
-5. nerf: render held-out frames of both people with the DialogueNeRF shipped
-   in the sample folder (trained by `minitalk train`), beside the real ones
-   (`nerf.png`).
+5. nerf: render held-out frames of both people with the DialogueNeRF of the
+   shipped avatar file (`minitalk train --export`), beside the real ones (`nerf.png`);
+6. render: `minitalk render` on the new speech with that avatar file:
+   `dialogue.mp4`, `dialogue.json`, `dialogue_tracks.png`, `dialogue_strip.png`.
 
-The later stages of the pipeline (rendering a new dialogue, evaluation) are
-listed at the end as not yet available.
+Evaluation, still to come, is listed at the end.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minitalk import data, io, pose_eval, prepare_eval
+from minitalk import io
+from minitalk.pose import evaluate as pose_eval
+from minitalk.prepare import data
+from minitalk.prepare import evaluate as prepare_eval
 from minitalk.utils import atomic_path
 
-REMAINING_STAGES = (
-    "render: new dialogue audio -> two-person clip (minitalk render)",
-    "evaluate: image, motion, sync metrics and Preference Score (minitalk evaluate)",
-)
+REMAINING_STAGES = ("evaluate: image, motion, sync metrics and Preference Score (minitalk evaluate)",)
 
 
 def load_sample(sample_dir: str | Path) -> tuple[np.ndarray, float, np.ndarray, dict]:
@@ -115,19 +115,20 @@ def nerf_stage(sample_dir: Path, prepared: Path, out_dir: Path) -> dict:
     import torch
     from matplotlib.figure import Figure
 
-    from minitalk import metrics, train
+    from minitalk import metrics
+    from minitalk.nerf import checkpoint, render
 
-    model_path = sample_dir / "dialogue_nerf.pt"
+    model_path = sample_dir / "avatars.pt"
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: missing; see the README for the command that trains it")
-    model, frames = train.load_exported(model_path, prepared)
+    model, frames = checkpoint.load_exported(model_path, prepared)
     held = torch.nonzero(frames.held_out)[:, 0].numpy()
     fig = Figure(figsize=(12, 6.4))
     axes = fig.subplots(2, 4)
     scores: list[list[float]] = [[], []]
     for p in range(2):
         for j, t in enumerate(held[[len(held) // 3, 2 * len(held) // 3]]):
-            img = train.render_frame(model, frames, p, int(t), torch.device("cpu"))
+            img = render.render_frame(model, frames, p, int(t), torch.device("cpu"))
             real = frames.images[p, int(t)].numpy() / 255
             scores[p].append(metrics.psnr(img, real))
             role = "speaking" if frames.speaking[p, t] else "listening"
@@ -142,12 +143,41 @@ def nerf_stage(sample_dir: Path, prepared: Path, out_dir: Path) -> dict:
     return {"psnr": [round(float(np.mean(s)), 2) for s in scores], "model": model_path.name}
 
 
+def render_stage(sample_dir: Path, out_dir: Path) -> dict:
+    """`minitalk render` with the shipped avatar file on the new speech; a frame strip at the first
+    change of turn (`dialogue_strip.png`)."""
+    from matplotlib.figure import Figure
+
+    from minitalk.dialogue.avatar import load_avatar
+    from minitalk.dialogue.render import render_dialogue
+
+    avatar_path = sample_dir / "avatars.pt"
+    if not avatar_path.is_file():
+        raise FileNotFoundError(f"{avatar_path}: missing; see the README for the command that makes it")
+    out = out_dir / "dialogue.mp4"
+    summary = render_dialogue(load_avatar(avatar_path), sample_dir / "new_dialogue.wav", out, overwrite=True,
+                              progress=False, device="cpu")  # fmt: skip
+    turns = [t for t in summary["turns"] if t["speaker"] >= 0]
+    change = turns[1]["start"] if len(turns) > 1 else summary["seconds"] / 2
+    picks = np.clip(np.round((change + np.array([-0.8, -0.2, 0.2, 0.8])) * summary["fps"]), 0,
+                    summary["frames"] - 1).astype(int)  # fmt: skip
+    frames = [f for i, f in enumerate(io.iter_frames(out)) if i in set(picks.tolist())]
+    fig = Figure(figsize=(12, 1.9))
+    for ax, frame, i in zip(fig.subplots(1, len(frames)), frames, picks, strict=False):
+        ax.imshow(frame)
+        ax.set_title(f"{i / summary['fps']:.1f} s", fontsize=9)
+        ax.set_axis_off()
+    with atomic_path(out_dir / "dialogue_strip.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=72, bbox_inches="tight")
+    return {k: summary[k] for k in ("frames", "seconds", "roles", "frames_per_second", "stage_seconds")}
+
+
 def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     timings = {}
 
     t0 = time.time()
-    print("[1/5] sample: reading video, audio and ground truth")
+    print("[1/6] sample: reading video, audio and ground truth")
     frames, fps, audio, gt = load_sample(sample_dir)
     timings["sample"] = time.time() - t0
     print(
@@ -156,7 +186,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[2/5] prepare: minitalk prepare -> {out_dir / 'prepared'}")
+    print(f"[2/6] prepare: minitalk prepare -> {out_dir / 'prepared'}")
     prepared = data.prepare(Path(sample_dir) / "dialogue.mp4", out_dir / "prepared", progress=False)
     tracks = data.load_tracks(prepared)
     report = json.loads((prepared / "prepare_report.json").read_text())
@@ -172,7 +202,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print("[3/5] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
+    print("[3/6] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
     summary["pose"] = pose_stage(tracks, fps, out_dir)
     timings["pose"] = time.time() - t0
     p = summary["pose"]
@@ -183,20 +213,31 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[4/5] preview: writing {out_dir / 'preview.mp4'}")
+    print(f"[4/6] preview: writing {out_dir / 'preview.mp4'}")
     io.write_video(out_dir / "preview.mp4", draw_preview(frames, tracks), fps, audio)
     timings["preview"] = time.time() - t0
     t0 = time.time()
-    print(f"[5/5] nerf: the shipped DialogueNeRF on held-out frames -> {out_dir / 'nerf.png'}")
+    print(f"[5/6] nerf: the shipped DialogueNeRF on held-out frames -> {out_dir / 'nerf.png'}")
     summary["nerf"] = nerf_stage(Path(sample_dir), out_dir / "prepared", out_dir)
     timings["nerf"] = time.time() - t0
     print(f"      held-out PSNR per person {summary['nerf']['psnr']} dB (model: {summary['nerf']['model']})")
 
+    t0 = time.time()
+    print(f"[6/6] render: minitalk render avatars.pt new_dialogue.wav -> {out_dir / 'dialogue.mp4'}")
+    summary["render"] = render_stage(Path(sample_dir), out_dir)
+    timings["render"] = time.time() - t0
+    r = summary["render"]
+    print(
+        f"      {r['frames']} frames ({r['seconds']:.1f} s) at {r['frames_per_second']:.1f} frame pairs per "
+        f"second; roles from {r['roles']}; wrote {out_dir / 'dialogue_strip.png'}"
+    )
+
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
-
-    print("\nNot yet available in this version of minitalk:")
+    print("\nseconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()))
+    print("Not yet available in this version of minitalk:")
     for stage in REMAINING_STAGES:
         print(f"  - {stage}")
+    print(f"\nThe new conversation: {out_dir / 'dialogue.mp4'}")
     return summary

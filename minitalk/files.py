@@ -26,16 +26,20 @@ class FileFormatError(ValueError):
     """A file minitalk should have written cannot be used; the message names it and says why."""
 
 
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
 def _check_zip(path: Path, kind: str) -> None:
     """Both containers are zip archives: tell a foreign file from a truncated one by their ends."""
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file (expected a {kind})")
+        raise FileNotFoundError(f"{path}: no such file (expected {_a(kind)})")
     if not path.is_file():
-        raise FileFormatError(f"{path}: not a file (expected a {kind})")
+        raise FileFormatError(f"{path}: not a file (expected {_a(kind)})")
     with open(path, "rb") as f:
         head = f.read(4)
     if not head:
-        raise FileFormatError(f"{path}: empty file (expected a {kind})")
+        raise FileFormatError(f"{path}: empty file (expected {_a(kind)})")
     if head != b"PK\x03\x04":  # a zip archive's first local header
         raise FileFormatError(f"{path}: not a minitalk {kind} (not a file minitalk writes)")
     if not zipfile.is_zipfile(path):  # starts like one, but the central directory at the end is gone
@@ -52,7 +56,7 @@ def _check_version(path: Path, kind: str, version) -> None:
     version = 1 if version is None else int(version)
     if version != FORMAT_VERSION:
         raise FileFormatError(
-            f"{path}: a {kind} of format version {version}; this minitalk reads version {FORMAT_VERSION} "
+            f"{path}: {_a(kind)} of format version {version}; this minitalk reads version {FORMAT_VERSION} "
             "(write it again with this version)"
         )
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics (DialogueNeRF section V; the ViCo metric suite of seed 004, Table 1).
+"""Evaluation metrics (DialogueNeRF section V; the ViCo metric suite of the Preference Score paper, Table 1).
 
 Motion metrics for generated head poses:
 
@@ -13,7 +13,7 @@ Image metrics: PSNR and SSIM (more to come with the evaluation stage).
 
 Lip sync, read from pixels: `mouth_interior`, the share of the mouth box that is open
 mouth. FaceMesh's landmark opening is the field's usual reading, but a face of ~50 px can be
-too small for it (see `minitalk.train.mouth_measures`).
+too small for it (see `minitalk.nerf.evaluate.mouth_measures`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 def mouth_interior(image, box, dark: float = 0.4) -> float:
     """The share of a mouth box's pixels that are open mouth: darker than `dark` times the box's median.
 
-    image (H, W, 3) RGB (any scale), box (H, W) bool around the mouth (`minitalk.train.mouth_boxes`,
+    image (H, W, 3) RGB (any scale), box (H, W) bool around the mouth (`minitalk.nerf.frames.mouth_boxes`,
     placed by the tracked landmarks, so a rendering and its real frame are read in the same box).
     Lips, teeth and skin fill most of the box, so its median is their brightness; the inside of an
     open mouth is far darker than any of them, whatever the skin's tone, hence a threshold relative

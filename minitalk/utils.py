@@ -50,10 +50,9 @@ def keep_freed_memory(trim_bytes: int = 1 << 30, mmap_bytes: int = 32 << 20) -> 
 
     Torch on a CPU allocates and frees tensors of megabytes in every layer. By default glibc
     hands freed memory at the top of its heap back to the OS and maps tensors over a
-    threshold afresh, so the next tensor page-faults its memory in again: on this project's
-    fields that doubled the time per sample (2 cores, 60k samples: 1.0 -> 0.5 microseconds
-    per head sample with this set). Up to `trim_bytes` of free heap is kept and blocks under
-    `mmap_bytes` come from the heap; peak memory is unchanged (training: 1.37 vs 1.41 GB).
+    threshold afresh, so the next tensor page-faults its memory in again, which doubled the
+    time per sample (docs/results.md, "Keeping freed memory"). Up to `trim_bytes` of free heap
+    is kept and blocks under `mmap_bytes` come from the heap; peak memory does not change.
     Called by training and rendering; once per process. Returns False where the C library
     is not glibc (macOS, Windows, musl), where nothing changes.
     """

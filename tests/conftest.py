@@ -44,11 +44,34 @@ def clip_audio(sample_dir):
 @pytest.fixture(scope="session")
 def prepared_clip(tmp_path_factory, clip, clip_audio):
     """The first 12 s of the sample, prepared at 64x64 (shared by the preparation and training tests)."""
-    from minitalk.sources import PrepareWarning
+    from minitalk.prepare.sources import PrepareWarning
 
     folder = tmp_path_factory.mktemp("prep")
     minitalk.io.write_video(folder / "clip.mp4", clip, FPS, audio=clip_audio)
     with warnings.catch_warnings():
         warnings.simplefilter("error", PrepareWarning)  # a clean input raises no warning
-        minitalk.data.prepare(folder / "clip.mp4", folder / "out", size=CLIP_SIZE, progress=False)
+        minitalk.prepare.data.prepare(folder / "clip.mp4", folder / "out", size=CLIP_SIZE, progress=False)
     return folder / "out"
+
+
+@pytest.fixture(scope="module")
+def tensors(prepared_clip):
+    """The prepared clip as the training and rendering tests see it."""
+    from minitalk.nerf.frames import Frames
+
+    return Frames(prepared_clip)
+
+
+@pytest.fixture
+def tiny_model():
+    """A factory of small seeded DialogueNeRFs for `tensors` (few samples, a coarse grid)."""
+    import torch
+
+    from minitalk.nerf.model import DialogueNeRF, DialogueNeRFConfig
+
+    def make(frames, **overrides):
+        torch.manual_seed(0)
+        config = DialogueNeRFConfig(head_samples=8, torso_samples=4, grid_res=16, **overrides)
+        return DialogueNeRF(config, frames.head_box, frames.torso_boxes)
+
+    return make

@@ -26,7 +26,7 @@ def work(tmp_path_factory, clip, clip_audio):
     """A folder with a 3 s two-person clip, a mute copy, junk files and the clip prepared at 32 px."""
     import soundfile as sf
 
-    from minitalk import data
+    from minitalk.prepare import data
 
     d = tmp_path_factory.mktemp("cli")
     audio = clip_audio[: N * io.SAMPLE_RATE // FPS]
@@ -66,7 +66,7 @@ def corrupt_copy(work, name: str, how: str):
     if not d.exists():
         shutil.copytree(work / "prep", d)
         if name.startswith("run/"):  # a real checkpoint to damage: one training step
-            from minitalk.train import TrainingWarning, train
+            from minitalk.nerf.train import TrainingWarning, train
 
             with pytest.warns(TrainingWarning, match="held-out frames"):
                 train(d, iters=1, progress=False)
@@ -77,9 +77,9 @@ def corrupt_copy(work, name: str, how: str):
         elif how == "random":
             path.write_bytes(np.random.default_rng(1).bytes(4000))
         elif how == "pickled":
-            import torch
-
             import datetime
+
+            import torch
 
             torch.save({"model": {}, "payload": datetime.date(2026, 1, 1)}, path)  # a pickled object
     return d
@@ -147,7 +147,7 @@ def test_a_short_clip_trains_with_held_out_frames_and_says_it(work, capsys):
 
 
 def test_an_interrupted_prepare_says_how_to_resume(work, capsys, monkeypatch):
-    from minitalk import masks
+    from minitalk.prepare import masks
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt

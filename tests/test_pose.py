@@ -16,7 +16,7 @@ from minitalk.pose import (
     speaker_track,
     turn_segments,
 )
-from minitalk.pose_eval import held_out_mask
+from minitalk.pose.evaluate import held_out_mask
 
 SMALL = PoseConfig(channels=16, levels=4, epochs=25, window=60, stride=1, batch=32, dropout=0.0)
 
@@ -144,27 +144,3 @@ def test_cuda_matches_cpu():
     np.testing.assert_allclose(
         cpu.generate(zcr, rms, speaking), gpu.generate(zcr, rms, speaking), atol=1e-3, rtol=1e-3
     )
-
-
-# --- metrics ---
-
-
-def test_frechet_distance_closed_forms():
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((20000, 3))
-    assert metrics.frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
-    shifted = x + np.array([1.0, 2.0, 0.0])
-    assert metrics.frechet_distance(x, shifted) == pytest.approx(5.0, rel=1e-6)
-    # 1-D: (mu1 - mu2)^2 + (s1 - s2)^2
-    a, b = rng.normal(0, 1, (50000, 1)), rng.normal(1, 3, (50000, 1))
-    expected = (a.mean() - b.mean()) ** 2 + (a.std(ddof=1) - b.std(ddof=1)) ** 2
-    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
-    assert metrics.frechet_distance(a, b) == pytest.approx(metrics.frechet_distance(b, a), rel=1e-9)
-
-
-def test_pose_metrics_units():
-    a = np.zeros((10, 6))
-    b = a.copy()
-    b[:, 0] = 180 / np.pi  # one radian of pitch
-    assert metrics.pose_l1(a, b) == pytest.approx(1 / 6)
-    assert metrics.correlation(np.ones(5), np.arange(5)) == 0.0

@@ -11,8 +11,10 @@ from conftest import CLIP_FRAMES as N
 from conftest import CLIP_SIZE as SIZE
 from conftest import FPS
 
-from minitalk import data, io, masks, prepare_eval
-from minitalk.sources import PrepareError, PrepareWarning
+from minitalk import io
+from minitalk.prepare import data, masks
+from minitalk.prepare import evaluate as prepare_eval
+from minitalk.prepare.sources import PrepareError, PrepareWarning
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +68,8 @@ def test_prepared_tracks_match_the_ground_truth(prepared, gt):
 
 def test_landmarks_reproject_through_the_stored_camera(prepared):
     """The canonical face placed by the pose and seen through the crop camera lands on the landmarks."""
-    from minitalk import camera, headpose
+    from minitalk import camera
+    from minitalk.prepare import headpose
 
     t = data.load_tracks(prepared)
     for p in range(2):
@@ -184,7 +187,7 @@ def test_voice_detection_leaves_torchs_thread_count_alone():
     probe = (
         "import numpy as np, torch\n"
         "torch.set_num_threads(2)\n"
-        "from minitalk.audio import voice_activity\n"
+        "from minitalk.prepare.audio import voice_activity\n"
         "voice_activity(np.zeros(16_000, np.float32))\n"
         "print(torch.get_num_threads())\n"
     )

@@ -7,8 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minitalk import rays
 from minitalk.camera import camera_to_head, intrinsics
+from minitalk.nerf import rays
 
 BOX_MIN, BOX_MAX = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0])
 

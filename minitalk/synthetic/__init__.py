@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from minitalk import face, io
+from minitalk import io
+from minitalk.prepare import face
 from minitalk.synthetic import avatar, motion, speech
 from minitalk.utils import save_npz_atomic, set_seed
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from minitalk import face
 from minitalk.camera import euler_to_matrix, intrinsics
+from minitalk.prepare import face
 
 TILE = 256  # pixels per person, square
 FOCAL = 2.2 * TILE  # a ~26 degree field of view, a typical interview framing

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minitalk.audio import zcr_rms
+from minitalk.prepare.audio import zcr_rms
 from minitalk.utils import lowpass
 
 HEAD_REST = np.array([0.0, -0.045, 0.75])  # head centre at rest, camera coordinates (metres)

@@ -107,3 +107,22 @@ def person_tracks(utterances: list[Utterance], n_samples: int, sample_rate: int)
         i = int(round(u.start * sample_rate))
         tracks[u.person, i : i + len(u.audio)] += u.audio[: n_samples - i]
     return tracks
+
+
+def script_turns(audio: np.ndarray, script, sample_rate: int, min_gap_s: float = 0.45) -> np.ndarray:
+    """The exact turns (n, 3) as (person, start, end seconds) of a dialogue `synthesize_dialogue`
+    made from `script`, read back from its audio: each utterance is trimmed speech and the gaps
+    between them are digital silence (exact zeros), so the runs of sound are the utterances, in
+    the script's order. Raises if the runs do not match the script's utterances one to one."""
+    sound = np.flatnonzero(np.abs(audio) > 0)
+    if len(sound) == 0:
+        raise ValueError("the audio is silent")
+    breaks = np.flatnonzero(np.diff(sound) > min_gap_s * sample_rate)
+    starts = np.concatenate([[sound[0]], sound[breaks + 1]])
+    ends = np.concatenate([sound[breaks], [sound[-1]]]) + 1
+    if len(starts) != len(script):
+        raise ValueError(f"{len(starts)} runs of sound for {len(script)} utterances")
+    people = [person for person, _ in script]
+    return np.array(
+        [(p, a / sample_rate, b / sample_rate) for p, a, b in zip(people, starts, ends, strict=True)]
+    )

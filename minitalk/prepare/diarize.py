@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minitalk.audio import MEL_HOP, voice_activity, zcr_rms
+from minitalk.prepare.audio import MEL_HOP, voice_activity, zcr_rms
 
 
 @dataclass
@@ -49,8 +49,9 @@ def split_pieces(segments: list[tuple[float, float]], max_len_s: float = 1.0) ->
     return out
 
 
-def voice_signatures(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
-    """(n_pieces, 13) standardised [log median pitch, MFCC 1..12 means] per piece."""
+def voice_features(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
+    """(n_pieces, 13) [log median pitch, MFCC 1..12 means] per piece, in their own units, so the
+    features of one recording can be compared with another's (a person's voice print)."""
     import librosa
     from scipy.fft import dct
 
@@ -65,7 +66,12 @@ def voice_signatures(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: in
         i, j = int(a * steps), max(int(b * steps), int(a * steps) + 1)
         sel = loud[i:j] if loud[i:j].any() else np.ones(len(loud[i:j]), bool)
         feats.append([np.log(np.median(f0[i:j][sel])), *mfcc[i:j][sel].mean(0)])
-    feats = np.asarray(feats)
+    return np.asarray(feats)
+
+
+def voice_signatures(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
+    """(n_pieces, 13) `voice_features` standardised over the recording's pieces, for clustering."""
+    feats = voice_features(audio, pieces, mel, sample_rate)
     return (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
 
 
@@ -131,10 +137,9 @@ def diarize(
 ) -> Diarization:
     """Who speaks when, from 16 kHz audio, its log-mel and (optionally) both mouth openings (2, T)."""
     pieces = split_pieces(voice_activity(audio, sample_rate))
-    speaking = np.zeros((2, n_frames), bool)
     if not pieces:
         empty = np.zeros(0, np.int64)
-        return Diarization(speaking, [], empty, empty, empty, 1.0, "none")
+        return Diarization(np.zeros((2, n_frames), bool), [], empty, empty, empty, 1.0, "none")
     signatures = voice_signatures(audio, pieces, mel, sample_rate)
     cluster = two_means(signatures)
     separated = separation(signatures, cluster) >= min_separation
@@ -157,9 +162,16 @@ def diarize(
         agreement = (
             float(np.mean(person[decided] == mouth_person[decided])) if decided.any() else float("nan")
         )
-    # a speaker holds the turn through their own short pauses
+    speaking = speaking_from_pieces(pieces, person, n_frames, fps, max_pause_s)
+    return Diarization(speaking, pieces, np.asarray(person), cluster, mouth_person, agreement, method)
+
+
+def speaking_from_pieces(pieces, person, n_frames: int, fps: float, max_pause_s: float = 0.6) -> np.ndarray:
+    """(2, T) bool from voiced pieces (seconds) and the person each went to: a speaker holds the
+    turn through their own pauses shorter than `max_pause_s` when the other does not speak."""
+    speaking = np.zeros((2, n_frames), bool)
     times = (np.arange(n_frames) + 0.5) / fps
-    spans: list[list[float]] = [[], []]
+    spans: list[list[list[float]]] = [[], []]
     for (a, b), p in zip(pieces, person, strict=True):
         if (
             spans[p]
@@ -172,7 +184,7 @@ def diarize(
     for p in (0, 1):
         for a, b in spans[p]:
             speaking[p] |= (times >= a) & (times < b)
-    return Diarization(speaking, pieces, np.asarray(person), cluster, mouth_person, agreement, method)
+    return speaking
 
 
 def _no_other_between(t0: float, t1: float, pieces, person, p: int) -> bool:

@@ -1,7 +1,6 @@
 """Data preparation: a two-person video -> a training-ready folder (DialogueNeRF III-B, IV-A).
 
-`prepare()` (and `minitalk prepare`) runs seven stages, each a function of
-another module that a notebook shows on its own:
+`prepare()` (and `minitalk prepare`) runs seven stages, each shown on its own in notebook 01/02:
 
 1. audio        16 kHz mono; per frame ZCR, RMS and a log-mel window  (audio.py)
 2. faces        find both people, one region of the frame each          (face.py)
@@ -21,9 +20,8 @@ The folder it writes:
     audio.wav            the 16 kHz mono track
     prepare_report.json  frames, faces found, warnings, seconds per stage; written last
 
-A folder without `prepare_report.json` is unfinished (the report is removed
-when a run starts and written when it ends); finished stages are cached in
-`.cache/`, keyed on the inputs and the settings, so a re-run resumes.
+Without `prepare_report.json` (removed at the start, written last) a folder is unfinished;
+finished stages are cached in `.cache/`, keyed on inputs, settings and code, so a re-run resumes.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ import numpy as np
 
 from minitalk import io
 from minitalk.files import FORMAT_VERSION, FileFormatError, load_npz
-from minitalk.sources import PrepareError, PrepareWarning, open_source
+from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source
 from minitalk.utils import SettingError, atomic_path, save_npz_atomic
 
 P = 2  # people in a conversation
@@ -76,9 +74,9 @@ def prepare(
     `settings` are the fields of `PrepareConfig`. Returns the folder. Warnings
     (trimmed lengths, resampling, silence) are issued and kept in the report.
     """
-    from minitalk import diarize, expression, headpose, masks
     from minitalk.camera import intrinsics
-    from minitalk.face import square_crop
+    from minitalk.prepare import diarize, expression, headpose, masks
+    from minitalk.prepare.face import square_crop
 
     cfg = PrepareConfig(**settings)
     out = Path(out)
@@ -245,7 +243,7 @@ def load_masks(folder) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _audio_features(wav: np.ndarray, n_frames: int, fps: float) -> dict[str, np.ndarray]:
-    from minitalk import audio as au
+    from minitalk.prepare import audio as au
 
     log_mel = au.log_mel(wav)
     zcr, rms = au.zcr_rms(wav, io.SAMPLE_RATE, fps, n_frames)
@@ -289,7 +287,7 @@ def _num(x: float):
 class _Cache:
     """Finished stages under `folder`, each an npz tagged with the key of its inputs, settings and code."""
 
-    CODE = ("audio", "face", "io", "masks", "sources")
+    CODE = ("prepare/audio.py", "prepare/face.py", "io.py", "prepare/masks.py", "prepare/sources.py")
 
     def __init__(self, folder: Path, source_key: str, cfg: PrepareConfig):
         import hashlib
@@ -297,7 +295,7 @@ class _Cache:
         import minitalk
 
         # the code that computes the cached stages is part of the key, so an edit invalidates them
-        code = [(Path(minitalk.__file__).parent / f"{m}.py").read_bytes() for m in self.CODE]
+        code = [(Path(minitalk.__file__).parent / m).read_bytes() for m in self.CODE]
         text = json.dumps([source_key, asdict(cfg), minitalk.__version__], sort_keys=True)
         text += hashlib.sha256(b"".join(code)).hexdigest()
         self.key = hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -23,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from minitalk.face import CHIN, FOREHEAD, face_oval_indices
+from minitalk.prepare.face import CHIN, FOREHEAD, face_oval_indices
 from minitalk.utils import quiet_native_stderr
 
 BACKGROUND, TORSO, HEAD = 0, 1, 2

@@ -1,28 +1,20 @@
 """Head pose from 478 face landmarks: a canonical face, PnP, and jitter-free smoothing.
 
-DialogueNeRF (section IV-A) and AD-NeRF fit a 3D face model to every frame and
-keep its rigid part as the head pose; the NeRF then holds the head still in a
-canonical box and moves the camera by the inverse pose. We do the same with
-no licence-gated face model, in three steps:
+DialogueNeRF (section IV-A) and AD-NeRF fit a 3D face model to every frame and keep its rigid
+part as the head pose; the NeRF then holds the head still and moves the camera by the inverse
+pose. We do the same with no licence-gated face model, in three steps:
 
-1. **Canonical face.** FaceMesh gives every landmark an x, y in pixels and a
-   relative depth z in the same unit. Generalised Procrustes analysis aligns
-   the clip's frames to one another (rotation, scale, translation removed) and
-   averages them: the person's own rigid 3D face, in metres after fixing the
-   distance between the outer eye corners.
-2. **PnP.** `cv2.solvePnP` finds the rotation and translation that project the
-   canonical face onto each frame's landmarks through the camera intrinsics.
-   Only the rigid points of the face (forehead, nose, cheekbones, eye
-   corners; not the lips, lids or jaw) take part, so talking and blinking do
-   not move the head.
-3. **Smoothing.** A One-Euro filter (Casiez et al., CHI 2012) removes the
-   landmark jitter: a low-pass filter whose cut-off rises with the speed of the
-   signal, so still stretches are smoothed hard and fast turns keep their
-   timing. Offline we run it forward and backward and average, which cancels
-   what lag is left.
+1. **Canonical face.** Generalised Procrustes analysis aligns the clip's FaceMesh landmarks
+   (x, y in pixels, relative depth z in the same unit) to one another and averages them: the
+   person's own rigid 3D face, in metres after fixing the distance between the eye corners.
+2. **PnP.** `cv2.solvePnP` projects the canonical face onto each frame's landmarks through the
+   camera intrinsics, using only rigid points (forehead, nose, cheekbones, eye corners), so
+   talking and blinking do not move the head.
+3. **Smoothing.** A One-Euro filter (Casiez et al., CHI 2012), whose cut-off rises with the
+   signal's speed: still stretches are smoothed hard and fast turns keep their timing. Run
+   forward and backward and averaged, which cancels what lag is left.
 
-Poses follow `minitalk.camera`: (pitch, yaw, roll) in degrees, then the head
-origin in camera coordinates in metres.
+Poses follow `minitalk.camera`: (pitch, yaw, roll) in degrees, then translation in metres.
 """
 
 from __future__ import annotations

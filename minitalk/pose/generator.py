@@ -1,15 +1,10 @@
 """Head-pose generation for speaker and listener with a TCN (DialogueNeRF IV-A, Fig. 9-10).
 
-A temporal convolutional network (Bai, Kolter and Koltun 2018) maps per-frame
-inputs to per-frame head poses. Its convolutions are
-
-* causal: the output at frame t sees inputs at frames <= t only. A Conv1d
-  padded by (k - 1) * d on both sides is made causal by chopping the last
-  (k - 1) * d outputs (`Chomp1d`);
-* dilated: level i skips 2^i frames, so the receptive field grows
-  exponentially with depth: 1 + 2 (k - 1) (2^L - 1) frames for L levels of
-  two convolutions each;
-* weight-normalised, in residual blocks.
+A temporal convolutional network (Bai, Kolter and Koltun 2018) maps per-frame inputs to
+per-frame head poses. Its convolutions are causal (a Conv1d padded by (k - 1) d on both sides,
+its last (k - 1) d outputs chopped: `Chomp1d`), dilated (level i skips 2^i frames, so the
+receptive field is 1 + 2 (k - 1) (2^L - 1) frames for L levels) and weight-normalised, in
+residual blocks.
 
 Two TCNs, used in turn (DialogueNeRF generates the speaker's pose f_p,s and
 the listener's f_p,l):
@@ -17,11 +12,9 @@ the listener's f_p,l):
     speaker:  ZCR, RMS of the speech                      -> speaker pose
     listener: ZCR, RMS of the speech, the speaker's pose  -> listener pose
 
-The speaker's pose is generated first and then fed to the listener's network.
-Neither network ever sees its own past output, so generation cannot drift: a
-minute of audio yields a minute of pose with the same statistics throughout.
-Poses are learned relative to each person's mean pose, so the same networks
-serve both people, whichever role each has.
+The speaker's pose is generated first and fed to the listener's network. Neither network sees
+its own past output, so generation cannot drift; poses are learned relative to each person's
+mean pose, so the same networks serve both people, whichever role each has.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from minitalk import rays, render
-from minitalk.encoding import positional_encoding
+from minitalk.nerf import rays, render
+from minitalk.nerf.encoding import positional_encoding
 
 
 @dataclass

@@ -91,7 +91,7 @@ class Source:
 
     def find_people(self) -> list[tuple[int, int, int, int, int]]:
         """One region (x0, y0, x1, y1, video index) per person, left to right."""
-        from minitalk.face import detect_faces
+        from minitalk.prepare.face import detect_faces
 
         sampled = list(itertools.islice(self.frames(), 0, FIND_FRAMES, FIND_STEP))
         span = f"frames 0-{min(FIND_FRAMES, FIND_STEP * len(sampled)) - 1}"
@@ -128,7 +128,7 @@ class Source:
         """FaceMesh landmarks (P, T, 478, 3) in each region's pixels, NaN where the face is lost."""
         from tqdm.auto import tqdm
 
-        from minitalk.face import LandmarkTracker
+        from minitalk.prepare.face import LandmarkTracker
 
         out: list[list[np.ndarray]] = [[] for _ in regions]
         trackers = [LandmarkTracker(static=False) for _ in regions]
@@ -159,7 +159,7 @@ class Source:
         import cv2
         from tqdm.auto import tqdm
 
-        from minitalk.masks import person_masks
+        from minitalk.prepare.masks import person_masks
 
         crops = np.zeros((len(regions), n_frames, size, size, 3), np.uint8)
         frames = itertools.islice(self.frames(), n_frames)
@@ -177,7 +177,7 @@ class Source:
 
     def check_tracked(self, landmarks: np.ndarray, max_gap: int) -> None:
         """Raise on a face lost for more than `max_gap` frames, naming the person and the frames."""
-        from minitalk.headpose import fill_gaps
+        from minitalk.prepare.headpose import fill_gaps
 
         for p, lm in enumerate(landmarks):
             _, long_runs = fill_gaps(lm[:, :1, :1], max_gap)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minitalk.expression import event_f1
+from minitalk.prepare.expression import event_f1
 
 
 def still_frames(rotation: np.ndarray, fraction: float = 0.3) -> np.ndarray:

@@ -4,22 +4,17 @@ DialogueNeRF (section III-B, Eq. 1) describes a face shape as
 
     S = S_mean + B_id * alpha + B_exp * beta,
 
-a mean shape, an identity part (who the person is) and an expression part
-(what the face does now). It fits a 3DMM with licensed bases; we build the
-same decomposition from the clip itself:
+a mean shape, an identity part and an expression part. It fits a 3DMM with licensed bases; we
+build the same decomposition from the clip itself:
 
-* the landmarks of every frame are pose-normalised: moved onto the person's
-  canonical face by the similarity that fits their rigid points, so head
-  motion is gone and only the face's own deformation is left;
-* `S_mean` is the mean over both people; `B_id * alpha_p` is person p's mean
-  minus it (with one clip per person, identity is one vector per person);
-* `B_exp` is the principal components of every frame's deviation from its
-  person's mean, pooled over both people, so that one coefficient means the
-  same motion (jaw drop, smile, brow raise) for each of them; `beta` [T, K]
-  is the listener's condition in the NeRF.
+* every frame's landmarks are pose-normalised onto the person's canonical face by the
+  similarity that fits their rigid points, so only the face's own deformation is left;
+* `S_mean` is the mean over both people; `B_id * alpha_p` is person p's mean minus it;
+* `B_exp` holds the principal components of every frame's deviation from its person's mean,
+  pooled over both people, so one coefficient means the same motion for each of them; `beta`
+  [T, K] is the expression part of the face state that conditions the NeRF.
 
-Blink, the stand-in for the AU45 action unit that ER-NeRF uses, comes from the
-eye aspect ratio of the normalised landmarks, mapped to 0 (open) .. 1 (closed).
+Blink (ER-NeRF's AU45 stand-in) comes from the eye aspect ratio, mapped to 0 open .. 1 closed.
 """
 
 from __future__ import annotations
@@ -28,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minitalk.face import eye_aspect_ratio, mouth_opening
-from minitalk.headpose import align
+from minitalk.prepare.face import eye_aspect_ratio, mouth_opening
+from minitalk.prepare.headpose import align
 
 
 def normalise_landmarks(landmarks: np.ndarray, face3d: np.ndarray) -> np.ndarray:

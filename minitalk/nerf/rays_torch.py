@@ -1,8 +1,8 @@
-"""The torch twins of the ray helpers in `minitalk.rays`: same signatures, any device.
+"""The torch twins of the ray helpers in `minitalk.nerf.rays`: same signatures, any device.
 
 Each follows its NumPy reference line for line in torch ops, so that CUDA
-tensors never round-trip through NumPy; `minitalk.rays` dispatches torch
-tensors here. See `minitalk.rays` for what each helper computes.
+tensors never round-trip through NumPy; `minitalk.nerf.rays` dispatches torch
+tensors here. See `minitalk.nerf.rays` for what each helper computes.
 """
 
 from __future__ import annotations
@@ -10,11 +10,20 @@ from __future__ import annotations
 import torch
 
 
+def pixel_directions_torch(k: torch.Tensor, pixels: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Unit directions (N, 3) in the camera frame (OpenCV: z forward) through the centres of
+    pixels (N, 2) as (x, y), for one camera k (3, 3) or one per pixel (N, 3, 3). `scale` is the
+    size of a given pixel in the pixels the camera was calibrated on (a finer grid: below 1).
+    The one pixel-to-ray rule of training and rendering; `camera_rays_numpy` is its reference."""
+    k = k.expand(len(pixels), 3, 3) if k.dim() == 2 else k
+    u = (pixels[:, 0] + 0.5) * scale
+    v = (pixels[:, 1] + 0.5) * scale
+    d = torch.stack([(u - k[:, 0, 2]) / k[:, 0, 0], (v - k[:, 1, 2]) / k[:, 1, 1], torch.ones_like(u)], -1)
+    return d / d.norm(dim=-1, keepdim=True)
+
+
 def camera_rays_torch(k: torch.Tensor, c2w: torch.Tensor, pixels: torch.Tensor):
-    x = (pixels[:, 0] + 0.5 - k[0, 2]) / k[0, 0]
-    y = (pixels[:, 1] + 0.5 - k[1, 2]) / k[1, 1]
-    d = torch.stack([x, y, torch.ones_like(x)], -1) @ c2w[:3, :3].T.to(x.dtype)
-    d = d / d.norm(dim=-1, keepdim=True)
+    d = pixel_directions_torch(k.to(pixels.dtype), pixels) @ c2w[:3, :3].T.to(pixels.dtype)
     return c2w[:3, 3].to(d.dtype).expand_as(d), d
 
 

@@ -1,0 +1,252 @@
+"""New speech in, a two-person conversation out (DialogueNeRF Fig. 1 and 9): `minitalk render`.
+
+1. audio: any file (a video's audio track too), resampled to 16 kHz mono; per frame ZCR, RMS
+   and log-mel windows, as preparation computes them;
+2. roles: who speaks when, each voice matched to a person by the avatar's voice prints
+   (`minitalk.dialogue.roles`), or given with `--roles`;
+3. head poses: the TCNs per turn (the speaker's from the audio, the listener's from the audio
+   and the speaker's pose), cross-faded at turn changes and held inside the range of poses
+   training saw, since a field cannot draw a side of a face it never saw; or replayed from a
+   `.npy` of poses or a prepared folder's tracks;
+4. face states: the speaker's expression from the audio (the NeRF's own audio encoder), the
+   listener's from `ListenerExpression`, everyone's blinks from `BlinkModel`;
+5. frames: both people rendered by the one DialogueNeRF, side by side, streamed into an H.264 +
+   AAC mp4 that is written atomically, with `CLIP.json` and `CLIP_tracks.png` beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minitalk import io
+from minitalk.dialogue.avatar import Avatar
+from minitalk.dialogue.roles import Roles, assign_roles, parse_roles
+from minitalk.nerf.frames import Cameras
+from minitalk.nerf.render import render_frame
+from minitalk.pose.generator import speaker_track
+from minitalk.prepare import audio as au
+from minitalk.utils import MinitalkWarning, atomic_path, stop_on_interrupt
+
+MAX_SECONDS = 600.0  # longer audio renders too, with a warning: hours of rendering on a CPU
+
+
+class RenderWarning(MinitalkWarning):
+    """Rendering goes on, but the clip may not be what was asked for."""
+
+
+class RenderInterrupted(Exception):
+    """Ctrl-C stopped rendering; nothing was written under the clip's name."""
+
+
+@dataclass
+class Plan:
+    """Everything but the pixels: per frame, who speaks, where each head is, each face's state."""
+
+    fps: float
+    audio: np.ndarray  # (n,) 16 kHz mono, exactly n_frames / fps seconds
+    roles: Roles
+    pose: np.ndarray  # (2, T, 6)
+    expression: np.ndarray  # (2, T, K): the listener's generated coefficients (a speaker's come from audio)
+    blink: np.ndarray  # (2, T)
+    mel: np.ndarray  # (T, 16, 80) log-mel window per frame
+    rms: np.ndarray  # (T,)
+    seconds: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def n_frames(self) -> int:
+        return self.pose.shape[1]
+
+
+def plan_dialogue(avatar: Avatar, audio: np.ndarray, roles: str | None = None, pose_from=None,
+                  seed: int = 0) -> Plan:  # fmt: skip
+    """Roles, head poses, listener expressions and blinks for 16 kHz `audio` (steps 1-4)."""
+    fps = avatar.fps
+    n_frames = int(np.floor(len(audio) / io.SAMPLE_RATE * fps + 1e-6))
+    if n_frames < 1:
+        raise ValueError(f"the audio lasts {len(audio) / io.SAMPLE_RATE:.3f} s: too short for one frame")
+    audio = audio[: int(round(n_frames / fps * io.SAMPLE_RATE))]
+    clock, seconds = time.perf_counter(), {}
+    zcr, rms = au.zcr_rms(audio, io.SAMPLE_RATE, fps, n_frames)
+    log_mel = au.log_mel(audio)
+    mel = au.mel_windows(log_mel, fps, n_frames)
+    seconds["audio"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    if roles is not None:
+        who = parse_roles(roles, n_frames, fps)
+    else:
+        who = assign_roles(audio, log_mel, n_frames, fps, avatar.voice_prints, avatar.voice_spread)
+    seconds["roles"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    notes = list(who.warnings)
+    if pose_from is not None:
+        pose = replayed_poses(pose_from, n_frames, avatar)
+        outside = (pose < avatar.pose_range[:, None, 0] - 1e-6) | (
+            pose > avatar.pose_range[:, None, 1] + 1e-6
+        )
+        if outside[..., :3].any():
+            share = outside[..., :3].any(-1).mean()
+            notes.append(
+                f"{pose_from}: {100 * share:.0f}% of the frames turn a head beyond what training saw"
+            )
+    else:
+        pose = avatar.pose.generate(zcr, rms, who.speaking, fps)
+        pose = np.clip(pose, avatar.pose_range[:, None, 0], avatar.pose_range[:, None, 1])
+    speaker_pose = pose[speaker_track(who.speaking), np.arange(n_frames)]
+    listening = avatar.listener.generate(zcr, rms, speaker_pose, who.speaking)  # (T, K), relative
+    expression = (listening[None] + avatar.listener.exp_mean[:, None]).astype(np.float32)  # where one listens
+    blink = avatar.blinks.generate(who.speaking, fps, seed)
+    seconds["motion"] = time.perf_counter() - clock
+    return Plan(fps, audio, who, pose.astype(np.float32), expression, blink, mel, rms, seconds, notes)
+
+
+def replayed_poses(source, n_frames: int, avatar: Avatar) -> np.ndarray:
+    """Head poses (2, T, 6) from a `.npy` of (2, T, 6) or (T, 6) poses, or from a prepared folder,
+    moved onto each avatar person's mean pose and looped or cut to `n_frames`."""
+    source = Path(source)
+    if source.is_dir() or source.suffix == ".npz":
+        from minitalk.prepare import data
+
+        pose = data.load_tracks(source if source.is_dir() else source.parent)["pose"]
+    elif source.suffix == ".npy":
+        pose = np.load(source, allow_pickle=False)
+    else:
+        raise ValueError(f"{source}: --pose-from takes a .npy of poses or a prepared folder")
+    pose = np.asarray(pose, np.float64)
+    if pose.ndim == 2:
+        pose = np.stack([pose, pose])
+    if pose.ndim != 3 or pose.shape[0] != 2 or pose.shape[2] != 6 or not np.isfinite(pose).all():
+        raise ValueError(f"{source}: poses must be finite, (2, T, 6) or (T, 6); got {pose.shape}")
+    pose = pose[:, np.arange(n_frames) % pose.shape[1]]
+    return pose - pose.mean(axis=1, keepdims=True) + avatar.pose.pose_mean[:, None]
+
+
+@torch.no_grad()
+def face_states(avatar: Avatar, plan: Plan, device, chunk: int = 256) -> torch.Tensor:
+    """(2, T, K + 1) face states: a speaker's coefficients predicted from the audio by the model's
+    audio encoder, a listener's generated; blinks generated for both."""
+    model = avatar.model
+    windows = model.config.smooth_frames
+    offsets = np.arange(windows) - windows // 2
+    scale = torch.from_numpy(avatar.expression_scale)
+    out = []
+    for p in range(2):
+        rows = []
+        for a in range(0, plan.n_frames, chunk):  # mel windows of W frames: bounded memory at any length
+            t = np.arange(a, min(a + chunk, plan.n_frames))
+            idx = np.clip(t[:, None] + offsets, 0, plan.n_frames - 1)
+            mel = torch.from_numpy(plan.mel[idx].astype(np.float32))
+            exp = torch.from_numpy(plan.expression[p, t]) / scale
+            inputs = (
+                mel,
+                exp,
+                torch.from_numpy(plan.blink[p, t]),
+                torch.from_numpy(plan.roles.speaking[p, t]),
+            )
+            rows.append(model.face_state(*(x.to(device) for x in inputs)).cpu())
+        out.append(torch.cat(rows))
+    return torch.stack(out)
+
+
+def dialogue_frames(avatar: Avatar, plan: Plan, states: torch.Tensor, size: int, device, stop=None):
+    """The clip's frames, (size, 2 * size, 3) uint8 each, person 0 on the left, one at a time."""
+    cameras = Cameras(avatar.intrinsics, plan.pose, avatar.plates, plan.fps, avatar.model.config.torso_lag_s,
+                      avatar.mean_translation)  # fmt: skip
+    for t in range(plan.n_frames):
+        if stop is not None and stop.requested:
+            raise RenderInterrupted(f"interrupted at frame {t} of {plan.n_frames}")
+        pair = [
+            render_frame(avatar.model, cameras, p, t, device, face_state=states[p, t : t + 1], size=size)
+            for p in range(2)
+        ]
+        yield (np.concatenate(pair, axis=1) * 255 + 0.5).astype(np.uint8)
+
+
+def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None, device=None,
+                    roles: str | None = None, pose_from=None, overwrite: bool = False,
+                    progress: bool = True, seed: int = 0) -> dict:  # fmt: skip
+    """Render a new conversation from the speech in `audio_path` to the mp4 `out`; returns the
+    summary also written to `out` with the suffix .json (frames, seconds, turns, time per stage)."""
+    from tqdm.auto import tqdm
+
+    from minitalk.utils import get_device
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
+    device = device if isinstance(device, torch.device) else get_device(device)
+    size = size or avatar.size
+    start = time.perf_counter()
+    wav = io.read_audio(audio_path)
+    if len(wav) / io.SAMPLE_RATE > MAX_SECONDS:
+        warnings.warn(
+            f"{audio_path}: {len(wav) / io.SAMPLE_RATE / 60:.1f} minutes of audio; rendering takes a while",
+            RenderWarning,
+            stacklevel=2,
+        )
+    plan = plan_dialogue(avatar, wav, roles, pose_from, seed)
+    plan.seconds["audio"] += time.perf_counter() - start - sum(plan.seconds.values())
+    for note in plan.warnings:
+        warnings.warn(f"{audio_path}: {note}", RenderWarning, stacklevel=2)
+    clock = time.perf_counter()
+    avatar.model.to(device)
+    states = face_states(avatar, plan, device)
+    plan.seconds["face_states"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    with stop_on_interrupt() as stop:
+        frames = dialogue_frames(avatar, plan, states, size, device, stop)
+        bar = tqdm(frames, total=plan.n_frames, desc="render", unit="frame", disable=not progress)
+        io.write_video(out, bar, plan.fps, audio=plan.audio)
+    plan.seconds["frames"] = time.perf_counter() - clock
+    summary = {
+        "clip": out.name,
+        "frames": plan.n_frames,
+        "seconds": round(plan.n_frames / plan.fps, 3),
+        "fps": plan.fps,
+        "size": size,
+        "device": str(device),
+        "roles": plan.roles.method,
+        "voice_distance": plan.roles.voice_distance,
+        "turns": plan.roles.turns(plan.fps),
+        "warnings": plan.warnings,
+        "stage_seconds": {k: round(v, 2) for k, v in plan.seconds.items()},
+        "total_seconds": round(time.perf_counter() - start, 2),
+    }
+    summary["frames_per_second"] = round(plan.n_frames / max(plan.seconds["frames"], 1e-9), 2)
+    with atomic_path(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(summary, indent=1) + "\n")
+    plot_tracks(plan, states, avatar, out.with_name(out.stem + "_tracks.png"))
+    return summary
+
+
+def plot_tracks(plan: Plan, states: torch.Tensor, avatar: Avatar, path: Path) -> None:
+    """Who speaks, each head's pitch and each mouth's opening (the avatar's read-out of the face
+    state) over the clip, written atomically as a PNG."""
+    from matplotlib.figure import Figure
+
+    t = np.arange(plan.n_frames) / plan.fps
+    fig = Figure(figsize=(10, 4.5))
+    axes = fig.subplots(3, 1, sharex=True)
+    for p, colour in ((0, "tab:blue"), (1, "tab:orange")):
+        axes[0].fill_between(t, p, p + 0.8 * plan.roles.speaking[p], color=colour, lw=0, label=f"person {p}")
+        axes[1].plot(t, plan.pose[p, :, 0], color=colour, lw=1)
+        axes[2].plot(t, mouth_opening(avatar, states[p]), color=colour, lw=1)
+    axes[0].set_yticks([]), axes[0].set_ylabel("speaks"), axes[0].legend(loc="upper right", fontsize=8)
+    axes[1].set_ylabel("pitch (deg)")
+    axes[2].set_ylabel("mouth"), axes[2].set_xlabel("seconds")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=72, bbox_inches="tight")
+
+
+def mouth_opening(avatar: Avatar, states: torch.Tensor) -> np.ndarray:
+    """(T,) mouth opening read linearly from face states (T, K + 1), as fitted on the training
+    clip's tracks (`Avatar.mouth_readout`)."""
+    exp = states[:, :-1].numpy() * avatar.expression_scale
+    return exp @ avatar.mouth_readout[:-1] + avatar.mouth_readout[-1]

@@ -1,0 +1,139 @@
+"""Who speaks when in new speech, and which of the avatar's two people owns each voice.
+
+The same voice activity and clustering as preparation (`minitalk.prepare.diarize`): voiced
+pieces of about a second, each described by its median pitch and mean MFCC, clustered into two
+voices. New audio has no faces to say whose voice is whose, so each voice goes to the person
+whose voice print is nearest: the mean features of that person's pieces in the training clip,
+kept in the avatar file, compared in units of the training clip's spread of features. Two
+clusters nearest the same print are one voice: its owner speaks, the other listens throughout.
+Silence: both listen. A voice far from both prints (a third person) still goes to the nearer
+one, with a warning.
+
+`--roles` overrides all of it: `0-4.2:0,4.2-9:1` (seconds: person), or a file of such entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from minitalk.prepare.audio import voice_activity
+from minitalk.prepare.diarize import (
+    separation,
+    speaking_from_pieces,
+    split_pieces,
+    two_means,
+    voice_features,
+)
+
+FOREIGN_VOICE = 4.0  # a voice this far from both prints (in spreads of the training clip) is nobody's
+
+
+@dataclass
+class Roles:
+    speaking: np.ndarray  # (2, T) bool
+    method: str  # "voices", "one voice", "silence" or "given"
+    voice_distance: list[float] = field(default_factory=list)  # per voice, to the print it went to
+    warnings: list[str] = field(default_factory=list)
+
+    def turns(self, fps: float) -> list[dict]:
+        """Stretches of one speaker (or nobody, -1) as {"start", "end" (seconds), "speaker"}."""
+        who = np.where(self.speaking[0], 0, np.where(self.speaking[1], 1, -1))
+        cuts = np.flatnonzero(np.diff(who)) + 1
+        bounds = np.concatenate([[0], cuts, [len(who)]])
+        return [
+            {"start": round(a / fps, 3), "end": round(b / fps, 3), "speaker": int(who[a])}
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+
+
+def voice_prints(audio: np.ndarray, log_mel: np.ndarray, speaking: np.ndarray, fps: float):
+    """Each person's voice print (2, 13) and the clip's spread of voice features (13,), from the
+    training clip's 16 kHz audio, its log-mel and who speaks when (2, T). A person who never
+    speaks has a print of NaN."""
+    pieces = split_pieces(voice_activity(audio))
+    prints = np.full((2, 13), np.nan)
+    if not pieces:
+        return prints, np.ones(13)
+    feats = voice_features(audio, pieces, log_mel)
+    owner = []
+    for a, b in pieces:  # the person who speaks over most of the piece's frames, if anyone does
+        frames = slice(int(a * fps), max(int(b * fps), int(a * fps) + 1))
+        share = speaking[:, frames].mean(axis=1)
+        owner.append(int(np.argmax(share)) if share.max() > 0.5 else -1)
+    owner = np.asarray(owner)
+    for p in (0, 1):
+        if (owner == p).any():
+            prints[p] = feats[owner == p].mean(0)
+    return prints, feats.std(0) + 1e-8
+
+
+def assign_roles(
+    audio: np.ndarray,
+    log_mel: np.ndarray,
+    n_frames: int,
+    fps: float,
+    prints: np.ndarray,
+    spread: np.ndarray,
+    min_separation: float = 0.15,
+) -> Roles:
+    """Who speaks when (2, T) in new 16 kHz audio, each voice given to the nearest voice print."""
+    pieces = split_pieces(voice_activity(audio))
+    if not pieces:
+        return Roles(np.zeros((2, n_frames), bool), "silence")
+    feats = voice_features(audio, pieces, log_mel) / spread  # (n, 13) in the training clip's units
+    known = np.isfinite(prints).all(axis=1)
+    scaled = prints / spread
+    standardised = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
+    voice = two_means(standardised)
+    if separation(standardised, voice) < min_separation:
+        voice[:] = 0
+    voices = sorted(set(voice.tolist()))
+    distance = np.array(
+        [[np.linalg.norm(feats[voice == v].mean(0) - scaled[p]) for p in (0, 1)] for v in voices]
+    )
+    distance[:, ~known] = np.inf
+    owner = {v: int(np.argmin(distance[i])) for i, v in enumerate(voices)}
+    if len(voices) == 2 and known.all() and owner[0] != owner[1]:
+        # two voices, two people: the pairing with the smaller total distance
+        swap = distance[0, 1] + distance[1, 0] < distance[0, 0] + distance[1, 1]
+        owner = {0: int(swap), 1: int(not swap)}
+    kept = [distance[i, owner[v]] / np.sqrt(feats.shape[1]) for i, v in enumerate(voices)]
+    roles = Roles(
+        speaking_from_pieces(pieces, np.array([owner[v] for v in voice]), n_frames, fps),
+        "voices" if len(set(owner.values())) == 2 else "one voice",
+        [round(float(d), 3) for d in kept],
+    )
+    for v, d in zip(voices, kept, strict=True):
+        if d > FOREIGN_VOICE:
+            roles.warnings.append(
+                f"a voice unlike either person's (distance {d:.1f}) was given to person {owner[v]}"
+            )
+    return roles
+
+
+def parse_roles(spec: str, n_frames: int, fps: float) -> Roles:
+    """Roles from `0-4.2:0,4.2-9:1` (start-end seconds: person), or from a file holding such entries
+    (commas or new lines); frames outside every entry have both people listening."""
+    path = Path(spec)
+    text = path.read_text() if path.is_file() else spec
+    speaking = np.zeros((2, n_frames), bool)
+    times = (np.arange(n_frames) + 0.5) / fps
+    for entry in text.replace("\n", ",").split(","):
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        try:
+            span, person = entry.split(":")
+            start, end = (float(x) for x in span.split("-"))
+            person = int(person)
+        except ValueError:
+            raise ValueError(
+                f"--roles: cannot read {entry!r}; write START-END:PERSON, e.g. 0-4.2:0"
+            ) from None
+        if person not in (0, 1) or not end > start >= 0:
+            raise ValueError(f"--roles: {entry!r}: the person must be 0 or 1 and 0 <= START < END")
+        speaking[person] |= (times >= start) & (times < end)
+    return Roles(speaking, "given")

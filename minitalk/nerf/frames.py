@@ -1,0 +1,210 @@
+"""A prepared folder as tensors: what training and rendering read (DialogueNeRF IV-B).
+
+`Frames` holds each person's crops, pixel sampling weights, head / torso labels, background
+plates, cameras (intrinsics and per-frame camera-to-head transforms), the torso's pose
+condition, the audio windows, and the face state of every frame (Eq. 1 expression
+coefficients and blink). `Frames.rays` casts the rays of any pixels of any frames through
+`minitalk.nerf.rays_torch.pixel_directions_torch`, the one pixel-to-ray rule.
+
+The held-out frames (`held_out_frames`) are never trained on; every score is taken on them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from minitalk.camera import camera_to_head
+from minitalk.nerf.model import DialogueNeRFConfig
+from minitalk.nerf.rays import pixel_weights
+from minitalk.nerf.rays_torch import pixel_directions_torch
+from minitalk.prepare import data
+from minitalk.prepare.masks import HEAD
+from minitalk.utils import lowpass
+
+MIN_HELD_OUT_FRAMES = 25  # fewer held-out frames than this make the scores noisy: say so
+
+
+def held_out_frames(n_frames: int, fps: float, held_out_s: float = 1.0, short_share: float = 0.1):
+    """(T,) bool: the frames never trained on, scored after training.
+
+    The last `held_out_s` of every ten seconds, so held-out frames fall in every part of
+    the clip; a clip that has none of those (under ten seconds) holds out its last
+    `short_share` instead, so every run is scored on something it never saw.
+    """
+    second = np.arange(n_frames) / fps
+    held = (second % 10.0) >= 10.0 - held_out_s
+    if held_out_s > 0 and not held.any() and n_frames > 1:
+        held[-max(1, int(round(short_share * n_frames))) :] = True
+    return held
+
+
+class Cameras:
+    """Every person's camera in every frame, the torso's condition and the background plates: all
+    that casting rays needs. The prepared frames are one such set (`Frames`); motion generated
+    for new speech is another (`minitalk.dialogue`)."""
+
+    def __init__(self, k: np.ndarray, pose: np.ndarray, plates: np.ndarray, fps: float, torso_lag_s: float,
+                 mean_translation: np.ndarray | None = None):  # fmt: skip
+        """k (P, 3, 3) at the plates' size; pose (P, T, 6) placing each frame's camera; plates
+        (P, S, S, 3) uint8; `mean_translation` (P, 3) centres the torso's condition (default: the
+        poses' own mean, as training saw it)."""
+        self.n_people, self.size = plates.shape[0], plates.shape[1]
+        self.k = torch.from_numpy(np.asarray(k, np.float32))
+        self.c2w = torch.from_numpy(camera_to_head(pose).astype(np.float32))  # (P, T, 4, 4)
+        self.et = torch.from_numpy(pose_condition(pose, fps, torso_lag_s, mean_translation))  # (P, T, E)
+        self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
+        self._plates = {self.size: self.background}
+
+    def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor,
+             size: int | None = None) -> dict:  # fmt: skip
+        """Rays through pixels (flat indices) of frames (person, frame), all (N,).
+
+        `size` puts the pixels on a finer (or coarser) size x size grid over the same view, as a
+        field renders at any resolution: the camera's pixel units scale by size / self.size, and
+        the background plate is resampled (`plates`).
+        """
+        size = size or self.size
+        xy = torch.stack([pixel % size, pixel // size], -1).float()  # (N, 2)
+        d_cam = pixel_directions_torch(self.k[person], xy, scale=self.size / size)
+        c2w = self.c2w[person, frame]
+        return {
+            "o_head": c2w[:, :3, 3],
+            "d_head": torch.einsum("nij,nj->ni", c2w[:, :3, :3], d_cam),
+            "d_cam": d_cam,
+            "person": person,
+            "et": self.et[person, frame],
+            "background": self.plates(size)[person, pixel],
+        }
+
+    def plates(self, size: int) -> torch.Tensor:
+        """The background plates (P, size * size, 3), resampled bilinearly to size x size (cached)."""
+        if size not in self._plates:
+            square = self.background.reshape(self.n_people, self.size, self.size, 3).permute(0, 3, 1, 2)
+            resized = F.interpolate(square, (size, size), mode="bilinear", antialias=True)
+            self._plates[size] = resized.permute(0, 2, 3, 1).reshape(self.n_people, -1, 3).contiguous()
+        return self._plates[size]
+
+
+class Frames(Cameras):
+    """A prepared folder as tensors: images, pixel weights, cameras, face states, boxes."""
+
+    def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0, smooth_frames: int = 8,
+                 mouth_weight: float = 4.0, torso_lag_s: float = 0.5):  # fmt: skip
+        tracks = data.load_tracks(folder)
+        labels, plates = data.load_masks(folder)
+        self.fps = float(tracks["fps"])
+        self.images = torch.from_numpy(np.stack([data.read_person_frames(folder, p) for p in range(2)]))
+        self.n_people, self.n_frames, self.size = self.images.shape[:3]
+        self.landmarks = tracks["landmarks"]  # (P, T, 478, 3) in crop pixels
+        mouths = mouth_boxes(self.landmarks, labels.shape[-1])
+        weights = pixel_weights(labels == HEAD, mouths, face_weight, mouth_weight)
+        self.weights = torch.from_numpy(weights.reshape(self.n_people, self.n_frames, -1))
+        self.labels = torch.from_numpy(labels.reshape(self.n_people, self.n_frames, -1))  # 0, 1 torso, 2 head
+        pose = frame_poses(tracks)
+        super().__init__(tracks["intrinsics"], pose, plates, self.fps, torso_lag_s)
+        self.pose = torch.from_numpy(pose.astype(np.float32))  # (P, T, 6)
+        self.mel = torch.from_numpy(tracks["mel"].astype(np.float32))  # (T, 16, 80)
+        offsets = np.arange(smooth_frames) - smooth_frames // 2
+        self.mel_index = torch.from_numpy(
+            np.clip(np.arange(self.n_frames)[:, None] + offsets, 0, self.n_frames - 1)
+        )
+        exp = tracks["expression"].astype(np.float32)
+        self.expression = torch.from_numpy(exp / (exp.reshape(-1, exp.shape[-1]).std(0) + 1e-8))
+        self.blink = torch.from_numpy(tracks["blink"].astype(np.float32))
+        self.speaking = torch.from_numpy(tracks["speaking"])
+        self.mouth = tracks["mouth"]
+        self.held_out = torch.from_numpy(held_out_frames(self.n_frames, self.fps, held_out_s))  # (T,)
+        self.head_box = head_box(tracks["face3d"])
+        self.torso_boxes = torso_boxes(pose)
+
+    @classmethod
+    def for_run(cls, folder, train_settings: dict, mcfg: DialogueNeRFConfig) -> Frames:
+        """The frames as a training run saw them; `train_settings` is its `TrainConfig` as a dict
+        (as checkpoints store it), so rendering needs no training code to rebuild them."""
+        keys = ("face_weight", "held_out_s", "mouth_weight")
+        settings = {k: train_settings[k] for k in keys if k in train_settings}
+        return cls(folder, smooth_frames=mcfg.smooth_frames, torso_lag_s=mcfg.torso_lag_s, **settings)
+
+    def face_state_inputs(self, person: torch.Tensor, frame: torch.Tensor) -> tuple:
+        """What `DialogueNeRF.face_state` takes for frames (person, frame) (B,)."""
+        mel = self.mel[self.mel_index[frame]]  # (B, W, 16, 80)
+        return mel, self.expression[person, frame], self.blink[person, frame], self.speaking[person, frame]
+
+    def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor,
+             size: int | None = None) -> dict:  # fmt: skip
+        """`Cameras.rays`, with the tracked pose and face state from which
+        `DialogueNeRF.corrected_rays` corrects each frame's camera."""
+        tracked = torch.cat([self.expression[person, frame], self.blink[person, frame, None]], -1)
+        return {**super().rays(person, frame, pixel, size), "pose": self.pose[person, frame],
+                "tracked_state": tracked}  # fmt: skip
+
+    def target(self, person, frame, pixel) -> torch.Tensor:
+        """True colours (N, 3) in 0..1 of pixels (flat indices) of frames (person, frame)."""
+        flat = (person * self.n_frames + frame) * self.size * self.size + pixel
+        return self.images.reshape(-1, 3)[flat].float() / 255
+
+
+def frame_poses(tracks: dict) -> np.ndarray:
+    """The head pose (P, T, 6) that places each frame's camera: the frame's own PnP solution
+    (`pose_raw`), not the smoothed `pose` (which is finite exactly where `pose_raw` is).
+
+    Smoothing trades each frame's fit to its own landmarks for a steady track, which is what a
+    pose model should learn from; the field instead learns sharp outlines only from cameras that
+    match their images (docs/results.md, "Cameras from each frame's own PnP pose").
+    """
+    return tracks["pose_raw"].astype(np.float64)
+
+
+def pose_condition(pose: np.ndarray, fps: float, lag_s: float = 0.5, mean_translation=None) -> np.ndarray:
+    """The torso's condition et from head poses (P, T, 6): (P, T, 6), or (P, T, 12) with lag_s > 0.
+
+    Euler angles in units of 30 degrees and translations in decimetres from the person's mean
+    position; with a lag, the same pose smoothed causally (a first-order low-pass of time
+    constant lag_s) follows: a body trails its head, so where the shoulders are depends on
+    where the head has been, not only where it is now.
+    """
+    mean_t = (
+        pose[..., 3:].mean(axis=1, keepdims=True) if mean_translation is None else mean_translation[:, None]
+    )
+    et = np.concatenate([pose[..., :3] / 30.0, (pose[..., 3:] - mean_t) * 10.0], axis=-1)
+    if lag_s > 0:
+        trail = np.moveaxis(lowpass(np.moveaxis(et, 1, -1), fps, lag_s), -1, 1)  # along time
+        et = np.concatenate([et, trail], axis=-1)
+    return et.astype(np.float32)
+
+
+def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(..., S, S) bool: a box around each frame's mouth (corners and lips, widened by half the
+    mouth's width) from the tracked landmarks (..., 478, 3) in crop pixels."""
+    from minitalk.prepare.face import LIP_LOWER_INNER, MOUTH_CORNERS
+
+    corners = landmarks[..., list(MOUTH_CORNERS), :2]  # (..., 2, 2)
+    centre = (corners.mean(axis=-2) + landmarks[..., LIP_LOWER_INNER, :2]) / 2
+    half = 0.75 * np.linalg.norm(corners[..., 0, :] - corners[..., 1, :], axis=-1)  # (...,)
+    grid = np.arange(size) + 0.5
+    inside_x = np.abs(grid - centre[..., 0, None]) <= half[..., None]  # (..., S)
+    inside_y = np.abs(grid - centre[..., 1, None]) <= 0.6 * half[..., None]
+    return inside_y[..., :, None] & inside_x[..., None, :]
+
+
+def head_box(face3d: np.ndarray) -> np.ndarray:
+    """(2, 3) box in the head frame around both canonical faces: hair above, skull behind, no neck."""
+    lo, hi = face3d.min(axis=(0, 1)), face3d.max(axis=(0, 1))
+    height = hi[1] - lo[1]
+    return np.array(
+        [
+            [lo[0] - 0.03, lo[1] - 0.35 * height, lo[2] - 0.02],
+            [hi[0] + 0.03, hi[1] + 0.05 * height, lo[2] + 0.2],
+        ],
+        np.float32,
+    )
+
+
+def torso_boxes(pose: np.ndarray) -> np.ndarray:
+    """(P, 2, 3) camera-frame boxes below each person's mean head position, shoulders wide."""
+    t = pose[..., 3:].mean(axis=1)  # (P, 3)
+    lo = t + np.array([-0.32, -0.02, -0.15])
+    hi = t + np.array([0.32, 0.5, 0.3])
+    return np.stack([lo, hi], axis=1).astype(np.float32)

@@ -1,0 +1,324 @@
+"""Volume rendering: alpha compositing along rays (DialogueNeRF Eq. 4-5; NeRF Eq. 3).
+
+For samples i = 1..S along a ray with densities sigma_i, colours c_i and
+lengths delta_i,
+
+    alpha_i = 1 - exp(-sigma_i delta_i)
+    T_i     = exp(-sum_{j<i} sigma_j delta_j)          (transmittance)
+    w_i     = T_i alpha_i                               (weights: >= 0, sum <= 1)
+    C       = sum_i w_i c_i + (1 - sum_i w_i) c_bg      (the background is the last sample)
+
+DialogueNeRF IV-B composites head and torso samples of the same pixel ray
+together, in depth order, with the background plate behind them:
+`depth_order` sorts the two sets together once, and `in_depth_order` puts any
+per-sample values of them in that order before compositing.
+
+Two layouts: padded (N_rays, N_samples), and packed (all kept samples of all
+rays in one array, ray r owning [offsets[r], offsets[r] + counts[r])), which is
+what occupancy-grid marching produces. The torch functions are differentiable
+and run on any device; the NumPy and Numba twins exist for checking and speed
+measurements.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from minitalk.nerf.kernels import composite_numba, composite_packed_numba  # noqa: F401  (re-exported beside their references)
+from minitalk.nerf.rays import box_samples
+from minitalk.utils import keep_freed_memory
+
+# --- padded samples (N_rays, N_samples) ------------------------------------------------------
+
+
+def deltas(t_vals: torch.Tensor) -> torch.Tensor:
+    """Sample lengths (N, S): gaps to the next sample, the last repeating the one before."""
+    d = t_vals[:, 1:] - t_vals[:, :-1]
+    return torch.cat([d, d[:, -1:]], dim=1)
+
+
+def transmittance(tau):
+    """T_i = exp(-sum_{j<i} tau_j) for padded samples (N, S) of optical thickness tau = sigma delta:
+    the light left before each."""
+    return torch.exp(-(torch.cumsum(tau, dim=1) - tau))  # exclusive sum: T_1 = 1
+
+
+def composite(sigma, rgb, t_vals, dt=None, background=None):
+    """Composite padded samples. sigma (N, S), rgb (N, S, 3), t_vals (N, S), background (N, 3) or (3,).
+
+    Returns colour (N, 3), opacity (N,), depth (N,) and weights (N, S).
+    """
+    dt = deltas(t_vals) if dt is None else dt
+    tau = sigma * dt
+    weights = transmittance(tau) * -torch.expm1(-tau)  # T_i alpha_i; expm1 keeps thin samples exact
+    colour = (weights[..., None] * rgb).sum(dim=1)  # (N, 3)
+    opacity = weights.sum(dim=1)
+    depth = (weights * t_vals).sum(dim=1)
+    if background is not None:
+        colour = colour + (1.0 - opacity)[:, None] * background
+    return colour, opacity, depth, weights
+
+
+def depth_order(t_a, t_b):
+    """Two padded sample sets of the same rays, t_a (N, A) and t_b (N, B), in one depth order.
+
+    Returns t (N, A + B) sorted and `order`, the index of each into [set a | set b]
+    (for `in_depth_order`).
+    """
+    return torch.sort(torch.cat([t_a, t_b], dim=1), dim=1)
+
+
+def in_depth_order(order, x_a, x_b):
+    """Per-sample values of set a (N, A, ...) and set b (N, B, ...) put in `depth_order`'s order."""
+    x = torch.cat([x_a, x_b], dim=1)
+    idx = order.reshape(*order.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, idx)
+
+
+def composite_numpy(sigma, rgb, dt, background):
+    """NumPy reference of `composite` (dt given)."""
+    tau = sigma.astype(np.float64) * dt
+    weights = np.exp(-(np.cumsum(tau, axis=1) - tau)) * (1.0 - np.exp(-tau))
+    opacity = weights.sum(1)
+    colour = (weights[..., None] * rgb).sum(1) + (1 - opacity)[:, None] * background
+    return colour.astype(np.float32), opacity.astype(np.float32), weights.astype(np.float32)
+
+
+# --- packed samples --------------------------------------------------------------------------
+
+
+def composite_packed(sigma, rgb, t, dt, offsets, counts, background=None):
+    """Composite packed samples: sigma (M,), rgb (M, 3), t (M,), dt (M,); offsets, counts (N,).
+
+    Transmittance restarts at each ray: an exclusive running sum over all
+    samples, minus its value where the ray begins. Sums run in float64 so that
+    long packed arrays keep their precision. Returns colour (N, 3), opacity (N,),
+    depth (N,) and weights (M,).
+    """
+    n = counts.shape[0]
+    ray = torch.repeat_interleave(torch.arange(n, device=sigma.device), counts)  # (M,) owner of each
+    tau = (sigma * dt).double()
+    exclusive = torch.cumsum(tau, 0) - tau
+    start = exclusive[offsets.clamp(max=max(len(tau) - 1, 0))] if len(tau) else exclusive
+    transmittance = torch.exp(-(exclusive - start[ray])).to(sigma.dtype)
+    weights = transmittance * (1.0 - torch.exp(-(sigma * dt)))
+    colour = torch.zeros(n, 3, dtype=rgb.dtype, device=rgb.device).index_add(0, ray, weights[:, None] * rgb)
+    opacity = torch.zeros(n, dtype=sigma.dtype, device=sigma.device).index_add(0, ray, weights)
+    depth = torch.zeros(n, dtype=t.dtype, device=t.device).index_add(0, ray, weights * t)
+    if background is not None:
+        colour = colour + (1.0 - opacity)[:, None] * background
+    return colour, opacity, depth, weights
+
+
+# --- the renderer: fields as callables (nerfacc's volrend style) ------------------------------
+#
+# A field is a callable `field(unit (M, 3), ray_of (M,), rows=None, colour=True) -> (sigma (M,),
+# rgb (M, 3) or None)` over points in its unit box (`DialogueNeRF.fields` binds the per-ray
+# inputs). The renderer draws samples in each field's box, asks the fields only about samples in
+# occupied cells, merges head and torso samples of a ray in depth order and composites them in
+# front of the background (DialogueNeRF IV-B). It never imports a model.
+
+
+def sample_fields(boxes: dict, person: torch.Tensor, jitter: bool = True) -> dict:
+    """Stratified samples in each field's box (`DialogueNeRF.sample_boxes`), per field:
+    t (N, S) along the ray, unit (N * S, 3) the points in the unit box, and keep (N * S,), True
+    for samples in the box and, with occupancy grids, in an occupied cell."""
+    out = {}
+    for name, (o, d, lo, hi, count, occupied) in boxes.items():
+        n = len(d)
+        u = torch.rand(n, count, device=d.device) if jitter else torch.full((n, count), 0.5, device=d.device)
+        t, unit, keep = box_samples(o, d, lo, hi, u, occupied, person)
+        if o.requires_grad:  # the points again, differentiably in the camera (the sampler is not)
+            unit = 2 * (o[:, None] + t[..., None] * d[:, None] - lo[:, None]) / (hi - lo)[:, None] - 1
+        out[name] = (t, unit.reshape(-1, 3), keep.reshape(-1))
+    return out
+
+
+def _evaluate(field, unit, ray_of, rows=None, colour: bool = True):
+    """A field at the kept points; nothing to evaluate when every sample was skipped."""
+    if len(unit) == 0:
+        return unit.new_zeros(0), unit.new_zeros(0, 3) if colour else None
+    return field(unit, ray_of, rows, colour=colour)
+
+
+def visible_samples(t, order, t_head, sigma_head, sigma_torso, keep_head, keep_torso, min_transmittance):
+    """Which kept samples along each ray can still show: those whose transmittance through head and
+    torso merged in depth order (the composite) is at least `min_transmittance`, and head samples
+    whose transmittance through the head alone is (the head's silhouette term sees the head alone,
+    with its own sample lengths, which are longer than the merged ones: neither bound holds the other).
+
+    t_head, sigma_head (N, A), sigma_torso (N, B); t, order (N, A + B) from `depth_order`;
+    keep_* flat (N * A,) and (N * B,). Instant-NGP trains this way: one pass of densities without
+    gradients finds where each ray turns opaque, and only the samples in front of that go through
+    the network again, with gradients. A sample behind adds at most its transmittance to the
+    colour and the opacities, and about as little to any gradient.
+    """
+    a = t_head.shape[1]
+    sigma = in_depth_order(order, sigma_head, sigma_torso)
+    merged = transmittance(sigma * deltas(t))
+    shows = torch.empty_like(merged).scatter_(1, order, merged) >= min_transmittance
+    head_alone = transmittance(sigma_head * deltas(t_head))
+    head_shows = shows[:, :a] | (head_alone >= min_transmittance)
+    torso_shows = shows[:, a:]
+    return keep_head & head_shows.reshape(-1), keep_torso & torso_shows.reshape(-1)
+
+
+def composite_fields(samples: dict, fields: dict, background: torch.Tensor, parts: bool = False,
+                     min_transmittance: float = 0.0) -> dict:  # fmt: skip
+    """Composite head, torso and background for a batch of rays (differentiable).
+
+    `samples` from `sample_fields`, `fields` the two callables, background (N, 3). Only the
+    kept samples go through the fields; the rest have zero density. Returns colour, opacity (of
+    head and torso together), head_opacity, depth and the number of samples evaluated, with
+    `parts` also the head-only and torso-only colours. With `min_transmittance` > 0, samples
+    hidden behind what lies in front of them are left out (`visible_samples`).
+    """
+    (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = samples["head"], samples["torso"]
+    n = len(t_h)
+
+    def evaluate(field, t, unit, keep, colour=True):
+        """The field at the kept samples; zero density (and colour) at the others, (N, S)."""
+        count = t.shape[1]
+        index = torch.nonzero(keep)[:, 0]
+        ray_of = torch.div(index, count, rounding_mode="floor")
+        sigma, rgb = _evaluate(field, unit.index_select(0, index), ray_of, colour=colour)
+        full_sigma = t.new_zeros(n * count).index_copy(0, index, sigma).reshape(n, count)
+        if not colour:
+            return full_sigma, None
+        full_rgb = t.new_zeros(n * count, 3).index_copy(0, index, rgb)
+        return full_sigma, full_rgb.reshape(n, count, 3)
+
+    t, order = depth_order(t_h, t_t)  # head and torso samples along each ray, merged
+    if min_transmittance > 0:  # densities alone: where does each ray turn opaque?
+        with torch.no_grad():
+            sigma_h = evaluate(fields["head"], t_h, unit_h, keep_h, colour=False)[0]
+            sigma_t = evaluate(fields["torso"], t_t, unit_t, keep_t, colour=False)[0]
+        keep_h, keep_t = visible_samples(t, order, t_h, sigma_h, sigma_t, keep_h, keep_t, min_transmittance)
+    sigma_h, rgb_h = evaluate(fields["head"], t_h, unit_h, keep_h)
+    sigma_t, rgb_t = evaluate(fields["torso"], t_t, unit_t, keep_t)
+    sigma = in_depth_order(order, sigma_h, sigma_t)
+    rgb = in_depth_order(order, rgb_h, rgb_t)
+    colour, opacity, depth, _ = composite(sigma, rgb, t, background=background)
+    out = {
+        "colour": colour,
+        "opacity": opacity,
+        "head_opacity": 1.0 - torch.exp(-(sigma_h * deltas(t_h)).sum(dim=1)),
+        "depth": depth,
+        "samples": int(keep_h.sum() + keep_t.sum()),
+    }
+    if parts:
+        out["head"] = composite(sigma_h, rgb_h, t_h, background=background)[0]
+        out["torso"] = composite(sigma_t, rgb_t, t_t, background=background)[0]
+    return out
+
+
+@torch.no_grad()
+def composite_front_to_back(samples: dict, fields: dict, background: torch.Tensor, slab: int = 8,
+                            min_transmittance: float = 1e-3) -> dict:  # fmt: skip
+    """`composite_fields`' colour (unjittered samples), front to back with early ray termination.
+
+    The merged head and torso samples are evaluated `slab` depths at a time, and a ray whose
+    transmittance has fallen below `min_transmittance` takes no further samples (Instant-NGP's
+    inference marching): behind an opaque face nothing can show. The colour differs from
+    `composite_fields` by at most `min_transmittance` (0 gives the same samples exactly).
+    Returns colour, opacity and the number of samples evaluated.
+    """
+    (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = samples["head"], samples["torso"]
+    n, s_h = t_h.shape
+    t, order = depth_order(t_h, t_t)  # (N, S): merged depth order
+    keep = in_depth_order(order, keep_h.reshape(n, -1), keep_t.reshape(n, -1))
+    dt = deltas(t)
+    units = torch.cat([unit_h.reshape(n, s_h, 3), unit_t.reshape(n, -1, 3)], dim=1).reshape(-1, 3)
+    units_per_ray = t.shape[1]
+    colour = torch.zeros(n, 3, device=t.device)
+    trans = torch.ones(n, device=t.device)
+    evaluated = 0
+    for j in range(0, t.shape[1], slab):
+        width = min(slab, t.shape[1] - j)
+        live = keep[:, j : j + width] & (trans > min_transmittance)[:, None]
+        flat = torch.nonzero(live.reshape(-1))[:, 0]  # the slab's samples still to evaluate
+        ray = torch.div(flat, width, rounding_mode="floor")
+        which = order[:, j : j + width].reshape(-1).index_select(0, flat)  # into [head | torso] samples
+        is_head = which < s_h
+        sigma = torch.zeros(len(flat), device=t.device)
+        rgb = torch.zeros(len(flat), 3, device=t.device)
+        for mask, field in ((is_head, fields["head"]), (~is_head, fields["torso"])):
+            mine = torch.nonzero(mask)[:, 0]
+            if len(mine):  # per-ray inputs of the rays that still sample, not of all N
+                r = ray.index_select(0, mine)
+                rows, ray_of = torch.unique_consecutive(r, return_inverse=True)
+                points = units.index_select(0, r * units_per_ray + which.index_select(0, mine))
+                s, c = field(points, ray_of, rows)
+                sigma.index_copy_(0, mine, s)
+                rgb.index_copy_(0, mine, c)
+        evaluated += len(flat)
+        slab_sigma = t.new_zeros(n * width).index_copy_(0, flat, sigma).reshape(n, width)
+        slab_rgb = t.new_zeros(n * width, 3).index_copy_(0, flat, rgb).reshape(n, width, 3)
+        cols = slice(j, j + width)  # the slab composited alone, then seen through what lies in front
+        slab_colour, slab_opacity, _, _ = composite(slab_sigma, slab_rgb, t[:, cols], dt[:, cols])
+        colour += trans[:, None] * slab_colour
+        trans = trans * (1.0 - slab_opacity)
+    colour += trans[:, None] * background
+    return {"colour": colour, "opacity": 1.0 - trans, "samples": evaluated}
+
+
+def render_rays(model, rays: dict, face_state: torch.Tensor, jitter: bool = True, parts: bool = False,
+                min_transmittance: float = 0.0) -> dict:  # fmt: skip
+    """A DialogueNeRF's picture of a batch of rays (`Frames.rays` gives `rays`; `face_state`
+    (N, K + 1) from `DialogueNeRF.face_state`): the camera corrected, samples drawn, composited."""
+    rays = model.corrected_rays(rays)
+    samples = sample_fields(model.sample_boxes(rays), rays["person"], jitter)
+    return composite_fields(
+        samples, model.fields(rays, face_state), rays["background"], parts, min_transmittance
+    )
+
+
+@torch.no_grad()
+def render_rays_front_to_back(model, rays: dict, face_state: torch.Tensor, slab: int = 8,
+                              min_transmittance: float = 1e-3) -> dict:  # fmt: skip
+    """`render_rays(jitter=False)`'s colour by `composite_front_to_back`, for whole frames."""
+    rays = model.corrected_rays(rays)
+    samples = sample_fields(model.sample_boxes(rays), rays["person"], jitter=False)
+    fields = model.fields(rays, face_state)
+    return composite_front_to_back(samples, fields, rays["background"], slab, min_transmittance)
+
+
+# --- whole frames of a trained model ------------------------------------------------------------
+
+
+@torch.no_grad()
+def render_frame(model, frames, person: int, frame: int, device, chunk: int = 16384,
+                 parts: bool = False, face_state=None, size: int | None = None):  # fmt: skip
+    """A whole (S, S, 3) image (and with `parts` the head-only and torso-only images).
+
+    `face_state` (1, K + 1) replaces the frame's own (`DialogueNeRF.face_state`): to render
+    a frame with another frame's audio or with an edited expression. `size` renders the same view
+    at another resolution than the frames' own S (`Frames.rays`). Rendering runs front to back
+    with early ray termination (`render_rays_front_to_back`) unless `parts` are asked for.
+    """
+    keep_freed_memory()
+    size = size or frames.size
+    n = size * size
+    pixel = torch.arange(n)
+    p = torch.full((n,), person, dtype=torch.long)
+    f = torch.full((n,), frame, dtype=torch.long)
+    if face_state is None:
+        one = torch.tensor([person]), torch.tensor([frame])
+        face_state = model.face_state(*(x.to(device) for x in frames.face_state_inputs(*one)))
+    keys = ("colour", "head", "torso") if parts else ("colour",)
+    out = {k: [] for k in keys}
+    for i in range(0, n, chunk):
+        rays = {
+            k: v.to(device)
+            for k, v in frames.rays(p[i : i + chunk], f[i : i + chunk], pixel[i : i + chunk], size).items()
+        }
+        state = face_state.to(device).expand(len(rays["person"]), -1)
+        if parts:
+            res = render_rays(model, rays, state, jitter=False, parts=True)
+        else:
+            res = render_rays_front_to_back(model, rays, state)
+        for k in keys:
+            out[k].append(res[k].cpu())
+    imgs = {k: torch.cat(v).reshape(size, size, 3).clamp(0, 1).numpy() for k, v in out.items()}
+    return imgs if parts else imgs["colour"]
