@@ -224,3 +224,18 @@ def test_long_audio_warns(avatar, work, monkeypatch):
         dialogue_render.render_dialogue(
             avatar, work / "silence.wav", work / "long.mp4", size=16, progress=False
         )
+
+
+def test_a_third_voice_goes_to_the_nearer_person_with_a_warning(avatar, new_speech):
+    """Person 1, person 0, then a stranger (person 0's speech lowered by seven semitones)."""
+    import librosa
+
+    rate = io.SAMPLE_RATE
+    turns = speech.script_turns(new_speech, speech.NEW_SCRIPT, rate)
+    one, zero = (new_speech[int(turns[i, 1] * rate) : int((turns[i, 1] + 3) * rate)] for i in (0, 1))
+    stranger = librosa.effects.pitch_shift(zero, sr=rate, n_steps=-7).astype(np.float32)
+    gap = np.zeros(rate // 2, np.float32)
+    plan = dialogue_render.plan_dialogue(avatar, np.concatenate([one, gap, zero, gap, stranger]))
+    first = [t["speaker"] for t in plan.roles.turns(plan.fps) if t["speaker"] >= 0][:2]
+    assert first == [1, 0]
+    assert any("unlike either person's" in w for w in plan.roles.warnings)

@@ -62,14 +62,19 @@ def test_layout():
 
 
 @pytest.mark.parametrize(
-    "cmd",
-    [["minitalk", "--help"], [sys.executable, "-m", "minitalk", "--help"], ["minitalk", "demo", "--help"]],
+    ("cmd", "names"),
+    [
+        (["minitalk", "--help"], ["demo", "prepare", "train", "render"]),
+        ([sys.executable, "-m", "minitalk", "--help"], ["demo", "render"]),
+        (["minitalk", "demo", "--help"], ["--sample"]),
+        (["minitalk", "render", "--help"], ["AVATAR", "--roles", "--overwrite"]),
+    ],
 )
-def test_command_line_help(cmd):
+def test_command_line_help(cmd, names):
     if cmd[0] == "minitalk":
         cmd[0] = str(Path(sys.executable).with_name("minitalk"))
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    assert "usage:" in out and "demo" in out
+    assert "usage:" in out and all(name in out for name in names)
 
 
 def test_demo_names_a_missing_sample(tmp_path):

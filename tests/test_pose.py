@@ -144,3 +144,31 @@ def test_cuda_matches_cpu():
     np.testing.assert_allclose(
         cpu.generate(zcr, rms, speaking), gpu.generate(zcr, rms, speaking), atol=1e-3, rtol=1e-3
     )
+
+
+def test_the_listener_expression_responds_to_the_speaker_on_held_out_frames():
+    """A listener who smiles (coefficient 0) a little after the speaker gets loud: learned from 80%
+    of every turn, the response is generated on the held-out 20%, turn by turn."""
+    from minitalk.pose.face_state import ListenerConfig, ListenerExpression
+
+    pose, speaking, zcr, rms = synthetic_conversation()
+    speaker = speaker_track(speaking)
+    smile = np.convolve(np.convolve(rms, np.hanning(9), "same"), np.ones(6) / 6)[: len(rms)]
+    smile = np.concatenate([np.zeros(4), smile[:-4]])  # 4 frames later
+    rng = np.random.default_rng(0)
+    expression = 0.05 * rng.standard_normal((2, len(rms), 4)).astype(np.float32)
+    for p in range(2):
+        expression[p, speaker != p, 0] += 2.0 * smile[speaker != p]
+    held = held_out_mask(speaking)
+    small = ListenerConfig(channels=16, levels=4, epochs=25, window=60, stride=1, batch=32, dropout=0.0)
+    model = ListenerExpression(4, small).fit(expression, pose, speaking, zcr, rms, ~held)
+    t = np.arange(len(rms))
+    generated = model.generate(zcr, rms, pose[speaker, t], speaking)[:, 0]  # relative to the mean
+    real = expression[1 - speaker, t, 0] - model.exp_mean[1 - speaker, 0]
+    assert metrics.correlation(generated[held], real[held]) > 0.7
+    state = model.state_dict()
+    again = ListenerExpression.from_state_dict(state)
+    np.testing.assert_array_equal(
+        again.generate(zcr, rms, pose[speaker, t], speaking),
+        model.generate(zcr, rms, pose[speaker, t], speaking),
+    )

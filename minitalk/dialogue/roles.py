@@ -4,10 +4,10 @@ The same voice activity and clustering as preparation (`minitalk.prepare.diarize
 pieces of about a second, each described by its median pitch and mean MFCC, clustered into two
 voices. New audio has no faces to say whose voice is whose, so each voice goes to the person
 whose voice print is nearest: the mean features of that person's pieces in the training clip,
-kept in the avatar file, compared in units of the training clip's spread of features. Two
-clusters nearest the same print are one voice: its owner speaks, the other listens throughout.
-Silence: both listen. A voice far from both prints (a third person) still goes to the nearer
-one, with a warning.
+kept in the avatar file, compared in units of the training clip's spread of features. Where
+the pieces do not cluster (one voice, voices alike, a few pieces), each piece goes to its
+nearest print. One voice only: the other person listens throughout; silence: both listen. A
+voice far from both prints (a third person) still goes to the nearer one, with a warning.
 
 `--roles` overrides all of it: `0-4.2:0,4.2-9:1` (seconds: person), or a file of such entries.
 """
@@ -28,7 +28,9 @@ from minitalk.prepare.diarize import (
     voice_features,
 )
 
-FOREIGN_VOICE = 4.0  # a voice this far from both prints (in spreads of the training clip) is nobody's
+# a piece this far from both prints (root mean square over the 13 features, in spreads of the
+# training clip) is taken for nobody's voice: the sample's own voices reach 1.2 on new speech
+FOREIGN_VOICE = 1.4
 
 
 @dataclass
@@ -87,29 +89,31 @@ def assign_roles(
     known = np.isfinite(prints).all(axis=1)
     scaled = prints / spread
     standardised = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
+    to_print = np.linalg.norm(feats[:, None] - scaled[None], axis=-1)  # (n, 2): each piece to each print
+    to_print[:, ~known] = np.inf
     voice = two_means(standardised)
-    if separation(standardised, voice) < min_separation:
-        voice[:] = 0
-    voices = sorted(set(voice.tolist()))
     distance = np.array(
-        [[np.linalg.norm(feats[voice == v].mean(0) - scaled[p]) for p in (0, 1)] for v in voices]
+        [to_print[voice == v].mean(0) if (voice == v).any() else [np.inf] * 2 for v in (0, 1)]
     )
-    distance[:, ~known] = np.inf
-    owner = {v: int(np.argmin(distance[i])) for i, v in enumerate(voices)}
-    if len(voices) == 2 and known.all() and owner[0] != owner[1]:
-        # two voices, two people: the pairing with the smaller total distance
+    nearest = distance.argmin(axis=1)
+    if separation(standardised, voice) >= min_separation and nearest[0] != nearest[1]:
+        # two clusters, each nearest another print: the pairing of least total distance
         swap = distance[0, 1] + distance[1, 0] < distance[0, 0] + distance[1, 1]
-        owner = {0: int(swap), 1: int(not swap)}
-    kept = [distance[i, owner[v]] / np.sqrt(feats.shape[1]) for i, v in enumerate(voices)]
+        person = np.where(voice == 0, int(swap), int(not swap))
+    else:  # no two clusters to trust (one voice, voices alike, few pieces, a third voice): piece by piece
+        person = np.argmin(to_print, axis=1)
+    voices = sorted(set(person.tolist()))
+    kept = [float(to_print[person == p, p].mean()) / np.sqrt(feats.shape[1]) for p in voices]
     roles = Roles(
-        speaking_from_pieces(pieces, np.array([owner[v] for v in voice]), n_frames, fps),
-        "voices" if len(set(owner.values())) == 2 else "one voice",
-        [round(float(d), 3) for d in kept],
+        speaking_from_pieces(pieces, person, n_frames, fps),
+        "voices" if len(voices) == 2 else "one voice",
+        [round(d, 3) for d in kept],
     )
-    for v, d in zip(voices, kept, strict=True):
+    nearest_distance = to_print[np.arange(len(pieces)), person] / np.sqrt(feats.shape[1])
+    for (a, b), p, d in zip(pieces, person, nearest_distance, strict=True):
         if d > FOREIGN_VOICE:
             roles.warnings.append(
-                f"a voice unlike either person's (distance {d:.1f}) was given to person {owner[v]}"
+                f"{a:.1f}-{b:.1f} s: a voice unlike either person's (distance {d:.1f}), given to person {p}"
             )
     return roles
 

@@ -1,23 +1,19 @@
-"""Volume rendering: alpha compositing along rays (DialogueNeRF Eq. 4-5; NeRF Eq. 3).
+"""Volume rendering: compositing (DialogueNeRF Eq. 4-5; NeRF Eq. 3) and the renderer.
 
-For samples i = 1..S along a ray with densities sigma_i, colours c_i and
-lengths delta_i,
+For samples i = 1..S along a ray with densities sigma_i, colours c_i and lengths delta_i,
 
     alpha_i = 1 - exp(-sigma_i delta_i)
     T_i     = exp(-sum_{j<i} sigma_j delta_j)          (transmittance)
     w_i     = T_i alpha_i                               (weights: >= 0, sum <= 1)
     C       = sum_i w_i c_i + (1 - sum_i w_i) c_bg      (the background is the last sample)
 
-DialogueNeRF IV-B composites head and torso samples of the same pixel ray
-together, in depth order, with the background plate behind them:
-`depth_order` sorts the two sets together once, and `in_depth_order` puts any
-per-sample values of them in that order before compositing.
-
-Two layouts: padded (N_rays, N_samples), and packed (all kept samples of all
-rays in one array, ray r owning [offsets[r], offsets[r] + counts[r])), which is
-what occupancy-grid marching produces. The torch functions are differentiable
-and run on any device; the NumPy and Numba twins exist for checking and speed
-measurements.
+DialogueNeRF IV-B composites head and torso samples of the same pixel ray together, in depth
+order, with the background plate behind them (`depth_order`, `in_depth_order`). Compositing
+comes in two layouts, padded (N_rays, N_samples) and packed (ray r owning a run of samples, as
+occupancy-grid marching produces), torch (differentiable, any device) beside NumPy and Numba
+twins. The renderer takes the fields as callables (nerfacc's style): it samples each field's box,
+asks the fields only about samples in occupied cells, and composites, differentiably for
+training or front to back with early ray termination for whole frames (`render_frame`).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from minitalk.nerf.kernels import composite_numba, composite_packed_numba  # noqa: F401  (re-exported beside their references)
+from minitalk.nerf.kernels import composite_numba, composite_packed_numba  # noqa: F401  (beside their references)
 from minitalk.nerf.rays import box_samples
 from minitalk.utils import keep_freed_memory
 

@@ -22,14 +22,20 @@ import numpy as np
 
 
 def frame_windows(
-    audio: np.ndarray, sample_rate: int, fps: float, n_frames: int | None = None, window_s: float = 0.08
+    audio: np.ndarray,
+    sample_rate: int,
+    fps: float,
+    n_frames: int | None = None,
+    window_s: float = 0.08,
+    frames: slice = slice(None),
 ) -> np.ndarray:
-    """Windows (T, W) of audio centred on each video frame, zero-padded at the ends."""
+    """Windows (T, W) of audio centred on each video frame (or on `frames` of them), zero-padded
+    at the ends."""
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if n_frames is None:
         n_frames = int(np.floor(len(audio) / sample_rate * fps))
     width = int(round(window_s * sample_rate))
-    centres = np.round((np.arange(n_frames) + 0.5) * sample_rate / fps).astype(np.int64)
+    centres = np.round((np.arange(n_frames)[frames] + 0.5) * sample_rate / fps).astype(np.int64)
     padded = np.pad(audio, (width, width))
     idx = centres[:, None] - width // 2 + np.arange(width)[None, :] + width  # (T, W)
     return padded[np.clip(idx, 0, len(padded) - 1)]
@@ -38,12 +44,19 @@ def frame_windows(
 def zcr_rms(
     audio: np.ndarray, sample_rate: int, fps: float, n_frames: int | None = None, window_s: float = 0.08
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame zero-crossing rate (0..1) and RMS, each (T,) float32."""
-    win = frame_windows(audio, sample_rate, fps, n_frames, window_s)  # (T, W)
-    rms = np.sqrt(np.mean(win.astype(np.float64) ** 2, axis=1))
-    signs = np.signbit(win)
-    zcr = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
-    return zcr.astype(np.float32), rms.astype(np.float32)
+    """Per-frame zero-crossing rate (0..1) and RMS, each (T,) float32.
+
+    Computed a block of frames at a time, so memory stays flat for audio of any length.
+    """
+    if n_frames is None:
+        n_frames = int(np.floor(len(audio) / sample_rate * fps))
+    zcr, rms = np.empty(n_frames, np.float32), np.empty(n_frames, np.float32)
+    for a in range(0, n_frames, 2048):
+        block = frame_windows(audio, sample_rate, fps, n_frames, window_s, slice(a, a + 2048))  # (B, W)
+        rms[a : a + 2048] = np.sqrt(np.mean(block.astype(np.float64) ** 2, axis=1))
+        signs = np.signbit(block)
+        zcr[a : a + 2048] = np.mean(signs[:, 1:] != signs[:, :-1], axis=1)
+    return zcr, rms
 
 
 N_MELS = 80

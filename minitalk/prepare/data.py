@@ -10,18 +10,12 @@
 6. who speaks   voice activity split between the two people             (diarize.py)
 7. crops, masks square crops at --size, head / torso labels, background  (masks.py)
 
-The folder it writes:
-
-    tracks.npz           pose [P,T,6], speaking [P,T], blink [P,T], fps, expression [P,T,K],
-                         mouth, landmarks [P,T,478,3] (crop pixels), crop_box, intrinsics,
-                         zcr, rms, mel [T,16,80], the canonical faces and the Eq. 1 basis
-    frames_p0.mp4, ...   each person's crops (H.264 on RGB, lossless)
-    masks.npz            labels [P,T,S,S] (0 background, 1 torso, 2 head), background [P,S,S,3]
-    audio.wav            the 16 kHz mono track
-    prepare_report.json  frames, faces found, warnings, seconds per stage; written last
-
-Without `prepare_report.json` (removed at the start, written last) a folder is unfinished;
-finished stages are cached in `.cache/`, keyed on inputs, settings and code, so a re-run resumes.
+It writes `tracks.npz` (pose [P,T,6], speaking [P,T], blink [P,T], fps, expression [P,T,K],
+mouth, landmarks [P,T,478,3], crop_box, intrinsics, zcr, rms, mel [T,16,80], the canonical faces
+and the Eq. 1 basis), each person's crops losslessly (`frames_p0.mp4`, ...), `masks.npz` (labels
+0 background / 1 torso / 2 head, background plates), `audio.wav` and `prepare_report.json`,
+written last: without it a folder is unfinished. Finished stages are cached in `.cache/`, keyed
+on inputs, settings and code, so a re-run resumes.
 """
 
 from __future__ import annotations

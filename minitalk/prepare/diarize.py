@@ -49,13 +49,34 @@ def split_pieces(segments: list[tuple[float, float]], max_len_s: float = 1.0) ->
     return out
 
 
+def pitch_track(audio: np.ndarray, sample_rate: int = 16_000, block_s: float = 30.0) -> np.ndarray:
+    """YIN pitch (Hz) every `MEL_HOP` samples, one frame centred on each hop as `librosa.yin`
+    centres them, computed `block_s` at a time with a frame's margin either side, so memory stays
+    flat for audio of any length (librosa frames the whole signal at once)."""
+    import librosa
+
+    frame, hop = 1024, MEL_HOP
+    n_hops = 1 + len(audio) // hop
+    block = int(block_s * sample_rate) // hop  # hops per block
+    margin = -(-frame // hop)  # hops of context either side, rounded up
+    padded = np.pad(audio, (frame // 2, frame // 2))  # what center=True pads, as zeros
+    out = []
+    for a in range(0, n_hops, block):
+        b = min(a + block, n_hops)
+        lo, hi = max(a - margin, 0), min(b + margin, n_hops)
+        piece = padded[lo * hop : (hi - 1) * hop + frame]
+        f0 = librosa.yin(piece, fmin=60, fmax=400, sr=sample_rate, frame_length=frame, hop_length=hop,
+                         center=False)  # fmt: skip
+        out.append(f0[a - lo : b - lo])
+    return np.concatenate(out)
+
+
 def voice_features(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
     """(n_pieces, 13) [log median pitch, MFCC 1..12 means] per piece, in their own units, so the
     features of one recording can be compared with another's (a person's voice print)."""
-    import librosa
     from scipy.fft import dct
 
-    f0 = librosa.yin(audio, fmin=60, fmax=400, sr=sample_rate, frame_length=1024, hop_length=MEL_HOP)
+    f0 = pitch_track(audio, sample_rate)
     n = min(len(f0), len(mel))  # one pitch and one mel step per hop
     f0, mel = f0[:n], mel[:n]
     loud = mel.max(axis=1) > np.percentile(mel.max(axis=1), 30)  # steps with voice energy

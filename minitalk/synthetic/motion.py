@@ -89,6 +89,27 @@ def blink_track(rng, n: int, fps: float, mean_gap_s: float = 3.5) -> np.ndarray:
     return out
 
 
+def mouth_opening(loud: np.ndarray, speaking: np.ndarray, fps: float) -> np.ndarray:
+    """(2, T) 0..1: each mouth opens with the smoothed loudness (2, T, normalised) of its own voice."""
+    return np.clip(smooth(loud, fps, 0.12), 0, 1) ** 0.7 * speaking
+
+
+def speech_truth(audio: np.ndarray, turns: np.ndarray, sample_rate: int, fps: float) -> dict:
+    """Who speaks (2, T) and each mouth's opening (2, T) for a dialogue of exact `turns` (n, 3) as
+    (person, start, end seconds), e.g. `speech.script_turns` of the new speech: the ground truth
+    the sample's generator would have drawn for it."""
+    n_frames = int(np.floor(len(audio) / sample_rate * fps + 1e-6))
+    t = (np.arange(n_frames) + 0.5) / fps
+    speaking = np.zeros((2, n_frames), bool)
+    tracks = np.zeros((2, len(audio)), np.float32)
+    for person, start, end in turns:
+        speaking[int(person)] |= (t >= start) & (t < end)
+        a, b = int(round(start * sample_rate)), int(round(end * sample_rate))
+        tracks[int(person), a:b] = audio[a:b]
+    loud = np.stack([normalise(zcr_rms(tr, sample_rate, fps, n_frames)[1]) for tr in tracks])
+    return {"speaking": speaking, "mouth": mouth_opening(loud, speaking, fps)}
+
+
 def generate_motion(
     tracks: np.ndarray, utterances, sample_rate: int, fps: float, n_frames: int, rng: np.random.Generator
 ) -> Motion:
@@ -102,7 +123,7 @@ def generate_motion(
     zcr, rms = zip(*(zcr_rms(tr, sample_rate, fps, n_frames) for tr in tracks), strict=True)
     loud = np.stack([normalise(r) for r in rms])  # (2, T)
     bright = np.stack([normalise(z * (r > 1e-3)) for z, r in zip(zcr, rms, strict=True)])
-    mouth = np.clip(smooth(loud, fps, 0.12), 0, 1) ** 0.7 * speaking
+    mouth = mouth_opening(loud, speaking, fps)
 
     # role weight: 1 while speaking, crossfading over half a second at turn changes
     role = np.clip(smooth(speaking.astype(float), fps, 0.5), 0, 1)

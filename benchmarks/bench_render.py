@@ -1,0 +1,222 @@
+"""Rendering a new conversation from new speech with the shipped avatar file; prints one JSON line.
+
+Goals (issue: render a new conversation): real time on 2 CPU cores at 128 px per person,
+everything included (`realtime_factor` >= 1.0: seconds of clip per second of wall time); 512x512
+frame pairs at >= 30 per second on a GPU, pure PyTorch (`render_fps_gpu_512`, where CUDA is);
+the rendered speaker is the voice's owner on >= 95% of frames (`turn_accuracy`, against the
+exact turns of the sample's new speech); audio and video lengths within one frame; the rendered
+speaker's mouth, read from pixels, following the speech loudness at >= 0.6; the generated
+listener's pitch following the speaker's loudness at a lag of 0.1-0.8 s, as the sample's
+listener does; peak memory for 10 minutes of audio <= 1.5 GB and flat in the audio's length.
+
+    python benchmarks/bench_render.py [--long-minutes 10] [--size 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import minitalk as mt
+from minitalk import metrics
+from minitalk.dialogue import render as dialogue
+from minitalk.dialogue.avatar import load_avatar
+from minitalk.nerf.frames import mouth_boxes
+from minitalk.prepare.face import detect_landmarks
+from minitalk.synthetic import motion, speech
+
+
+def lagged_corr(listener: np.ndarray, loud: np.ndarray, fps: float, max_lag_s: float = 1.0):
+    """The lag (seconds) at which `listener` (T,) best follows `loud` (T,), and that correlation."""
+    best = (0.0, -1.0)
+    for lag in range(int(max_lag_s * fps) + 1):
+        r = metrics.correlation(listener[lag:], loud[: len(loud) - lag])
+        if np.isfinite(r) and r > best[1]:
+            best = (lag / fps, r)
+    return round(best[0], 3), round(float(best[1]), 4)
+
+
+def listener_response(pose: np.ndarray, speaking: np.ndarray, rms: np.ndarray, fps: float):
+    """Lag and correlation of whoever listens' pitch (generated or true) against the speaker's RMS."""
+    who = np.where(speaking[1] & ~speaking[0], 1, 0)
+    listener_pitch = pose[1 - who, np.arange(len(who)), 0]
+    return lagged_corr(listener_pitch - listener_pitch.mean(), rms, fps)
+
+
+def mouth_from_pixels(clip: Path, size: int):
+    """Each person's mouth opening read from the rendered pixels (2, T): FaceMesh tracks the face,
+    its mouth box is measured by `metrics.mouth_interior`; NaN where no face is found."""
+    frames = np.stack(list(mt.io.iter_frames(clip)))
+    out = np.full((2, len(frames)), np.nan)
+    for p in range(2):
+        crops = frames[:, :, p * size : (p + 1) * size]
+        landmarks = detect_landmarks(crops, static=False)
+        boxes = mouth_boxes(landmarks, size)
+        for t, (image, box) in enumerate(zip(crops, boxes, strict=True)):
+            if np.isfinite(landmarks[t]).all():
+                out[p, t] = metrics.mouth_interior(image, box)
+    return out
+
+
+def listener_expression_scores(prepared: Path) -> dict:
+    """The listener-expression TCN on the held-out last 20% of every turn of the prepared sample
+    (fitted on the rest, fed the real speaker's pose), against replaying the training frames and
+    against each person's mean expression: ExpFD and the correlation of the first coefficients."""
+    from minitalk.pose.evaluate import held_out_mask, replay_poses
+    from minitalk.pose.face_state import ListenerExpression
+    from minitalk.pose.generator import speaker_track
+
+    tracks = mt.prepare.data.load_tracks(prepared)
+    exp, pose, speaking = tracks["expression"].astype(np.float32), tracks["pose"], tracks["speaking"]
+    held = held_out_mask(speaking)
+    model = ListenerExpression(exp.shape[-1]).fit(exp, pose, speaking, tracks["zcr"], tracks["rms"], ~held)
+    speaker = speaker_track(speaking)
+    t = np.arange(len(speaker))
+    listener = 1 - speaker
+    real = exp[listener, t][held]
+    generated = (
+        model.generate(tracks["zcr"], tracks["rms"], pose[speaker, t], speaking) + model.exp_mean[listener]
+    )[held]
+    replay = replay_poses(exp, ~held)[listener, t][held]  # each person's training frames, looped
+    mean = model.exp_mean[listener][held]
+    fd = {
+        k: round(metrics.frechet_distance(v, real), 4)
+        for k, v in (
+            ("tcn", generated),
+            ("replay", replay),
+            ("mean", mean),
+        )
+    }
+    corr = {
+        k: round(metrics.correlation(v[:, 0], real[:, 0]), 4)
+        for k, v in (("tcn", generated), ("replay", replay))
+    }
+    return {"expfd": fd, "first_coefficient_corr": corr, "held_out_frames": int(held.sum())}
+
+
+def long_audio_peak_rss(minutes: float, size: int) -> float:
+    """Peak resident memory (GB) of a separate process rendering `minutes` of speech (the new
+    speech looped) at `size` pixels per person: frames stream to the file, so it stays flat."""
+    code = (
+        "import resource, sys, numpy as np, minitalk as mt\n"
+        "from minitalk.dialogue.avatar import load_avatar\n"
+        "from minitalk.dialogue.render import render_dialogue\n"
+        "wav = mt.io.read_audio(mt.SAMPLE_DIR / 'new_dialogue.wav')\n"
+        f"n = int({minutes} * 60 * mt.io.SAMPLE_RATE)\n"
+        "mt.io.write_audio(sys.argv[1] + '/long.wav', np.resize(wav, n))\n"
+        "render_dialogue(load_avatar(mt.SAMPLE_DIR / 'avatars.pt'), sys.argv[1] + '/long.wav', "
+        f"sys.argv[1] + '/long.mp4', size={size}, device='cpu', progress=False)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)\n"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run([sys.executable, "-c", code, tmp], capture_output=True, text=True, check=True)
+    return round(float(out.stdout.split()[-1]), 3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--long-minutes", type=float, default=10.0)
+    parser.add_argument("--long-size", type=int, default=16, help="pixels per person for the memory run")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    result: dict = {"bench": "render", "size": args.size}
+    wav_path = mt.SAMPLE_DIR / "new_dialogue.wav"
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        start = time.perf_counter()
+        avatar = load_avatar(mt.SAMPLE_DIR / "avatars.pt")
+        summary = dialogue.render_dialogue(
+            avatar, wav_path, clip, size=args.size, device="cpu", progress=False
+        )
+        wall = time.perf_counter() - start
+        result["clip_seconds"] = summary["seconds"]
+        result["realtime_factor"] = round(summary["seconds"] / wall, 3)
+        result["frames_per_second"] = summary["frames_per_second"]
+        result["stage_seconds"] = summary["stage_seconds"]
+        info = mt.io.probe(clip)
+        n_video = sum(1 for _ in mt.io.iter_frames(clip))
+        n_audio = len(mt.io.read_audio(clip)) / mt.io.SAMPLE_RATE * info.fps
+        result["av_duration_diff_frames"] = round(abs(n_video - n_audio), 2)
+
+        audio = mt.io.read_audio(wav_path)
+        plan = dialogue.plan_dialogue(avatar, audio)  # the same plan the clip was rendered from
+        truth = motion.speech_truth(
+            audio, speech.script_turns(audio, speech.NEW_SCRIPT, 16_000), 16_000, plan.fps
+        )
+        n = min(plan.n_frames, truth["speaking"].shape[1])
+        result["turn_accuracy"] = round(
+            float((plan.roles.speaking[:, :n] == truth["speaking"][:, :n]).all(0).mean()), 4
+        )
+
+        mouth = mouth_from_pixels(clip, args.size)[:, :n]
+        loud, speaking = plan.rms[:n], truth["speaking"][:, :n]
+        per_person, per_person_truth, pooled = [], [], ([], [], [])
+        for p in range(2):
+            sel = speaking[p] & np.isfinite(mouth[p])
+            per_person.append(round(metrics.correlation(mouth[p, sel], loud[sel]), 4))
+            per_person_truth.append(round(metrics.correlation(mouth[p, sel], truth["mouth"][p, :n][sel]), 4))
+            for store, values in zip(
+                pooled, (mouth[p, sel], loud[sel], truth["mouth"][p, :n][sel]), strict=True
+            ):
+                store.append(values)
+        m, l_, g = (np.concatenate(x) for x in pooled)
+        result["speaker_mouth_audio_corr"] = round(metrics.correlation(m, l_), 4)
+        result["speaker_mouth_audio_corr_per_person"] = per_person
+        result["speaker_mouth_truth_corr"] = round(metrics.correlation(m, g), 4)
+        result["speaker_mouth_truth_corr_per_person"] = per_person_truth
+        result["mouth_frames_read"] = int(sum(len(x) for x in pooled[0]))
+
+    result["listener_lag_s_corr"] = listener_response(plan.pose, plan.roles.speaking, plan.rms, plan.fps)
+    with np.load(mt.SAMPLE_DIR / "dialogue_gt.npz") as z:
+        gt = {k: z[k] for k in z.files}
+    _, sample_rms = mt.prepare.audio.zcr_rms(
+        mt.io.read_audio(mt.SAMPLE_DIR / "dialogue.mp4"), 16_000, float(gt["fps"]), gt["pose"].shape[1]
+    )
+    result["sample_listener_lag_s_corr"] = listener_response(
+        gt["pose"], gt["speaking"], sample_rms, float(gt["fps"])
+    )
+    blinks = [(np.diff((b > 0.5).astype(int)) == 1).sum() for b in plan.blink]
+    result["blinks_per_second"] = [round(b / (plan.n_frames / plan.fps), 3) for b in blinks]
+    result["avatar_blink_rates"] = np.round(avatar.blinks.rate.astype(float), 3).tolist()
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = mt.prepare.prepare(mt.SAMPLE_DIR / "dialogue.mp4", Path(tmp) / "prepared", progress=False)
+        result["listener_expression"] = listener_expression_scores(prepared)
+
+    if torch.cuda.is_available():
+        cuda = torch.device("cuda")
+        avatar.model.to(cuda)
+        states = dialogue.face_states(avatar, plan, cuda)
+        frames = dialogue.dialogue_frames(avatar, plan, states, 512, cuda)
+        next(frames)  # warm-up
+        torch.cuda.synchronize()
+        t0, count = time.perf_counter(), 0
+        for _ in zip(range(50), frames, strict=False):
+            count += 1
+        torch.cuda.synchronize()
+        result["render_fps_gpu_512"] = round(count / (time.perf_counter() - t0), 2)
+        avatar.model.to("cpu")
+    else:
+        result["render_fps_gpu_512"] = None
+        result["gpu"] = "no CUDA device here: not measured"
+
+    result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)
+    result["long_audio"] = {
+        f"{m:g}_min_peak_rss_gb": long_audio_peak_rss(m, args.long_size)
+        for m in sorted({min(1.0, args.long_minutes), args.long_minutes})
+    }
+    result["long_audio_size"] = args.long_size
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
