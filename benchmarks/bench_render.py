@@ -105,9 +105,10 @@ def listener_expression_scores(prepared: Path) -> dict:
 
 def long_audio_peak_rss(minutes: float, size: int) -> float:
     """Peak resident memory (GB) of a separate process rendering `minutes` of speech (the new
-    speech looped) at `size` pixels per person: frames stream to the file, so it stays flat."""
+    speech looped) at `size` pixels per person: frames stream to the file, so it stays flat. The
+    process's own high-water mark (VmHWM; ru_maxrss can carry the parent's over a fork)."""
     code = (
-        "import resource, sys, numpy as np, minitalk as mt\n"
+        "import sys, numpy as np, minitalk as mt\n"
         "from minitalk.dialogue.avatar import load_avatar\n"
         "from minitalk.dialogue.render import render_dialogue\n"
         "wav = mt.io.read_audio(mt.SAMPLE_DIR / 'new_dialogue.wav')\n"
@@ -115,7 +116,8 @@ def long_audio_peak_rss(minutes: float, size: int) -> float:
         "mt.io.write_audio(sys.argv[1] + '/long.wav', np.resize(wav, n))\n"
         "render_dialogue(load_avatar(mt.SAMPLE_DIR / 'avatars.pt'), sys.argv[1] + '/long.wav', "
         f"sys.argv[1] + '/long.mp4', size={size}, device='cpu', progress=False)\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6)\n"
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "print(int(hwm.split()[1]) / 1e6)\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
         out = subprocess.run([sys.executable, "-c", code, tmp], capture_output=True, text=True, check=True)
