@@ -185,6 +185,7 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None,
     size = size or avatar.size
     start = time.perf_counter()
     wav = io.read_audio(audio_path)
+    read_seconds = time.perf_counter() - start
     if len(wav) / io.SAMPLE_RATE > MAX_SECONDS:
         warnings.warn(
             f"{audio_path}: {len(wav) / io.SAMPLE_RATE / 60:.1f} minutes of audio; rendering takes a while",
@@ -192,7 +193,7 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None,
             stacklevel=2,
         )
     plan = plan_dialogue(avatar, wav, roles, pose_from, seed)
-    plan.seconds["audio"] += time.perf_counter() - start - sum(plan.seconds.values())
+    plan.seconds = {"read": read_seconds, **plan.seconds}
     for note in plan.warnings:
         warnings.warn(f"{audio_path}: {note}", RenderWarning, stacklevel=2)
     clock = time.perf_counter()
