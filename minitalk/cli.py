@@ -5,6 +5,7 @@ minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
 minitalk prepare --left A.mp4 --right B.mp4 [--audio C.wav] --out DIR
 minitalk train DIR [--run RUN] [--iters N] [--minutes M] [--encoding grid|frequency] [--export AVATAR]
 minitalk render AVATAR AUDIO --out CLIP.mp4 [--roles SPEC] [--pose-from POSES] [--size S] [--device D]
+minitalk evaluate CLIP.mp4 [--reference REAL.mp4 | --prepared DIR] [--avatar AVATAR]
 
 Every option is checked before any work starts; errors name the file or option and exit 1
 (2 for a bad option); Ctrl-C saves what can be resumed and exits 130.
@@ -104,8 +105,25 @@ def main(argv: list[str] | None = None) -> int:
     ren.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     ren.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    ev = commands.add_parser(
+        "evaluate",
+        help="score a rendered clip: image, motion and sync metrics per person and role",
+        description="Evaluate CLIP (one or two square panels side by side, as minitalk render writes): "
+        "CPBD, blinks, head motion and the sync proxy (AVOffset, AVConf) always; PSNR, SSIM, LMD, "
+        "ExpL1 and PoseL1 against real frames of the same moments; PoseFD and ExpFD against any real "
+        "footage of the people. Writes CLIP.eval.json, CLIP.eval.md and CLIP.eval.png.",
+    )
+    ev.add_argument("clip", metavar="CLIP", help="the clip to score (.mp4)")
+    real = ev.add_mutually_exclusive_group()
+    real.add_argument("--reference", metavar="REAL", help="a clip of real frames in the same layout")
+    real.add_argument("--prepared", metavar="DIR", help="a folder written by minitalk prepare")
+    ev.add_argument(
+        "--avatar", help="an avatar file: its voice prints say who speaks, when CLIP has no .json"
+    )
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+
     args = parser.parse_args(argv)
-    sub = {"demo": demo, "prepare": prep, "train": tr, "render": ren}[args.command]
+    sub = {"demo": demo, "prepare": prep, "train": tr, "render": ren, "evaluate": ev}[args.command]
     try:
         with _warnings_as_lines(args.command):
             if args.command == "demo":
@@ -114,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _prepare(args, sub)
             if args.command == "render":
                 return _render(args, sub)
+            if args.command == "evaluate":
+                return _evaluate(args, sub)
             return _train(args, sub)
     except KeyboardInterrupt:
         print(f"minitalk {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
@@ -222,6 +242,31 @@ def _render(args, sub: argparse.ArgumentParser) -> int:
     print(
         f"rendered {summary['frames']} frames ({summary['seconds']:.1f} s, {len(summary['turns'])} turns) "
         f"in {summary['total_seconds']:.0f} s into {out}"
+    )
+    return 0
+
+
+def _evaluate(args, sub: argparse.ArgumentParser) -> int:
+    from minitalk.evaluate.clip import evaluate_clip
+    from minitalk.evaluate.report import report_paths, summary, write_report
+
+    clip = Path(args.clip)
+    if not clip.is_file():
+        sub.error(f"argument CLIP: {clip}: no such file")
+    for flag, path in (("--reference", args.reference), ("--avatar", args.avatar)):
+        if path is not None and not Path(path).is_file():
+            sub.error(f"argument {flag}: {path}: no such file")
+    if args.prepared is not None and not (Path(args.prepared) / "prepare_report.json").is_file():
+        sub.error(f"argument --prepared: {args.prepared}: not a finished minitalk prepare folder")
+    for path in report_paths(clip):
+        _check_output(sub, "CLIP", path, folder=False)
+    report = evaluate_clip(clip, reference=args.reference, prepared=args.prepared, avatar=args.avatar,
+                           progress=not args.quiet)  # fmt: skip
+    paths = write_report(report)
+    print(summary(report))
+    print(
+        f"evaluated {report['frames']} frames in {report['seconds']:.0f} s; wrote "
+        + ", ".join(map(str, paths))
     )
     return 0
 

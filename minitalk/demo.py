@@ -15,9 +15,9 @@ Stages that run now:
 5. nerf: render held-out frames of both people with the DialogueNeRF of the
    shipped avatar file (`minitalk train --export`), beside the real ones (`nerf.png`);
 6. render: `minitalk render` on the new speech with that avatar file:
-   `dialogue.mp4`, `dialogue.json`, `dialogue_tracks.png`, `dialogue_strip.png`.
-
-Evaluation, still to come, is listed at the end.
+   `dialogue.mp4`, `dialogue.json`, `dialogue_tracks.png`, `dialogue_strip.png`;
+7. evaluate: `minitalk evaluate` on `dialogue.mp4` against the prepared real footage:
+   `dialogue.eval.json`, `dialogue.eval.md`, `dialogue.eval.png`.
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ from minitalk.pose import evaluate as pose_eval
 from minitalk.prepare import data
 from minitalk.prepare import evaluate as prepare_eval
 from minitalk.utils import atomic_path
-
-REMAINING_STAGES = ("evaluate: image, motion, sync metrics and Preference Score (minitalk evaluate)",)
 
 
 def load_sample(sample_dir: str | Path) -> tuple[np.ndarray, float, np.ndarray, dict]:
@@ -172,12 +170,28 @@ def render_stage(sample_dir: Path, out_dir: Path) -> dict:
     return {k: summary[k] for k in ("frames", "seconds", "roles", "frames_per_second", "stage_seconds")}
 
 
+def evaluate_stage(out_dir: Path) -> dict:
+    """`minitalk evaluate` on the rendered conversation, against the real footage it was trained on
+    (new speech: no frame matches, so the distribution metrics and the reference-free ones)."""
+    from minitalk.evaluate.clip import evaluate_clip
+    from minitalk.evaluate.report import as_json, summary, write_report
+
+    report = evaluate_clip(out_dir / "dialogue.mp4", prepared=out_dir / "prepared", progress=False)
+    paths = write_report(report)
+    for line in summary(report).splitlines():
+        print("      " + line)
+    print(f"      wrote {paths[1]}")
+    return as_json(
+        {f"person_{p['person']}": {r: p[r] for r in ("talking", "listening")} for p in report["per_person"]}
+    )
+
+
 def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     timings = {}
 
     t0 = time.time()
-    print("[1/6] sample: reading video, audio and ground truth")
+    print("[1/7] sample: reading video, audio and ground truth")
     frames, fps, audio, gt = load_sample(sample_dir)
     timings["sample"] = time.time() - t0
     print(
@@ -186,7 +200,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[2/6] prepare: minitalk prepare -> {out_dir / 'prepared'}")
+    print(f"[2/7] prepare: minitalk prepare -> {out_dir / 'prepared'}")
     prepared = data.prepare(Path(sample_dir) / "dialogue.mp4", out_dir / "prepared", progress=False)
     tracks = data.load_tracks(prepared)
     report = json.loads((prepared / "prepare_report.json").read_text())
@@ -202,7 +216,7 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print("[3/6] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
+    print("[3/7] pose: training the TCN pose model (speaker and listener) on 80% of every turn")
     summary["pose"] = pose_stage(tracks, fps, out_dir)
     timings["pose"] = time.time() - t0
     p = summary["pose"]
@@ -213,17 +227,17 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[4/6] preview: writing {out_dir / 'preview.mp4'}")
+    print(f"[4/7] preview: writing {out_dir / 'preview.mp4'}")
     io.write_video(out_dir / "preview.mp4", draw_preview(frames, tracks), fps, audio)
     timings["preview"] = time.time() - t0
     t0 = time.time()
-    print(f"[5/6] nerf: the shipped DialogueNeRF on held-out frames -> {out_dir / 'nerf.png'}")
+    print(f"[5/7] nerf: the shipped DialogueNeRF on held-out frames -> {out_dir / 'nerf.png'}")
     summary["nerf"] = nerf_stage(Path(sample_dir), out_dir / "prepared", out_dir)
     timings["nerf"] = time.time() - t0
     print(f"      held-out PSNR per person {summary['nerf']['psnr']} dB (model: {summary['nerf']['model']})")
 
     t0 = time.time()
-    print(f"[6/6] render: minitalk render avatars.pt new_dialogue.wav -> {out_dir / 'dialogue.mp4'}")
+    print(f"[6/7] render: minitalk render avatars.pt new_dialogue.wav -> {out_dir / 'dialogue.mp4'}")
     summary["render"] = render_stage(Path(sample_dir), out_dir)
     timings["render"] = time.time() - t0
     r = summary["render"]
@@ -232,12 +246,14 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
         f"second; roles from {r['roles']}; wrote {out_dir / 'dialogue_strip.png'}"
     )
 
+    t0 = time.time()
+    print(f"[7/7] evaluate: minitalk evaluate dialogue.mp4 --prepared {out_dir / 'prepared'}")
+    summary["evaluate"] = evaluate_stage(out_dir)
+    timings["evaluate"] = time.time() - t0
+
     summary["seconds"] = {k: round(v, 1) for k, v in timings.items()}
     with atomic_path(out_dir / "summary.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
     print("\nseconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()))
-    print("Not yet available in this version of minitalk:")
-    for stage in REMAINING_STAGES:
-        print(f"  - {stage}")
     print(f"\nThe new conversation: {out_dir / 'dialogue.mp4'}")
     return summary

@@ -87,6 +87,13 @@ def face_oval_indices() -> list[int]:
     return ring
 
 
+def lip_indices() -> list[int]:
+    """The 40 FaceMesh landmarks on the lips' outer and inner contours (Lip LMD's points)."""
+    import mediapipe as mp
+
+    return sorted({i for edge in mp.solutions.face_mesh.FACEMESH_LIPS for i in edge})
+
+
 def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     """Inner-lip gap over face width, (...,) from landmarks (..., 478, 2 or 3)."""
     gap = np.linalg.norm(landmarks[..., LIP_UPPER_INNER, :2] - landmarks[..., LIP_LOWER_INNER, :2], axis=-1)

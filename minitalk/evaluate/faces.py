@@ -1,0 +1,147 @@
+"""What FaceMesh reads on each person's panel of a clip, frame by frame: the inputs of the motion,
+landmark and sync metrics.
+
+The readings are the ones preparation takes from real footage (`minitalk.prepare`), so a rendered
+clip and its real frames are measured the same way: 478 landmarks, the mouth opening (lip gap,
+and the dark share of the mouth box), the eye aspect ratio and blinks, the head pose by PnP of a
+canonical face, and the expression coefficients of DialogueNeRF Eq. 1. Pose and expression need a
+face model (the canonical face, the camera, the expression basis): `FaceModel` takes it from a
+prepared folder, or fits it on the reference's landmarks, so that both sides of a comparison are
+read in one basis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from minitalk import metrics
+from minitalk.prepare import expression, face, headpose
+
+
+@dataclass
+class FaceModel:
+    """One person's canonical face, camera and expression basis (DialogueNeRF Eq. 1)."""
+
+    face3d: np.ndarray  # (478, 3) metres
+    intrinsics: np.ndarray  # (3, 3) at the panel's size
+    morphable: expression.MorphableModel  # one person: identity (1, D)
+
+    @classmethod
+    def from_tracks(cls, tracks: dict, person: int, size: int) -> FaceModel:
+        """The face model preparation fitted (`tracks.npz`), its camera scaled to `size` px panels."""
+        k = np.array(tracks["intrinsics"][person], np.float64)
+        scale = size / (2 * k[0, 2])  # the crop's principal point sits at its centre
+        k[:2] *= scale
+        model = expression.MorphableModel(
+            tracks["exp_mean"], tracks["exp_identity"][person : person + 1], tracks["exp_basis"], np.ones(1)
+        )
+        return cls(np.asarray(tracks["face3d"][person], np.float64), k, model)
+
+    @classmethod
+    def fit(cls, landmarks: np.ndarray, size: int, fov: float = 26.0, n_components: int = 16) -> FaceModel:
+        """Fitted on one person's landmarks (T, 478, 3), as preparation fits it, with a pinhole camera
+        of horizontal field of view `fov` (preparation's default) over a `size` px panel."""
+        face3d = headpose.canonical_face(landmarks)
+        found = np.isfinite(landmarks).all(axis=(1, 2))
+        shapes = expression.normalise_landmarks(landmarks[found], face3d)
+        focal = size / (2 * np.tan(np.deg2rad(fov) / 2))
+        k = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]])
+        return cls(face3d, k, expression.MorphableModel.fit([shapes], n_components))
+
+
+@dataclass
+class FaceReadings:
+    """One person's panel, read frame by frame (NaN where FaceMesh finds no face)."""
+
+    landmarks: np.ndarray  # (T, 478, 3) panel pixels
+    opening: np.ndarray  # (T,) lip gap / face width (`minitalk.prepare.face.mouth_opening`)
+    interior: np.ndarray  # (T,) dark share of the mouth box (`minitalk.metrics.mouth_interior`)
+    ear: np.ndarray  # (T,) eye aspect ratio
+    cpbd: np.ndarray  # (T,) sharpness of the panel
+
+    @property
+    def found(self) -> np.ndarray:
+        return np.isfinite(self.landmarks).all(axis=(1, 2))
+
+    def __len__(self) -> int:
+        return len(self.landmarks)
+
+    def take(self, index) -> FaceReadings:
+        """The readings of some frames (an index array or a slice), e.g. to stitch clips."""
+        return FaceReadings(*(getattr(self, f)[index] for f in self.__dataclass_fields__))
+
+    @staticmethod
+    def concatenate(parts: list[FaceReadings]) -> FaceReadings:
+        return FaceReadings(
+            *(np.concatenate([getattr(p, f) for p in parts]) for f in FaceReadings.__dataclass_fields__)
+        )
+
+    def pose(self, model: FaceModel) -> np.ndarray:
+        """Head pose (T, 6) by PnP of the canonical face, unsmoothed (a metric must see jitter)."""
+        return headpose.solve_pose(self.landmarks, model.face3d, model.intrinsics)
+
+    def expression(self, model: FaceModel) -> np.ndarray:
+        """Expression coefficients (T, K) of Eq. 1 in the model's basis; NaN rows where no face."""
+        out = np.full((len(self), len(model.morphable.basis)), np.nan)
+        ok = self.found
+        if ok.any():
+            shapes = expression.normalise_landmarks(self.landmarks[ok], model.face3d)
+            out[ok] = model.morphable.coefficients(shapes, 0)
+        return out
+
+    def blink(self) -> np.ndarray:
+        """Blink (T,) in 0..1 from the eye aspect ratio, as preparation reads it."""
+        ear = np.where(np.isfinite(self.ear), self.ear, np.nanmedian(self.ear) if self.found.any() else 0)
+        return expression.blink_from_ear(ear)
+
+
+class FaceReader:
+    """Reads panels one frame at a time (a video is streamed, never held whole): `reader(panel)`.
+
+    FaceMesh tracks from frame to frame, as preparation does; the mouth box for the pixel measure
+    is placed by the landmarks of the frame, or the last frame where a face was found.
+    """
+
+    def __init__(self):
+        self._tracker = face.LandmarkTracker(static=False)
+        self._last = None
+        self.rows: list[tuple] = []
+
+    def __enter__(self) -> FaceReader:
+        self._tracker.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._tracker.__exit__(*exc)
+
+    def __call__(self, panel: np.ndarray) -> None:
+        from minitalk.evaluate.sharpness import cpbd
+        from minitalk.nerf.frames import mouth_boxes
+
+        lm = self._tracker(panel)
+        found = bool(np.isfinite(lm).all())
+        if found:
+            self._last = lm
+        opening = float(face.mouth_opening(lm)) if found else np.nan
+        ear = float(face.eye_aspect_ratio(lm)) if found else np.nan
+        interior = np.nan
+        if self._last is not None:
+            box = mouth_boxes(self._last, panel.shape[0])
+            if box.any():
+                interior = metrics.mouth_interior(panel, box)
+        self.rows.append((lm, opening, interior, ear, cpbd(panel)))
+
+    def readings(self) -> FaceReadings:
+        cols = list(zip(*self.rows, strict=True)) if self.rows else [[]] * 5
+        lm = np.stack(cols[0]) if self.rows else np.zeros((0, face.N_LANDMARKS, 3), np.float32)
+        return FaceReadings(lm, *(np.asarray(c, np.float64) for c in cols[1:]))
+
+
+def read_panels(panels) -> FaceReadings:
+    """Readings of a sequence of one person's panels (T, S, S, 3) uint8, or any iterable of them."""
+    with FaceReader() as reader:
+        for panel in panels:
+            reader(np.asarray(panel))
+    return reader.readings()

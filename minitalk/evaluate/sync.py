@@ -1,0 +1,84 @@
+"""Lip sync without SyncNet's weights: an audio-visual offset and a confidence, reported as
+SyncNet reports AVOffset and AVConf (the Preference Score paper, Table 1; DialogueNeRF V-A).
+
+SyncNet embeds 0.2 s of mouth pixels and of audio, and slides one against the other over
++-15 frames: the offset is the shift with the smallest embedding distance, the confidence the
+median distance minus the smallest. Its weights cannot be fetched here, so the embedding is
+replaced by the two signals minitalk can read without a learned model:
+
+    mouth(t)     how open the mouth is (FaceMesh's lip gap, and the dark share of the mouth box),
+    envelope(t)  the speech loudness, log RMS per frame,
+
+and the distance by the correlation of the two over the frames where the person speaks:
+
+    c(k) = corr(mouth(t), envelope(t + k)),   k in [-15, 15]
+    AVOffset = argmax_k c(k),   AVConf = max_k c(k) - median_k c(k)
+
+A positive offset means the sound comes k frames after the mouth that makes it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_OFFSET = 15  # frames, SyncNet's search range
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over the finite values; NaN stays NaN; a constant signal gives zeros."""
+    x = np.asarray(x, np.float64)
+    ok = np.isfinite(x)
+    if ok.sum() < 2:
+        return np.where(ok, 0.0, np.nan)
+    sd = x[ok].std()
+    return np.where(ok, (x - x[ok].mean()) / (sd if sd > 1e-12 else 1.0), np.nan)
+
+
+def speech_envelope(audio: np.ndarray, fps: float, n_frames: int, sample_rate: int = 16_000) -> np.ndarray:
+    """Log RMS loudness per video frame (n_frames,), in dB over the clip's quietest tenth."""
+    from minitalk.prepare.audio import zcr_rms
+
+    _, rms = zcr_rms(np.asarray(audio, np.float32), sample_rate, fps, n_frames)
+    db = 20 * np.log10(np.maximum(rms, 1e-5))
+    return db - np.percentile(db, 10)
+
+
+def mouth_signal(opening: np.ndarray, interior: np.ndarray) -> np.ndarray:
+    """The two mouth readings (T,) as one: the mean of their z-scores, either alone where the other
+    is missing (FaceMesh finds no face on a frame; the pixel measure needs the face found once)."""
+    both = np.stack([zscore(opening), zscore(interior)])
+    with np.errstate(invalid="ignore"):
+        counted = np.isfinite(both).sum(0)
+        return np.where(counted > 0, np.nansum(both, 0) / np.maximum(counted, 1), np.nan)
+
+
+def offset_curve(mouth: np.ndarray, envelope: np.ndarray, mask=None, max_offset: int = MAX_OFFSET):
+    """c(k) for k = -max_offset..max_offset, each over the frames t in `mask` where both mouth(t)
+    and envelope(t + k) exist. Returns (offsets (2m + 1,), correlations (2m + 1,))."""
+    mouth, envelope = np.asarray(mouth, np.float64), np.asarray(envelope, np.float64)
+    t_all = np.arange(len(mouth))
+    mask = np.ones(len(mouth), bool) if mask is None else np.asarray(mask, bool)
+    offsets = np.arange(-max_offset, max_offset + 1)
+    curve = np.full(len(offsets), np.nan)
+    for i, k in enumerate(offsets):
+        src = t_all + k
+        ok = mask & (src >= 0) & (src < len(envelope))
+        ok[ok] &= np.isfinite(mouth[ok]) & np.isfinite(envelope[src[ok]])
+        if ok.sum() < 10:
+            continue
+        a, b = mouth[ok], envelope[src[ok]]
+        if a.std() > 1e-12 and b.std() > 1e-12:
+            curve[i] = np.corrcoef(a, b)[0, 1]
+    return offsets, curve
+
+
+def av_sync(mouth: np.ndarray, envelope: np.ndarray, mask=None, max_offset: int = MAX_OFFSET) -> dict:
+    """AVOffset (frames) and AVConf of one person's mouth against the speech envelope.
+
+    NaN for both when fewer than ten frames can be compared at every offset (a person who never
+    speaks, a face never found)."""
+    offsets, curve = offset_curve(mouth, envelope, mask, max_offset)
+    if not np.isfinite(curve).any():
+        return {"av_offset": float("nan"), "av_conf": float("nan")}
+    best = int(np.nanargmax(curve))
+    return {"av_offset": float(offsets[best]), "av_conf": float(curve[best] - np.nanmedian(curve))}

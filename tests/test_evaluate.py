@@ -1,0 +1,248 @@
+"""Evaluation: each metric on a known case, the sync proxy on clips shifted by known frames, the
+degradations, the Preference Score's ranking machinery, and `minitalk evaluate` end to end with
+its bad inputs."""
+
+import dataclasses
+import json
+import os
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from minitalk import cli, io, metrics
+from minitalk.evaluate import degrade, preference, sync
+from minitalk.evaluate.clip import EvaluateWarning, evaluate_clip
+from minitalk.evaluate.faces import read_panels
+from minitalk.evaluate.sharpness import cpbd
+
+FPS = 25
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory, clip, clip_audio):
+    """The first 12 s of the sample prepared at 128 px, its crops side by side as a clip with its
+    audio (real.mp4), and the turns beside it as `minitalk render` writes them (real.json)."""
+    from minitalk.dialogue.roles import Roles
+    from minitalk.prepare import data
+
+    d = tmp_path_factory.mktemp("evaluate")
+    io.write_video(d / "source.mp4", clip, FPS, audio=clip_audio)
+    data.prepare(d / "source.mp4", d / "prep", size=SIZE, progress=False)
+    tracks = data.load_tracks(d / "prep")
+    crops = [data.read_person_frames(d / "prep", p) for p in range(2)]
+    panels = np.concatenate(crops, axis=2)
+    io.write_video(d / "real.mp4", panels, FPS, audio=clip_audio)
+    turns = Roles(tracks["speaking"], "given").turns(FPS)
+    (d / "real.json").write_text(json.dumps({"turns": turns}))
+    return {"dir": d, "tracks": tracks, "crops": crops, "panels": panels, "audio": clip_audio}
+
+
+def test_cpbd_falls_with_every_step_of_blur(real):
+    image = real["crops"][0][100]
+    scores = [cpbd(image if s == 0 else cv2.GaussianBlur(image, (0, 0), s)) for s in (0, 0.5, 1, 1.5, 2, 3)]
+    # falls at every step until no edge is left that a viewer would call sharp
+    assert all(a > b or a == b == 0 for a, b in zip(scores, scores[1:])), scores
+    assert scores[0] > 0.3 and scores[-1] == 0
+    assert cpbd(np.full((64, 64, 3), 128, np.uint8)) == 0.0  # no edge: nothing a viewer calls sharp
+
+
+def test_psnr_and_ssim_on_known_cases():
+    rng = np.random.default_rng(0)
+    img = rng.random((32, 32, 3))
+    assert metrics.psnr(img, np.clip(img + 0.1, 0, 2), peak=2) == pytest.approx(20 * np.log10(2 / 0.1), abs=1e-6)
+    assert metrics.ssim(img, img) == pytest.approx(1.0)
+
+
+def test_landmark_metrics_on_known_cases(real):
+    lm = real["tracks"]["landmarks"][0, :50].astype(np.float64)
+    assert metrics.lmd(lm, lm) == 0
+    moved = lm.copy()
+    moved[..., 0] += 2.0  # every point 2 px to the right
+    width = metrics.face_width(lm)
+    assert metrics.lmd(moved, lm) == pytest.approx(np.mean(2.0 / width))
+    # in units of face width: the same at twice the resolution
+    assert metrics.lmd(2 * moved, 2 * lm) == pytest.approx(metrics.lmd(moved, lm))
+    exp = np.random.default_rng(0).normal(size=(40, 16))
+    assert metrics.exp_l1(exp + 0.5, exp) == pytest.approx(0.5)
+    assert metrics.exp_fd(exp, exp) == pytest.approx(0, abs=1e-9)
+    blink = np.zeros(250)
+    for start in (10, 60, 160):
+        blink[start : start + 4] = 1
+    stats = metrics.blink_statistics(blink, FPS)
+    assert stats["blink_rate"] == pytest.approx(3 / 10) and stats["blink_interval"] == pytest.approx(75 / FPS)
+    pose = np.zeros((100, 6))
+    pose[:, 1] = np.where(np.arange(100) % 2, 2.0, -2.0)  # yaw +-2 degrees
+    assert metrics.head_motion_variance(pose) == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("shift", [-10, -5, -2, 0, 2, 5, 10])
+def test_sync_finds_an_audio_shift_within_one_frame(real, shift):
+    if "readings" not in real:
+        real["readings"] = [read_panels(c) for c in real["crops"]]
+    n = len(real["crops"][0])
+    audio = real["audio"]
+    moved = degrade.shift_audio(audio, shift, FPS) if shift >= 0 else np.concatenate(
+        [audio[int(round(-shift / FPS * io.SAMPLE_RATE)) :], np.zeros(int(round(-shift / FPS * io.SAMPLE_RATE)))]
+    )  # fmt: skip
+    envelope = sync.speech_envelope(moved, FPS, n)
+    for p in range(2):
+        r = real["readings"][p]
+        found = sync.av_sync(sync.mouth_signal(r.opening, r.interior), envelope, real["tracks"]["speaking"][p])
+        assert abs(found["av_offset"] - shift) <= 1, (p, found)
+        assert found["av_conf"] > 0.2
+
+
+def test_evaluate_scores_a_clip_against_its_real_frames_and_finds_its_shift(real):
+    d = real["dir"]
+    io.write_video(d / "late.mp4", real["panels"], FPS, audio=degrade.shift_audio(real["audio"], 5, FPS))
+    (d / "late.json").write_text((d / "real.json").read_text())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", EvaluateWarning)  # a complete clip and reference: no warning
+        report = evaluate_clip(d / "late.mp4", prepared=d / "prep", progress=False)
+    assert report["frame_aligned"] and report["speaking_from"] == "turns in late.json"
+    for person in report["per_person"]:
+        talking, listening = person["talking"], person["listening"]
+        assert abs(talking["av_offset"] - 5) <= 1
+        assert talking["psnr"] > 30 and talking["ssim"] > 0.9  # the real frames, H.264 twice
+        assert talking["lmd"] < 0.02 and listening["pose_l1"] < 0.01
+        assert 0 < talking["cpbd"] <= 1 and listening["frames"] > 0
+
+
+def test_degradations_grow_with_their_level(real):
+    clean = real["crops"][0][:30]
+    lm = real["tracks"]["landmarks"][0, :30]
+    blink = real["tracks"]["blink"][0, :30]
+    other = real["crops"][0][100:130]
+    audio = real["audio"][: 30 * io.SAMPLE_RATE // FPS]
+    for fam in degrade.FAMILIES:
+        if fam.name == "audio_shift":
+            continue
+        diffs = []
+        for value in fam.levels:
+            frames, sound = degrade.apply(fam.name, value, clean, audio, FPS, lm, blink, other)
+            assert frames.shape == clean.shape and frames.dtype == np.uint8 and sound is audio
+            diffs.append(np.abs(frames.astype(float) - clean).mean())
+        assert all(b > a for a, b in zip(diffs, diffs[1:])), (fam.name, diffs)
+        if fam.name != "no_blinks" or (blink > 0.5).any():
+            assert diffs[0] > 0, fam.name
+    shifted = degrade.shift_audio(audio, 3, FPS)
+    n = 3 * io.SAMPLE_RATE // FPS
+    np.testing.assert_array_equal(shifted[n:], audio[:-n])
+    assert not shifted[:n].any()
+
+
+def _toy_data(n_segments=10, seed=0):
+    """Queries whose known order follows a hidden quality q: the first metric rises with q, the
+    second falls with it, the third is noise; every segment has its own offset."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_segments):
+        offset = rng.normal()
+        rows.append((s, "clean", 0, 10.0))
+        for fam in ("a", "b"):
+            for level in (1, 2, 3):
+                rows.append((s, fam, level, -float(level)))
+    seg, fam, lev, score = (np.array(c) for c in zip(*rows))
+    quality = -lev + 0.1 * rng.normal(size=len(lev))
+    X = np.stack([quality + offset * 0.2, -quality, rng.normal(size=len(lev))], 1)
+    return preference.PreferenceData("talking", ("psnr", "lmd", "cpbd"), X, score, seg, seg, fam, lev)
+
+
+def test_comparable_pairs_keep_only_known_orderings():
+    data = _toy_data(2)
+    pairs = preference.comparable_pairs(data)
+    i, j = pairs.T
+    assert (data.score[i] > data.score[j]).all() and (data.group[i] == data.group[j]).all()
+    same = data.family[i] == data.family[j]
+    assert (same | (data.family[i] == "clean")).all()  # two degradations are never compared
+    # per segment: clean over 6, and 3 ordered pairs within each family
+    assert len(pairs) == 2 * (6 + 3 + 3)
+
+
+def test_rankings_are_scored_as_the_paper_scores_them():
+    data = _toy_data(3)
+    perfect = data.score + 0.01 * data.relevance
+    assert preference.mrr(perfect, data) == 1.0
+    ideal = preference.dcg(data.relevance, data)
+    assert preference.dcg(perfect, data) == pytest.approx(ideal)
+    assert preference.dcg(-perfect, data) < ideal
+    assert preference.mrr(-perfect, data) == pytest.approx(1 / 7)
+    # rank-sum and #Top-1 read the metrics' directions (psnr up, lmd down); here without the noise
+    clean = dataclasses.replace(data, names=data.names[:2], X=data.X[:, :2])
+    assert preference.mrr(preference.rank_sum(clean), clean) == 1.0
+    assert preference.mrr(preference.top1(clean), clean) == 1.0
+    flipped = dataclasses.replace(clean, names=("lmd", "psnr"))  # read the wrong way round
+    assert preference.mrr(preference.rank_sum(flipped), flipped) < 0.5
+
+
+def test_the_preference_score_learns_an_ordering_it_was_not_shown():
+    data = _toy_data(12)
+    test = np.isin(data.segment, [10, 11])
+    score = preference.train_score(data.subset(~test), seed=0, epochs=200)
+    assert score.curve[-1] < 0.5 * score.curve[0]
+    held = data.subset(test)
+    assert preference.mrr(score(held.X), held) == 1.0
+    assert preference.dcg(score(held.X), held) > 0.95 * preference.dcg(held.relevance, held)
+    out = score(held.X)
+    assert (out >= 0).all() and (out <= 6).all()  # ReLU6 output
+
+
+def run(args, cwd) -> int:
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        rc = cli.main([str(a) for a in args])
+    except SystemExit as exit_:
+        rc = exit_.code
+    finally:
+        os.chdir(old)
+    return rc
+
+
+def test_evaluate_command_and_its_bad_inputs(real, capsys):
+    d = real["dir"]
+    panels, audio = real["panels"][:75], real["audio"][: 3 * io.SAMPLE_RATE]
+    io.write_video(d / "short.mp4", panels, FPS, audio=audio)
+    io.write_video(d / "mute.mp4", panels, FPS)
+    io.write_video(d / "one.mp4", panels[:, :, :SIZE], FPS, audio=audio)
+    io.write_video(d / "wide.mp4", np.zeros((10, 64, 160, 3), np.uint8), FPS)
+    io.write_video(d / "ref30.mp4", real["panels"][np.floor(np.arange(90) * 25 / 30).astype(int)], 30)
+    gone = panels.copy()
+    gone[20:45, :, SIZE:] = 90  # the right face gone for a second
+    io.write_video(d / "gone.mp4", gone, FPS, audio=audio)
+
+    assert run(["evaluate", "short.mp4", "--reference", "ref30.mp4"], d) == 0  # 30 fps: resampled
+    out = capsys.readouterr()
+    report = json.loads((d / "short.eval.json").read_text())
+    assert report["frame_aligned"] and "30 fps" in report["reference"]
+    assert report["per_person"][0]["all"]["psnr"] > 30
+    assert (d / "short.eval.md").read_text().startswith("# short.mp4") and (d / "short.eval.png").stat().st_size
+    assert "person 0" in out.out
+
+    assert run(["evaluate", "mute.mp4", "--quiet"], d) == 0
+    err = capsys.readouterr().err
+    assert "mute.mp4: no audio track: the sync metrics (AVOffset, AVConf) are skipped" in err
+    mute = json.loads((d / "mute.eval.json").read_text())["per_person"][0]["all"]
+    assert "av_offset" not in mute and mute["cpbd"] > 0
+
+    assert run(["evaluate", "one.mp4", "--quiet"], d) == 0
+    assert json.loads((d / "one.eval.json").read_text())["people"] == 1
+    capsys.readouterr()
+
+    assert run(["evaluate", "gone.mp4", "--quiet"], d) == 0
+    assert "gone.mp4: person 1: no face found in frames 20-44 (0.80-1.80 s)" in capsys.readouterr().err
+
+    assert run(["evaluate", "short.mp4", "--reference", "real.mp4", "--quiet"], d) == 0  # 3 s against 12 s
+    err = capsys.readouterr().err
+    assert "75 frames against 300" in err and "PoseFD, ExpFD" in err
+
+    assert run(["evaluate", "wide.mp4"], d) == 1
+    assert "wide.mp4: 160x64 is not one or two square panels side by side" in capsys.readouterr().err
+    assert not (d / "wide.eval.json").exists()
+    assert run(["evaluate", "missing.mp4"], d) == 2
+    assert "argument CLIP: missing.mp4: no such file" in capsys.readouterr().err
+    assert run(["evaluate", "short.mp4", "--prepared", "short.mp4"], d) == 2
+    assert "not a finished minitalk prepare folder" in capsys.readouterr().err
