@@ -20,6 +20,7 @@ _SUBMODULES = (  # shared foundations, then one folder per stage, in the order o
     "cli",
     "demo",
     "dialogue",
+    "evaluate",
     "files",
     "io",
     "metrics",

@@ -1,4 +1,4 @@
-"""The `minitalk` command line: one sub-command per pipeline stage that exists.
+"""The `minitalk` command line: one sub-command per pipeline stage.
 
 minitalk demo [--sample DIR] [--out DIR]
 minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = commands.add_parser(
         "demo",
-        help="run every stage that exists on the shipped sample dialogue",
-        description="Run every pipeline stage that exists so far on the sample dialogue, "
-        "write what they produce to --out, and list the stages still to come.",
+        help="run every stage on the shipped sample dialogue",
+        description="Run every pipeline stage on the sample dialogue (prepare, pose, the shipped "
+        "avatar's DialogueNeRF, render new speech, evaluate the clip) and write what they produce to --out.",
     )
     demo.add_argument(
         "--sample",

@@ -44,7 +44,7 @@ def test_cpbd_falls_with_every_step_of_blur(real):
     image = real["crops"][0][100]
     scores = [cpbd(image if s == 0 else cv2.GaussianBlur(image, (0, 0), s)) for s in (0, 0.5, 1, 1.5, 2, 3)]
     # falls at every step until no edge is left that a viewer would call sharp
-    assert all(a > b or a == b == 0 for a, b in zip(scores, scores[1:])), scores
+    assert all(a > b or a == b == 0 for a, b in zip(scores, scores[1:], strict=False)), scores
     assert scores[0] > 0.3 and scores[-1] == 0
     assert cpbd(np.full((64, 64, 3), 128, np.uint8)) == 0.0  # no edge: nothing a viewer calls sharp
 
@@ -52,7 +52,9 @@ def test_cpbd_falls_with_every_step_of_blur(real):
 def test_psnr_and_ssim_on_known_cases():
     rng = np.random.default_rng(0)
     img = rng.random((32, 32, 3))
-    assert metrics.psnr(img, np.clip(img + 0.1, 0, 2), peak=2) == pytest.approx(20 * np.log10(2 / 0.1), abs=1e-6)
+    assert metrics.psnr(img, np.clip(img + 0.1, 0, 2), peak=2) == pytest.approx(
+        20 * np.log10(2 / 0.1), abs=1e-6
+    )
     assert metrics.ssim(img, img) == pytest.approx(1.0)
 
 
@@ -84,13 +86,18 @@ def test_sync_finds_an_audio_shift_within_one_frame(real, shift):
         real["readings"] = [read_panels(c) for c in real["crops"]]
     n = len(real["crops"][0])
     audio = real["audio"]
-    moved = degrade.shift_audio(audio, shift, FPS) if shift >= 0 else np.concatenate(
-        [audio[int(round(-shift / FPS * io.SAMPLE_RATE)) :], np.zeros(int(round(-shift / FPS * io.SAMPLE_RATE)))]
-    )  # fmt: skip
+    lead = int(round(-shift / FPS * io.SAMPLE_RATE))
+    moved = (
+        degrade.shift_audio(audio, shift, FPS)
+        if shift >= 0
+        else np.concatenate([audio[lead:], np.zeros(lead)])
+    )
     envelope = sync.speech_envelope(moved, FPS, n)
     for p in range(2):
         r = real["readings"][p]
-        found = sync.av_sync(sync.mouth_signal(r.opening, r.interior), envelope, real["tracks"]["speaking"][p])
+        found = sync.av_sync(
+            sync.mouth_signal(r.opening, r.interior), envelope, real["tracks"]["speaking"][p]
+        )
         assert abs(found["av_offset"] - shift) <= 1, (p, found)
         assert found["av_conf"] > 0.2
 
@@ -125,7 +132,7 @@ def test_degradations_grow_with_their_level(real):
             frames, sound = degrade.apply(fam.name, value, clean, audio, FPS, lm, blink, other)
             assert frames.shape == clean.shape and frames.dtype == np.uint8 and sound is audio
             diffs.append(np.abs(frames.astype(float) - clean).mean())
-        assert all(b > a for a, b in zip(diffs, diffs[1:])), (fam.name, diffs)
+        assert all(b > a for a, b in zip(diffs, diffs[1:], strict=False)), (fam.name, diffs)
         if fam.name != "no_blinks" or (blink > 0.5).any():
             assert diffs[0] > 0, fam.name
     shifted = degrade.shift_audio(audio, 3, FPS)
@@ -145,7 +152,7 @@ def _toy_data(n_segments=10, seed=0):
         for fam in ("a", "b"):
             for level in (1, 2, 3):
                 rows.append((s, fam, level, -float(level)))
-    seg, fam, lev, score = (np.array(c) for c in zip(*rows))
+    seg, fam, lev, score = (np.array(c) for c in zip(*rows, strict=True))
     quality = -lev + 0.1 * rng.normal(size=len(lev))
     X = np.stack([quality + offset * 0.2, -quality, rng.normal(size=len(lev))], 1)
     return preference.PreferenceData("talking", ("psnr", "lmd", "cpbd"), X, score, seg, seg, fam, lev)
@@ -219,7 +226,9 @@ def test_evaluate_command_and_its_bad_inputs(real, capsys):
     report = json.loads((d / "short.eval.json").read_text())
     assert report["frame_aligned"] and "30 fps" in report["reference"]
     assert report["per_person"][0]["all"]["psnr"] > 30
-    assert (d / "short.eval.md").read_text().startswith("# short.mp4") and (d / "short.eval.png").stat().st_size
+    assert (d / "short.eval.md").read_text().startswith("# short.mp4") and (
+        d / "short.eval.png"
+    ).stat().st_size
     assert "person 0" in out.out
 
     assert run(["evaluate", "mute.mp4", "--quiet"], d) == 0

@@ -268,7 +268,7 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
                     else ~ref_speaking
                 )
             person[role] = role_metrics(
-                r, mask, model, fps, envelope if role != "listening" else None,
+                r, mask, model, fps, envelope if role == "talking" else None,
                 image_scores[p] if aligned else None,
                 ref_readings[p] if ref_readings else None, ref_mask, aligned,
             )  # fmt: skip

@@ -89,7 +89,8 @@ def metric_vector(track: str, clip: Clip, real: FaceReadings, model: FaceModel) 
 def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: int = 6, seed: int = 0,
           progress: bool = True) -> dict:  # fmt: skip
     """The preference data of both tracks, {"talking": PreferenceData, "listening": ...}, plus
-    "segments" and "examples" (a few frames per family, for figures)."""
+    "segments" and "examples" (per family, the frame of its first segment where the mouth is
+    widest, clean and at each level, for figures)."""
     from tqdm.auto import tqdm
 
     from minitalk.nerf import checkpoint
@@ -141,6 +142,9 @@ def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: 
                 tracks["landmarks"][p, start : start + length],
                 tracks["blink"][p, start : start + length],
             )
+            widest = int(
+                np.argmax(tracks["mouth"][p, start : start + length])
+            )  # the frame shown as an example
             same_role = [
                 o for o, (_, sp) in enumerate(segments) if o != s and (sp == p) == (track == "talking")
             ]
@@ -157,9 +161,9 @@ def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: 
                     imgs, sound = degrade.apply(fam.name, value, clean_imgs, snd, fps, lm, blink, other)
                     reuse = clean.readings if imgs is clean_imgs else None
                     group.append(measure(fam.name, level, -float(level), imgs, sound, (s, p), reuse))
-                    shown = examples.setdefault(fam.name, {"from": (s, track), 0: clean_imgs[length // 2]})
+                    shown = examples.setdefault(fam.name, {"from": (s, track), 0: clean_imgs[widest]})
                     if shown["from"] == (s, track):
-                        shown[level] = imgs[length // 2]
+                        shown[level] = imgs[widest]
             group += stitched(group, n_stitched, rng)
             clips[s, track] = group
             bar.update()

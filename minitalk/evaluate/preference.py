@@ -103,7 +103,7 @@ class Normaliser:
 class PreferenceScore(nn.Module):
     """h: metric vector (B, F) -> score (B,) in [0, 6]: Linear-BN-ReLU blocks, Linear-BN-ReLU6 out."""
 
-    def __init__(self, n_metrics: int, hidden: tuple[int, ...] = (32, 16)):
+    def __init__(self, n_metrics: int, hidden: tuple[int, ...] = (16, 8)):
         super().__init__()
         layers, width = [], n_metrics
         for h in hidden:

@@ -79,14 +79,12 @@ def as_json(x):
 
 def plot(report: dict, path) -> None:
     """Per person: the mouth against the speech envelope, and the sync curve c(k) while talking."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     rd = report["_readings"]
     n = report["people"]
-    fig, axes = plt.subplots(n, 2, figsize=(11, 2.6 * n), squeeze=False, gridspec_kw={"width_ratios": [3, 1]})
+    fig = Figure(figsize=(11, 2.6 * n))
+    axes = fig.subplots(n, 2, squeeze=False, gridspec_kw={"width_ratios": [3, 1]})
     t = np.arange(report["frames"]) / report["fps"]
     for p in range(n):
         r, talk = rd["clip"][p], rd["speaking"][p]
@@ -104,8 +102,7 @@ def plot(report: dict, path) -> None:
         ax.legend(loc="upper right", fontsize=7, ncol=3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=80, format="png")
 
 
 def report_paths(clip) -> list[Path]:
