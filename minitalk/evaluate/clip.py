@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ def _reference_frames(reference, prepared, fps: float, size: int, n_people: int)
         frames = (
             [_fit_panel(p, size) for p in panels_of(f, n_people)] for f in io.iter_frames_at(reference, fps)
         )
-        return frames, count, f"{reference} ({info.n_frames} frames at {info.fps:g} fps)"
+        return frames, count, f"{Path(reference).name} ({info.n_frames} frames at {info.fps:g} fps)"
     if prepared is not None:
         from minitalk.prepare import data
 
@@ -85,7 +86,7 @@ def _reference_frames(reference, prepared, fps: float, size: int, n_people: int)
         streams = [io.iter_frames(Path(prepared) / f"frames_p{p}.mp4") for p in range(n_people)]
         frames = ([_fit_panel(f, size) for f in row] for row in zip(*streams, strict=False))
         count = tracks["pose"].shape[1]
-        return frames, count, f"{prepared} ({count} frames at {fps:g} fps)"
+        return frames, count, f"{Path(prepared).name} ({count} frames at {fps:g} fps)"
     return None
 
 
@@ -108,7 +109,9 @@ def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, 
     if prepared is not None and aligned:
         from minitalk.prepare import data
 
-        return data.load_tracks(prepared)["speaking"][:n_people, :n_frames], f"{prepared}"
+        return data.load_tracks(prepared)["speaking"][
+            :n_people, :n_frames
+        ], f"the tracks in {Path(prepared).name}"
     if audio is None:
         return np.zeros((n_people, n_frames), bool), "nobody (no audio)"
     if avatar is not None and n_people == 2:
@@ -118,7 +121,7 @@ def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, 
 
         av = load_avatar(avatar)
         roles = assign_roles(audio, log_mel(audio), n_frames, fps, av.voice_prints, av.voice_spread)
-        return roles.speaking, f"voice prints in {avatar}"
+        return roles.speaking, f"voice prints in {Path(avatar).name}"
     return speaking_from_mouths(audio, readings, fps, n_frames), "whose mouth moves while someone speaks"
 
 
@@ -254,6 +257,8 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
             ref_speaking = (
                 speaking[p][:n_ref] if n_ref <= n_frames else np.pad(speaking[p], (0, n_ref - n_frames))
             )
+        derived = Derived.of(r, model)
+        ref_derived = Derived.of(ref_readings[p], model) if ref_readings else None
         person = {"person": p, "frames_without_face": int(missing.sum())}
         for role in ("all", *ROLES):
             mask = np.ones(n_frames, bool) if role == "all" else speaking[p] if role == "talking" else (
@@ -268,9 +273,8 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
                     else ~ref_speaking
                 )
             person[role] = role_metrics(
-                r, mask, model, fps, envelope if role == "talking" else None,
-                image_scores[p] if aligned else None,
-                ref_readings[p] if ref_readings else None, ref_mask, aligned,
+                derived, mask, fps, envelope if role == "talking" else None,
+                image_scores[p] if aligned else None, ref_derived, ref_mask, aligned,
             )  # fmt: skip
         people.append(person)
 
@@ -281,6 +285,7 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         "size": size,
         "people": n_people,
         "reference": ref[2] if ref is not None else None,
+        "reference_path": str(reference or prepared) if ref is not None else None,
         "frame_aligned": bool(aligned),
         "speaking_from": speaking_from,
         "per_person": people,
@@ -298,36 +303,52 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
     return report
 
 
-def role_metrics(r: FaceReadings, mask, model, fps, envelope, image_scores, ref: FaceReadings | None,
-                 ref_mask, aligned: bool) -> dict:  # fmt: skip
+@dataclass
+class Derived:
+    """What the metrics need from one panel's readings, computed once: head pose, expression and
+    blinks (pose and expression need a face model; None without one)."""
+
+    readings: FaceReadings
+    pose: np.ndarray | None  # (T, 6)
+    expression: np.ndarray | None  # (T, K)
+    blink: np.ndarray  # (T,)
+
+    @classmethod
+    def of(cls, r: FaceReadings, model: FaceModel | None) -> Derived:
+        if model is None:
+            return cls(r, None, None, r.blink())
+        return cls(r, r.pose(model), r.expression(model), r.blink())
+
+
+def role_metrics(d: Derived, mask, fps, envelope, image_scores, ref: Derived | None, ref_mask,
+                 aligned: bool) -> dict:  # fmt: skip
     """The metrics of one person over the frames in `mask` (see the module docstring); None where a
     metric does not apply."""
     out: dict = {"frames": int(mask.sum())}
     if not mask.any():
         return out
+    r, pose, exp = d.readings, d.pose, d.expression
     sel = np.flatnonzero(mask)
     out["cpbd"] = _mean(r.cpbd[sel])
-    pose = r.pose(model) if model is not None else None
-    exp = r.expression(model) if model is not None else None
-    out.update(metrics.blink_statistics(r.blink()[sel], fps))
+    out.update(metrics.blink_statistics(d.blink[sel], fps))
     out["head_motion_var"] = metrics.head_motion_variance(pose[sel]) if pose is not None else None
     if envelope is not None:
         out.update(sync.av_sync(sync.mouth_signal(r.opening, r.interior), envelope, mask))
-    if ref is None or model is None:
+    if ref is None or pose is None:
         return out
-    ref_sel = np.flatnonzero(ref_mask) if ref_mask is not None else np.arange(len(ref))
-    ref_pose, ref_exp = ref.pose(model), ref.expression(model)
-    if len(ref_sel) > 1:
-        out["pose_fd"] = metrics.pose_fd(_finite(pose[sel]), _finite(ref_pose[ref_sel]))
+    ref_sel = np.flatnonzero(ref_mask) if ref_mask is not None else np.arange(len(ref.blink))
+    ref_pose, ref_exp = ref.pose, ref.expression
+    ours, theirs = _finite(pose[sel]), _finite(ref_pose[ref_sel])
+    if len(ours) > 1 and len(theirs) > 1:  # a distribution needs more than one frame on each side
+        out["pose_fd"] = metrics.pose_fd(ours, theirs)
         out["exp_fd"] = metrics.exp_fd(exp[sel], ref_exp[ref_sel])
-        out["real_blink_rate"] = metrics.blink_statistics(ref.blink()[ref_sel], fps)["blink_rate"]
+        out["real_blink_rate"] = metrics.blink_statistics(ref.blink[ref_sel], fps)["blink_rate"]
     if aligned and image_scores:
-        both = sel[sel < min(len(ref), len(image_scores))]
+        both = sel[sel < min(len(ref.blink), len(image_scores))]
         scores = np.asarray(image_scores)[both]
         out["psnr"], out["ssim"] = _mean(scores[:, 0]), _mean(scores[:, 1])
-        out.update(
-            frame_metrics(r.take(both), ref.take(both), exp[both], ref_exp[both], pose[both], ref_pose[both])
-        )
+        out.update(frame_metrics(r.take(both), ref.readings.take(both), exp[both], ref_exp[both], pose[both],
+                                 ref_pose[both]))  # fmt: skip
     return out
 
 
