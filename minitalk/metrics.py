@@ -1,26 +1,16 @@
-"""Evaluation metrics (DialogueNeRF section V; the ViCo metric suite of the Preference Score paper, Table 1).
+"""Evaluation metrics as plain functions (DialogueNeRF section V; the ViCo suite of the Preference
+Score paper, Table 1). Sharpness (CPBD) and sync live in `minitalk.evaluate`.
 
-Motion metrics for generated head poses:
-
-* PoseL1: mean absolute difference of pose coefficients, frame by frame;
-* PoseFD: Frechet distance between Gaussian fits of the generated and real
-  pose coefficients (the ViCo challenge's listener metric): it compares the
-  distributions, so it rewards motion of the right size and kind even when it
-  is not in step with the ground truth.
-
-Pose coefficients follow 3DMM practice: rotations in radians, translation in metres.
-Image metrics: PSNR and SSIM, by scikit-image (SSIM in Wang et al.'s form: Gaussian window of
-sigma 1.5); CPBD sharpness in `minitalk.evaluate.sharpness`.
-
-Landmark and face-state metrics (the ViCo suite): LMD (Chen et al., ECCV 2018: the mean distance
-between rendered and real landmarks, here over the lips or the whole face and divided by the real
-face's width, so it reads the same at any resolution), ExpL1 and ExpFD on the expression
-coefficients of DialogueNeRF Eq. 1, blink rate and mean interval between blinks, and head-motion
-variance.
-
-Lip sync, read from pixels: `mouth_interior`, the share of the mouth box that is open
-mouth. FaceMesh's landmark opening is the field's usual reading, but a face of ~50 px can be
-too small for it (see `minitalk.nerf.evaluate.mouth_measures`).
+- Image: PSNR and SSIM by scikit-image (SSIM in Wang et al.'s form, Gaussian window sigma 1.5).
+- Head pose: PoseL1 frame by frame, and PoseFD, the Frechet distance between Gaussian fits of
+  two sets of poses: it compares distributions, so it rewards motion of the right size and kind
+  even out of step with the truth. Coefficients as in 3DMM practice: radians and metres.
+- Landmarks and face states: LMD (Chen et al., ECCV 2018), the mean landmark distance over the
+  face or the lips, here in units of the real face's width so it reads the same at any
+  resolution; ExpL1 and ExpFD on DialogueNeRF Eq. 1's coefficients; blink rate and interval;
+  head-motion variance.
+- The mouth read from pixels, `mouth_interior`: FaceMesh's lip gap is the usual reading, but a
+  face of ~50 px can be too small for it (`minitalk.nerf.evaluate.mouth_measures`).
 """
 
 from __future__ import annotations
