@@ -28,7 +28,7 @@ import numpy as np
 
 import minitalk as mt
 from minitalk import io
-from minitalk.evaluate import dataset, degrade, preference, sync
+from minitalk.evaluate import dataset, degrade, preference, ranking, sync
 from minitalk.evaluate.clip import evaluate_clip
 from minitalk.evaluate.faces import read_panels
 from minitalk.evaluate.sharpness import cpbd
@@ -122,21 +122,21 @@ def main() -> None:
     t0 = time.perf_counter()
     for track in ("talking", "listening"):
         d = built[track]
-        res = preference.compare(d, seeds)
+        res = ranking.compare(d, seeds)
         unseen = {}
         for fam in degrade.FAMILIES:
             if track in fam.tracks and (d.family == fam.name).any():
-                unseen[fam.name] = preference.compare(d, seeds, held_out_family=fam.name)
+                unseen[fam.name] = ranking.compare(d, seeds, held_out_family=fam.name)
         out[track] = {
             **res,
             "unseen_family": {
                 m: {
                     k: round(float(np.mean([u[m][k][0] for u in unseen.values()])), 4) for k in ("mrr", "dcg")
                 }
-                for m in (*preference.METHODS, "gt")
+                for m in (*ranking.METHODS, "gt")
             },
             "unseen_family_ps_mrr": {f: u["ps"]["mrr"][0] for f, u in unseen.items()},
-            "importance_dcg_drop": preference.permutation_importance(d, seeds),
+            "importance_dcg_drop": ranking.permutation_importance(d, seeds),
             "clips": int(len(d.X)),
             "pairs": int(len(preference.comparable_pairs(d))),
         }

@@ -10,9 +10,10 @@ import warnings
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from minitalk import cli, io, metrics
-from minitalk.evaluate import degrade, preference, sync
+from minitalk.evaluate import degrade, preference, ranking, sync
 from minitalk.evaluate.clip import EvaluateWarning, evaluate_clip
 from minitalk.evaluate.faces import read_panels
 from minitalk.evaluate.sharpness import cpbd
@@ -116,6 +117,11 @@ def test_evaluate_scores_a_clip_against_its_real_frames_and_finds_its_shift(real
         assert talking["psnr"] > 30 and talking["ssim"] > 0.9  # the real frames, H.264 twice
         assert talking["lmd"] < 0.02 and listening["pose_l1"] < 0.01
         assert 0 < talking["cpbd"] <= 1 and listening["frames"] > 0
+        assert 0 <= talking["preference_score"] <= 6 and 0 <= listening["preference_score"] <= 6
+    assert any(
+        r.startswith("Preference Score (0-6, higher preferred) learned from known orderings")
+        for r in report["remarks"]
+    )
 
 
 def test_degradations_grow_with_their_level(real):
@@ -172,17 +178,17 @@ def test_comparable_pairs_keep_only_known_orderings():
 def test_rankings_are_scored_as_the_paper_scores_them():
     data = _toy_data(3)
     perfect = data.score + 0.01 * data.relevance
-    assert preference.mrr(perfect, data) == 1.0
-    ideal = preference.dcg(data.relevance, data)
-    assert preference.dcg(perfect, data) == pytest.approx(ideal)
-    assert preference.dcg(-perfect, data) < ideal
-    assert preference.mrr(-perfect, data) == pytest.approx(1 / 7)
+    assert ranking.mrr(perfect, data) == 1.0
+    ideal = ranking.dcg(data.relevance, data)
+    assert ranking.dcg(perfect, data) == pytest.approx(ideal)
+    assert ranking.dcg(-perfect, data) < ideal
+    assert ranking.mrr(-perfect, data) == pytest.approx(1 / 7)
     # rank-sum and #Top-1 read the metrics' directions (psnr up, lmd down); here without the noise
     clean = dataclasses.replace(data, names=data.names[:2], X=data.X[:, :2])
-    assert preference.mrr(preference.rank_sum(clean), clean) == 1.0
-    assert preference.mrr(preference.top1(clean), clean) == 1.0
+    assert ranking.mrr(ranking.rank_sum(clean), clean) == 1.0
+    assert ranking.mrr(ranking.top1(clean), clean) == 1.0
     flipped = dataclasses.replace(clean, names=("lmd", "psnr"))  # read the wrong way round
-    assert preference.mrr(preference.rank_sum(flipped), flipped) < 0.5
+    assert ranking.mrr(ranking.rank_sum(flipped), flipped) < 0.5
 
 
 def test_the_preference_score_learns_an_ordering_it_was_not_shown():
@@ -191,10 +197,24 @@ def test_the_preference_score_learns_an_ordering_it_was_not_shown():
     score = preference.train_score(data.subset(~test), seed=0, epochs=200)
     assert score.curve[-1] < 0.5 * score.curve[0]
     held = data.subset(test)
-    assert preference.mrr(score(held.X), held) == 1.0
-    assert preference.dcg(score(held.X), held) > 0.95 * preference.dcg(held.relevance, held)
+    assert ranking.mrr(score(held.X), held) == 1.0
+    assert ranking.dcg(score(held.X), held) > 0.95 * ranking.dcg(held.relevance, held)
     out = score(held.X)
     assert (out >= 0).all() and (out <= 6).all()  # ReLU6 output
+
+
+def test_a_trained_score_survives_its_file_and_a_foreign_file_is_named(tmp_path):
+    from minitalk.files import FileFormatError
+
+    data = _toy_data(6)
+    scores = {t: preference.train_score(data, seed=0, epochs=30) for t in ("talking", "listening")}
+    preference.save_scores(tmp_path / "ps.pt", scores, "toy orderings")
+    loaded, trained_on = preference.load_scores(tmp_path / "ps.pt")
+    assert trained_on == "toy orderings"
+    np.testing.assert_allclose(loaded["talking"](data.X), scores["talking"](data.X), rtol=1e-6)
+    torch.save({"something": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(FileFormatError, match="other.pt: not a minitalk preference score file"):
+        preference.load_scores(tmp_path / "other.pt")
 
 
 def run(args, cwd) -> int:

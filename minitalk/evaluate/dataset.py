@@ -18,15 +18,16 @@ reuse their pieces' per-frame readings, as reading the stitched video would give
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from minitalk import io, metrics
 from minitalk.evaluate import degrade, sync
-from minitalk.evaluate.clip import frame_metrics
 from minitalk.evaluate.faces import FaceModel, FaceReadings, read_panels
-from minitalk.evaluate.preference import LISTENING, TALKING, PreferenceData
+from minitalk.evaluate.preference import LISTENING, TALKING, PreferenceData, vector
+from minitalk.evaluate.scores import frame_metrics
 
 
 @dataclass
@@ -83,7 +84,7 @@ def metric_vector(track: str, clip: Clip, real: FaceReadings, model: FaceModel) 
         m["exp_fd"] = metrics.exp_fd(exp, ref_exp)
         m["pose_fd"] = metrics.pose_fd(pose[ok], ref_pose[ok_ref]) if ok.sum() > 1 else np.nan
         names = LISTENING
-    return np.array([np.nan if m[n] is None else m[n] for n in names], np.float64)
+    return vector(m, names)
 
 
 def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: int = 6, seed: int = 0,
@@ -213,3 +214,35 @@ def stitched(group: list[Clip], n: int, rng: np.random.Generator) -> list[Clip]:
             np.concatenate([c.envelope[sl] for c, sl in zip(pieces, parts, strict=True)]),
         ))  # fmt: skip
     return out
+
+
+TRAINED_ON = (
+    "known orderings of degraded renders of minitalk's synthetic sample (not human rankings): "
+    "{segments} segments of {length} frames, the shipped avatar, seed {seed}"
+)
+
+
+def train_shipped(prepared, avatar, out, n_segments: int = 16, length: int = 40, seed: int = 0) -> Path:
+    """The Preference Score file `minitalk evaluate` uses (`data_samples/preference.pt`): both
+    tracks trained on every segment of the sample's preference data."""
+    from minitalk.evaluate.preference import save_scores, train_score
+
+    built = build(prepared, avatar, n_segments, length, seed=seed)
+    scores = {track: train_score(built[track], seed) for track in ("talking", "listening")}
+    save_scores(out, scores, TRAINED_ON.format(segments=n_segments, length=length, seed=seed))
+    return Path(out)
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    import minitalk as mt
+    from minitalk.prepare.data import prepare
+
+    ap = argparse.ArgumentParser(description="Train the shipped Preference Score on the sample.")
+    ap.add_argument("--out", default=str(mt.SAMPLE_DIR / "preference.pt"))
+    args = ap.parse_args()
+    folder = prepare(mt.SAMPLE_DIR / "dialogue.mp4", Path(tempfile.gettempdir()) / "minitalk_sample_prepared",
+                     progress=False)  # fmt: skip
+    print(f"wrote {train_shipped(folder, mt.SAMPLE_DIR / 'avatars.pt', args.out)}")

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minitalk import metrics
+from minitalk.evaluate.sharpness import cpbd
+from minitalk.nerf.frames import mouth_boxes
 from minitalk.prepare import expression, face, headpose
 
 
@@ -117,9 +119,6 @@ class FaceReader:
         self._tracker.__exit__(*exc)
 
     def __call__(self, panel: np.ndarray) -> None:
-        from minitalk.evaluate.sharpness import cpbd
-        from minitalk.nerf.frames import mouth_boxes
-
         lm = self._tracker(panel)
         found = bool(np.isfinite(lm).all())
         if found:

@@ -10,11 +10,7 @@ weigh the metrics of a conversational head into one score, and the ways it is ju
       P(i > j) = sigmoid(h(M_i) - h(M_j))                                          (Eq. 1)
       L = - sum log P(i > j)                                                       (Eq. 2)
   (Eq. 2's second term vanishes: every pair is ordered so that Y_ij = 1.)
-- Judged, as in section 5.2, by the mean reciprocal rank of the best clip of each query (MRR) and
-  the discounted cumulative gain of the whole ordering, DCG = sum_i rel_i / log2(i + 1) (Eq. 3),
-  against the challenge rules #Top-1 (ViCo 2022: how many metrics a clip is best on) and
-  rank-sum (ViCo 2023: the sum of a clip's ranks over the metrics), and a decision tree; and by
-  permutation feature importance, the drop in DCG when one metric is shuffled (section 5.3).
+- Judged in `minitalk.evaluate.ranking` (MRR, DCG, the baselines, feature importance).
 
 The preferences here are known orderings of degraded renders (`minitalk.evaluate.dataset`), not
 human judgements: what the score learns is that ordering.
@@ -31,7 +27,15 @@ from torch import nn
 TALKING = ("psnr", "ssim", "cpbd", "lmd", "lip_lmd", "exp_l1", "pose_l1", "av_offset_abs", "av_conf")
 LISTENING = ("psnr", "ssim", "cpbd", "lmd", "exp_l1", "pose_l1", "exp_fd", "pose_fd")
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "cpbd", "av_conf"})
-METHODS = ("ps", "top1", "rank_sum", "tree")
+
+
+def vector(values: dict, names) -> np.ndarray:
+    """A metric vector (F,) in the order of `names` from a dict of metrics (`minitalk evaluate`'s
+    per-role figures or a clip's); |AVOffset| from a signed AVOffset; NaN where a metric is missing."""
+    values = dict(values)
+    if "av_offset_abs" not in values and values.get("av_offset") is not None:
+        values["av_offset_abs"] = abs(values["av_offset"])
+    return np.array([np.nan if values.get(n) is None else float(values[n]) for n in names], np.float64)
 
 
 @dataclass
@@ -134,9 +138,45 @@ class TrainedScore:
             return self.model(torch.from_numpy(self.normaliser(X))).numpy().astype(np.float64)
 
     def state_dict(self) -> dict:
+        """Tensors only, so the file loads with `torch.load(weights_only=True)`."""
         n = self.normaliser
-        return {"weights": self.model.state_dict(), "names": list(self.names), "low": n.low, "span": n.span,
-                "mean": n.mean, "std": n.std}  # fmt: skip
+        stats = {
+            k: torch.as_tensor(getattr(n, k), dtype=torch.float64) for k in ("low", "span", "mean", "std")
+        }
+        return {"weights": self.model.state_dict(), "names": list(self.names), **stats}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> TrainedScore:
+        names = tuple(state["names"])
+        hidden = tuple(
+            v.shape[0] for k, v in state["weights"].items() if k.endswith(".weight") and v.ndim == 2
+        )
+        model = PreferenceScore(len(names), hidden[:-1])
+        model.load_state_dict(state["weights"])
+        normaliser = Normaliser(*(state[k].numpy() for k in ("low", "span", "mean", "std")))
+        return cls(model, normaliser, names, [])
+
+
+SCORE_FILE_KEYS = ("kind", "talking", "listening", "trained_on")
+
+
+def save_scores(path, scores: dict[str, TrainedScore], trained_on: str) -> None:
+    """The two tracks' trained scores in one file (atomically), with what they were trained on."""
+    from minitalk.files import FORMAT_VERSION
+    from minitalk.utils import atomic_path
+
+    state = {"kind": "minitalk preference score", "trained_on": trained_on, "format_version": FORMAT_VERSION}
+    state.update({track: scores[track].state_dict() for track in ("talking", "listening")})
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_scores(path) -> tuple[dict[str, TrainedScore], str]:
+    """The scores `save_scores` wrote, checked (`minitalk.files.load_torch`), and what they learned from."""
+    from minitalk.files import load_torch
+
+    state = load_torch(path, "preference score file", SCORE_FILE_KEYS)
+    return {t: TrainedScore.from_state_dict(state[t]) for t in ("talking", "listening")}, state["trained_on"]
 
 
 def train_score(data: PreferenceData, seed: int = 0, epochs: int = 300, lr: float = 0.01,
@@ -176,151 +216,3 @@ def train_score(data: PreferenceData, seed: int = 0, epochs: int = 300, lr: floa
     if best[1] is not None:
         model.load_state_dict(best[1])
     return TrainedScore(model, normaliser, data.names, curve)
-
-
-# ---- the baselines: higher output = ranked higher ------------------------------------------------
-
-
-def _oriented(data: PreferenceData) -> np.ndarray:
-    """X with every metric turned so that higher is better; NaN as the worst value."""
-    sign = np.array([1.0 if n in HIGHER_IS_BETTER else -1.0 for n in data.names])
-    return np.where(np.isnan(data.X), -np.inf, data.X * sign)
-
-
-def rank_sum(data: PreferenceData) -> np.ndarray:
-    """ViCo 2023's rule: each clip's rank on every metric within its query (1 = best), summed;
-    returned negated, so that higher is better."""
-    out = np.zeros(len(data.X))
-    Xo = _oriented(data)
-    for g in np.unique(data.group):
-        idx = np.flatnonzero(data.group == g)
-        ranks = np.zeros(len(idx))
-        for f in range(Xo.shape[1]):
-            col = Xo[idx, f]
-            ranks += 1 + (col[None, :] > col[:, None]).sum(1)  # ties share the better rank
-        out[idx] = -ranks
-    return out
-
-
-def top1(data: PreferenceData) -> np.ndarray:
-    """ViCo 2022's rule: on how many metrics a clip is the best of its query (ties all count);
-    ties in that count are broken by rank-sum."""
-    out = np.zeros(len(data.X))
-    Xo = _oriented(data)
-    for g in np.unique(data.group):
-        idx = np.flatnonzero(data.group == g)
-        out[idx] = (Xo[idx] >= Xo[idx].max(0)).sum(1)
-    rs = rank_sum(data)
-    return out + 1e-3 * (rs - rs.min()) / max(np.ptp(rs), 1e-12)
-
-
-def tree_scores(train: PreferenceData, test: PreferenceData, seed: int) -> np.ndarray:
-    """A decision-tree classifier of the preference level (section 5.2's DT), scored by its
-    expected preference: sum over levels of P(level) times the level's score."""
-    from sklearn.tree import DecisionTreeClassifier
-
-    normaliser = Normaliser.fit(train.X)
-    classes = np.unique(train.score)
-    tree = DecisionTreeClassifier(random_state=seed).fit(
-        normaliser(train.X), np.searchsorted(classes, train.score)
-    )
-    proba = tree.predict_proba(normaliser(test.X))
-    return proba @ classes[tree.classes_]
-
-
-# ---- ranking quality -------------------------------------------------------------------------------
-
-
-def mrr(scores: np.ndarray, data: PreferenceData) -> float:
-    """Mean over queries of 1 / (rank of the most preferred clip); ties count against the method."""
-    rr = []
-    for g in np.unique(data.group):
-        idx = np.flatnonzero(data.group == g)
-        best = idx[np.argmax(data.score[idx])]
-        rr.append(1.0 / (1 + np.sum(scores[idx] >= scores[best]) - 1))
-    return float(np.mean(rr))
-
-
-def dcg(scores: np.ndarray, data: PreferenceData) -> float:
-    """Mean over queries of Eq. 3 on the ordering by `scores` (ties: the less relevant clip first)."""
-    out = []
-    for g in np.unique(data.group):
-        idx = np.flatnonzero(data.group == g)
-        order = np.lexsort((data.relevance[idx], -scores[idx]))
-        rel = data.relevance[idx][order]
-        out.append(float(np.sum(rel / np.log2(np.arange(2, len(rel) + 2)))))
-    return float(np.mean(out))
-
-
-def method_scores(method: str, train: PreferenceData, test: PreferenceData, seed: int, epochs: int = 300):
-    """Scores of `test`'s clips by one method (the PS and the tree learn from `train`)."""
-    if method == "ps":
-        return train_score(train, seed, epochs)(test.X)
-    if method == "tree":
-        return tree_scores(train, test, seed)
-    if method == "rank_sum":
-        return rank_sum(test)
-    if method == "top1":
-        return top1(test)
-    raise ValueError(f"unknown method {method!r}")
-
-
-def folds(data: PreferenceData, n_folds: int, seed: int) -> list[np.ndarray]:
-    """Segments split into `n_folds` test sets (each segment tested once)."""
-    segments = np.random.default_rng(seed).permutation(np.unique(data.segment))
-    return [np.isin(data.segment, part) for part in np.array_split(segments, n_folds)]
-
-
-def compare(data: PreferenceData, seeds=range(5), n_folds: int = 5, held_out_family: str | None = None,
-            epochs: int = 300) -> dict:  # fmt: skip
-    """MRR and DCG of every method on held-out segments, mean and std over seeds.
-
-    With `held_out_family`, the learned methods never see that degradation in training, and are
-    scored on queries of the clean clip and that degradation only: a test of what they did not
-    learn from.
-    """
-    runs = {m: {"mrr": [], "dcg": []} for m in METHODS}
-    for seed in seeds:
-        per = {m: {"mrr": [], "dcg": []} for m in METHODS}
-        for test_mask in folds(data, n_folds, seed):
-            train_mask = ~test_mask
-            query_mask = test_mask & data.query
-            if held_out_family is not None:
-                train_mask &= data.family != held_out_family
-                query_mask &= np.isin(data.family, ("clean", held_out_family))
-            train, test = data.subset(train_mask), data.subset(query_mask)
-            for m in METHODS:
-                s = method_scores(m, train, test, seed, epochs)
-                per[m]["mrr"].append(mrr(s, test))
-                per[m]["dcg"].append(dcg(s, test))
-        for m in METHODS:
-            for k in ("mrr", "dcg"):
-                runs[m][k].append(float(np.mean(per[m][k])))
-    out = {
-        m: {k: [round(float(np.mean(v)), 4), round(float(np.std(v)), 4)] for k, v in r.items()}
-        for m, r in runs.items()
-    }
-    queries = data.subset(
-        data.query if held_out_family is None else np.isin(data.family, ("clean", held_out_family))
-    )
-    out["gt"] = {"mrr": [1.0, 0.0], "dcg": [round(dcg(queries.relevance, queries), 4), 0.0]}
-    return out
-
-
-def permutation_importance(data: PreferenceData, seeds=range(5), n_folds: int = 5, repeats: int = 5,
-                           epochs: int = 300) -> dict:  # fmt: skip
-    """Section 5.3: the mean drop in the PS's held-out DCG when one metric's values are shuffled
-    across the test clips."""
-    drops = {n: [] for n in data.names}
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        for test_mask in folds(data, n_folds, seed):
-            score = train_score(data.subset(~test_mask), seed, epochs)
-            test = data.subset(test_mask & data.query)
-            base = dcg(score(test.X), test)
-            for f, name in enumerate(data.names):
-                for _ in range(repeats):
-                    X = test.X.copy()
-                    X[:, f] = rng.permutation(X[:, f])
-                    drops[name].append(base - dcg(score(X), test))
-    return {n: round(float(np.mean(v)), 4) for n, v in drops.items()}

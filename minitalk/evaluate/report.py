@@ -30,6 +30,7 @@ COLUMNS = (  # (key, header, format)
     ("blink_rate", "blinks/s", "{:.2f}"),
     ("blink_interval", "blink gap s", "{:.2f}"),
     ("head_motion_var", "head var deg²", "{:.2f}"),
+    ("preference_score", "PS", "{:.2f}"),
 )
 
 
@@ -133,6 +134,7 @@ def summary(report: dict) -> str:
                 continue
             keys = ("psnr", "ssim", "cpbd", "av_offset", "av_conf") if role == "talking" else (
                 "psnr", "ssim", "cpbd", "pose_fd", "exp_fd")  # fmt: skip
+            keys += ("preference_score",)
             shown = ", ".join(
                 f"{h} {_cell(m.get(k), f)}" for k, h, f in COLUMNS if k in keys and m.get(k) is not None
             )
