@@ -12,7 +12,7 @@ on every tested frame; evaluating a 20 s clip in under a tenth of its length on 
 The preferences are orderings known by construction (degradations of the sample's renders), not
 human judgements.
 
-    python benchmarks/bench_eval.py [--segments 16] [--length 40]
+    python benchmarks/bench_eval.py [--segments 16] [--length 40] [--parts sync,cpbd,speed,preference]
 """
 
 from __future__ import annotations
@@ -105,15 +105,23 @@ def main() -> None:
     ap.add_argument("--segments", type=int, default=16)
     ap.add_argument("--length", type=int, default=40, help="frames per segment")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--parts", default="sync,cpbd,speed,preference", help="which figures to measure")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
 
     prepared = Path(tempfile.gettempdir()) / "minitalk_sample_prepared"
     data.prepare(mt.SAMPLE_DIR / "dialogue.mp4", prepared, progress=False)
     tracks = data.load_tracks(prepared)
     out = {"bench": "eval", "preferences": "known orderings of degraded renders, not human rankings"}
-    out.update(sync_errors(prepared, tracks))
-    out.update(cpbd_series(prepared))
-    out.update(evaluate_speed(prepared, tracks))
+    if "sync" in parts:
+        out.update(sync_errors(prepared, tracks))
+    if "cpbd" in parts:
+        out.update(cpbd_series(prepared))
+    if "speed" in parts:
+        out.update(evaluate_speed(prepared, tracks))
+    if "preference" not in parts:
+        print(json.dumps(out))
+        return
 
     t0 = time.perf_counter()
     built = dataset.build(prepared, mt.SAMPLE_DIR / "avatars.pt", args.segments, args.length, progress=False)

@@ -27,7 +27,7 @@ import numpy as np
 
 from minitalk import io, metrics
 from minitalk.evaluate import sync
-from minitalk.evaluate.faces import FaceModel, FaceReader, FaceReadings
+from minitalk.evaluate.faces import FaceModel, FaceReadings, ThreadedReader
 from minitalk.evaluate.report import ROLES
 from minitalk.evaluate.scores import Derived, preference_scores, role_metrics
 from minitalk.utils import MinitalkWarning
@@ -172,8 +172,8 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         warnings.warn(message, EvaluateWarning, stacklevel=3)
 
     ref = _reference_frames(reference, prepared, fps, size, n_people)
-    readers = [FaceReader() for _ in range(n_people)]
-    ref_readers = [FaceReader() for _ in range(n_people)] if ref is not None else []
+    readers = [ThreadedReader() for _ in range(n_people)]  # one thread per panel: FaceMesh in parallel
+    ref_readers = [ThreadedReader() for _ in range(n_people)] if ref is not None else []
     image_scores = [[] for _ in range(n_people)]  # per person: (psnr, ssim) per compared frame
     ref_iter = ref[0] if ref is not None else None
     n_frames = 0
