@@ -46,11 +46,7 @@ def sync_errors(prepared: Path, tracks: dict, seconds: float = 20.0) -> dict:
     audio = io.read_audio(prepared / "audio.wav")
     found = {}
     for k in SHIFTS:
-        lead = int(round(abs(k) / fps * io.SAMPLE_RATE))
-        moved = (
-            degrade.shift_audio(audio, k, fps) if k >= 0 else np.concatenate([audio[lead:], np.zeros(lead)])
-        )
-        env = sync.speech_envelope(moved, fps, n)
+        env = sync.speech_envelope(degrade.shift_audio(audio, k, fps), fps, n)
         found[k] = [
             sync.av_sync(sync.mouth_signal(r.opening, r.interior), env, tracks["speaking"][p, :n])[
                 "av_offset"

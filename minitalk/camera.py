@@ -74,6 +74,11 @@ def head_rays_torch(pose, d_cam):
     return -(rt @ pose[:, 3:, None])[..., 0], (rt @ d_cam[..., None])[..., 0]
 
 
+def focal_from_fov(width: float, fov_deg: float) -> float:
+    """Focal length in pixels of a pinhole camera `width` pixels wide with a horizontal field of view."""
+    return width / (2.0 * np.tan(np.deg2rad(fov_deg) / 2.0))
+
+
 def intrinsics(focal: float, width: int, height: int) -> np.ndarray:
     """3x3 pinhole matrix with square pixels and the principal point at the centre."""
     return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])

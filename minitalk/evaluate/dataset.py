@@ -27,7 +27,7 @@ from minitalk import io, metrics
 from minitalk.evaluate import degrade, sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings, read_panels
 from minitalk.evaluate.preference import LISTENING, TALKING, PreferenceData, vector
-from minitalk.evaluate.scores import frame_metrics
+from minitalk.evaluate.scores import Derived, role_metrics
 
 
 @dataclass
@@ -68,23 +68,14 @@ def _image_scores(frames: np.ndarray, real: np.ndarray) -> tuple[np.ndarray, np.
             np.array([metrics.ssim(x, y) for x, y in zip(a, b, strict=True)]))  # fmt: skip
 
 
-def metric_vector(track: str, clip: Clip, real: FaceReadings, model: FaceModel) -> np.ndarray:
-    """The clip's metrics, in the order of `TALKING` or `LISTENING`."""
-    r = clip.readings
-    pose, ref_pose = r.pose(model), real.pose(model)
-    exp, ref_exp = r.expression(model), real.expression(model)
-    m = {"psnr": np.mean(clip.psnr), "ssim": np.mean(clip.ssim), "cpbd": np.nanmean(r.cpbd)}
-    m.update(frame_metrics(r, real, exp, ref_exp, pose, ref_pose))
-    if track == "talking":
-        s = sync.av_sync(sync.mouth_signal(r.opening, r.interior), clip.envelope)
-        m["av_offset_abs"], m["av_conf"] = abs(s["av_offset"]), s["av_conf"]
-        names = TALKING
-    else:
-        ok, ok_ref = np.isfinite(pose).all(-1), np.isfinite(ref_pose).all(-1)
-        m["exp_fd"] = metrics.exp_fd(exp, ref_exp)
-        m["pose_fd"] = metrics.pose_fd(pose[ok], ref_pose[ok_ref]) if ok.sum() > 1 else np.nan
-        names = LISTENING
-    return vector(m, names)
+def metric_vector(track: str, clip: Clip, real: Derived, model: FaceModel, fps: float) -> np.ndarray:
+    """The clip's metrics in the order of `TALKING` or `LISTENING`, computed as `minitalk evaluate`
+    computes a role's (`minitalk.evaluate.scores.role_metrics`), against the segment's real frames."""
+    every = np.ones(len(clip.psnr), bool)
+    envelope = clip.envelope if track == "talking" else None
+    values = role_metrics(Derived.of(clip.readings, model), every, fps, envelope,
+                          list(zip(clip.psnr, clip.ssim, strict=True)), real, None, aligned=True)  # fmt: skip
+    return vector(values, TALKING if track == "talking" else LISTENING)
 
 
 def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: int = 6, seed: int = 0,
@@ -119,7 +110,8 @@ def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: 
             renders[s, p] = np.stack(out)
             reals[s, p] = frames.images[p, start : start + length].numpy()
     bar.close()
-    real_readings = {key: read_panels(img) for key, img in reals.items()}
+    # the real frames' readings, pose and expression: computed once, compared with every clip
+    real_derived = {(s, p): Derived.of(read_panels(img), models[p]) for (s, p), img in reals.items()}
 
     def segment_audio(start: int) -> np.ndarray:
         a, b = int(round(start / fps * io.SAMPLE_RATE)), int(round((start + length) / fps * io.SAMPLE_RATE))
@@ -187,7 +179,13 @@ def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: 
             p = speaker if track == "talking" else 1 - speaker
             for c in clips[s, track]:
                 rows.append(
-                    (metric_vector(track, c, real_readings[s, p], models[p]), c.score, s, c.family, c.level)
+                    (
+                        metric_vector(track, c, real_derived[s, p], models[p], fps),
+                        c.score,
+                        s,
+                        c.family,
+                        c.level,
+                    )
                 )
         X, score, seg, fam, lev = zip(*rows, strict=True)
         out[track] = PreferenceData(track, names, np.stack(X), np.array(score), np.array(seg), np.array(seg),

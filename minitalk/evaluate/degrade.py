@@ -5,7 +5,7 @@ construction: a clip is better than the same clip degraded, and a mild degradati
 severe one of the same kind. Each family damages one thing a viewer notices (the Preference
 Score paper, section 3: lip sync for talking heads, responsive motion for listeners):
 
-    audio_shift   the speech moved 3, 6, 12 frames later                 (talking)
+    audio_shift   the speech moved 3, 6, 12 frames later                  (talking)
     mouth_closed  the mouth box faded toward a closed mouth, 35/70/100%  (talking)
     frozen        the last third, two thirds, all of the clip held still
     replay        the person's own render of another moment              (level 2)
@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minitalk.prepare.face import CHIN, LIP_LOWER_INNER, LIP_UPPER_INNER, MOUTH_CORNERS
+from minitalk.nerf.frames import mouth_box_geometry
+from minitalk.prepare.face import CHIN, LIP_LOWER_INNER, LIP_UPPER_INNER
 
 
 @dataclass(frozen=True)
@@ -99,17 +100,12 @@ def mouth_closed(frames: np.ndarray, landmarks: np.ndarray, strength: float) -> 
     gap = np.linalg.norm(landmarks[:, LIP_UPPER_INNER, :2] - landmarks[:, LIP_LOWER_INNER, :2], axis=-1)
     c = int(np.nanargmin(gap))
     s = frames.shape[1]
-
-    def centre_and_half(lm):
-        corners = lm[list(MOUTH_CORNERS), :2]
-        return (corners.mean(0) + lm[LIP_LOWER_INNER, :2]) / 2, 0.75 * np.linalg.norm(corners[0] - corners[1])
-
-    src_centre, half = centre_and_half(landmarks[c])
+    centres, halves = mouth_box_geometry(landmarks)  # (T, 2), (T,): the box `mouth_interior` reads
     ys, xs = np.mgrid[0:s, 0:s] + 0.5
     out = frames.astype(np.float32)
     for t in range(len(frames)):
-        centre, h = centre_and_half(landmarks[t])
-        d = np.round(src_centre - centre).astype(int)  # where frame t's mouth sits in the closed frame
+        centre, h = centres[t], halves[t]
+        d = np.round(centres[c] - centre).astype(int)  # where frame t's mouth sits in the closed frame
         patch = np.roll(frames[c], (-d[1], -d[0]), axis=(0, 1)).astype(np.float32)
         r2 = ((xs - centre[0]) / h) ** 2 + ((ys - centre[1]) / (0.6 * h)) ** 2
         mask = strength * np.exp(-np.maximum(r2 - 0.5, 0) * 4)[..., None]  # 1 inside, fading out
@@ -118,9 +114,12 @@ def mouth_closed(frames: np.ndarray, landmarks: np.ndarray, strength: float) -> 
 
 
 def shift_audio(audio: np.ndarray, frames: int, fps: float, sample_rate: int = 16_000) -> np.ndarray:
-    """The speech moved `frames` later (silence in front), same length."""
-    n = int(round(frames / fps * sample_rate))
-    return np.concatenate([np.zeros(n, audio.dtype), audio[: len(audio) - n]])
+    """The speech moved `frames` later (earlier when negative), same length, silence filling the gap."""
+    n = int(round(abs(frames) / fps * sample_rate))
+    gap = np.zeros(min(n, len(audio)), audio.dtype)
+    if frames >= 0:
+        return np.concatenate([gap, audio[: len(audio) - len(gap)]])
+    return np.concatenate([audio[len(gap) :], gap])
 
 
 def apply(family: str, level_value, frames: np.ndarray, audio: np.ndarray, fps: float,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minitalk import metrics
+from minitalk.camera import focal_from_fov, intrinsics
 from minitalk.evaluate.sharpness import cpbd
 from minitalk.nerf.frames import mouth_boxes
 from minitalk.prepare import expression, face, headpose
@@ -50,8 +51,7 @@ class FaceModel:
         face3d = headpose.canonical_face(landmarks)
         found = np.isfinite(landmarks).all(axis=(1, 2))
         shapes = expression.normalise_landmarks(landmarks[found], face3d)
-        focal = size / (2 * np.tan(np.deg2rad(fov) / 2))
-        k = np.array([[focal, 0, size / 2], [0, focal, size / 2], [0, 0, 1]])
+        k = intrinsics(focal_from_fov(size, fov), size, size)
         return cls(face3d, k, expression.MorphableModel.fit([shapes], n_components))
 
 

@@ -175,14 +175,21 @@ def pose_condition(pose: np.ndarray, fps: float, lag_s: float = 0.5, mean_transl
     return et.astype(np.float32)
 
 
-def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """(..., S, S) bool: a box around each frame's mouth (corners and lips, widened by half the
-    mouth's width) from the tracked landmarks (..., 478, 3) in crop pixels."""
+def mouth_box_geometry(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mouth box of landmarks (..., 478, 3) in pixels: its centre (..., 2), between the corners
+    and the lower lip, and its half width (...,), half the mouth's width beyond each corner; its
+    half height is 0.6 of that."""
     from minitalk.prepare.face import LIP_LOWER_INNER, MOUTH_CORNERS
 
     corners = landmarks[..., list(MOUTH_CORNERS), :2]  # (..., 2, 2)
     centre = (corners.mean(axis=-2) + landmarks[..., LIP_LOWER_INNER, :2]) / 2
-    half = 0.75 * np.linalg.norm(corners[..., 0, :] - corners[..., 1, :], axis=-1)  # (...,)
+    return centre, 0.75 * np.linalg.norm(corners[..., 0, :] - corners[..., 1, :], axis=-1)
+
+
+def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(..., S, S) bool: each frame's mouth box (`mouth_box_geometry`) from the tracked landmarks
+    (..., 478, 3) in crop pixels."""
+    centre, half = mouth_box_geometry(landmarks)
     grid = np.arange(size) + 0.5
     inside_x = np.abs(grid - centre[..., 0, None]) <= half[..., None]  # (..., S)
     inside_y = np.abs(grid - centre[..., 1, None]) <= 0.6 * half[..., None]

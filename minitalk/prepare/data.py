@@ -68,7 +68,7 @@ def prepare(
     `settings` are the fields of `PrepareConfig`. Returns the folder. Warnings
     (trimmed lengths, resampling, silence) are issued and kept in the report.
     """
-    from minitalk.camera import intrinsics
+    from minitalk.camera import focal_from_fov, intrinsics
     from minitalk.prepare import diarize, expression, headpose, masks
     from minitalk.prepare.face import square_crop
 
@@ -109,7 +109,9 @@ def prepare(
 
             clock = time.perf_counter()
             boxes = np.array([square_crop(lm_region[p], regions[p], cfg.crop_scale) for p in range(P)])
-            k_region = [intrinsics(_focal(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions]
+            k_region = [
+                intrinsics(focal_from_fov(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions
+            ]
             face3d = np.stack([headpose.canonical_face(lm_region[p]) for p in range(P)])
             raw = np.stack([headpose.solve_pose(lm_region[p], face3d[p], k_region[p]) for p in range(P)])
             pose = np.stack([headpose.smooth_pose(raw[p], cfg.fps) for p in range(P)])
@@ -242,10 +244,6 @@ def _audio_features(wav: np.ndarray, n_frames: int, fps: float) -> dict[str, np.
     log_mel = au.log_mel(wav)
     zcr, rms = au.zcr_rms(wav, io.SAMPLE_RATE, fps, n_frames)
     return {"log_mel": log_mel, "mel": au.mel_windows(log_mel, fps, n_frames), "zcr": zcr, "rms": rms}
-
-
-def _focal(width: float, fov_deg: float) -> float:
-    return width / (2.0 * np.tan(np.deg2rad(fov_deg) / 2.0))
 
 
 def crop_intrinsics(k: np.ndarray, box, size: int) -> np.ndarray:
