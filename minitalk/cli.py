@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--size", type=int, default=128, help="crop side in pixels (default: 128)")
     prep.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (default: 25)")
     prep.add_argument("--fov", type=float, default=26.0, help="assumed field of view, degrees (default: 26)")
+    prep.add_argument(
+        "--voice-print", default="auto", choices=("auto", "ge2e", "pitch+mfcc"),
+        help="how voices are told apart: a learned speaker embedding (ge2e), pitch and MFCC, or "
+        "auto: ge2e where its weights are installed (default: auto)",
+    )  # fmt: skip
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
 
     tr = commands.add_parser(
@@ -157,7 +162,7 @@ def _prepare(args, sub: argparse.ArgumentParser) -> int:
 
     from minitalk.prepare.data import PrepareConfig, prepare
 
-    settings = {"size": args.size, "fps": args.fps, "fov": args.fov}
+    settings = {"size": args.size, "fps": args.fps, "fov": args.fov, "voice_print": args.voice_print}
     _check_settings(sub, lambda: PrepareConfig(**settings))
     _check_output(sub, "--out", args.out, folder=True)
     out = prepare(
@@ -167,7 +172,8 @@ def _prepare(args, sub: argparse.ArgumentParser) -> int:
     report = json.loads((out / "prepare_report.json").read_text())
     print(
         f"prepared {report['frames']} frames ({report['seconds']:.1f} s) into {out} "
-        f"in {report['total_seconds']:.0f} s; faces found {report['faces_found']}"
+        f"in {report['total_seconds']:.0f} s; faces found {report['faces_found']}; "
+        f"who speaks: {report['who_speaks']['method']} ({report['who_speaks']['voice_print']} voice prints)"
     )
     return 0
 

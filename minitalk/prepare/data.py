@@ -45,6 +45,7 @@ class PrepareConfig:
     max_gap_s: float = 0.5  # face lost for up to this long: interpolated; longer: an error
     n_expression: int = 16  # K, the expression coefficients per frame
     crop_scale: float = 2.4  # crop side in face heights (takes in the shoulders)
+    voice_print: str = "auto"  # who speaks: "ge2e" (learned), "pitch+mfcc" (fallback) or "auto"
 
     def __post_init__(self):
         checks = (
@@ -54,6 +55,7 @@ class PrepareConfig:
             ("max_gap_s", self.max_gap_s >= 0, "0 or more seconds"),
             ("n_expression", self.n_expression >= 1, "at least 1"),
             ("crop_scale", self.crop_scale > 0, "positive"),
+            ("voice_print", self.voice_print in ("auto", "ge2e", "pitch+mfcc"), "auto, ge2e or pitch+mfcc"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -128,7 +130,9 @@ def prepare(
             seconds["expression"] = _lap(clock)
 
             clock = time.perf_counter()
-            who = diarize.diarize(wav, a["log_mel"], n_frames, cfg.fps, mouth=mouth)
+            who = diarize.diarize(
+                wav, a["log_mel"], n_frames, cfg.fps, mouth=mouth, voice_print=cfg.voice_print
+            )
             if not who.pieces:
                 warnings.warn(
                     f"{src.audio_path}: no speech found; nobody is marked as speaking",
@@ -192,7 +196,8 @@ def prepare(
         "fps": cfg.fps,
         "seconds": round(n_frames / cfg.fps, 3),
         "faces_found": [round(float(f), 4) for f in found],
-        "who_speaks": {"method": who.method, "voice_mouth_agreement": _num(who.agreement),
+        "who_speaks": {"method": who.method, "voice_print": who.voice_print,
+                       "voice_mouth_agreement": _num(who.agreement),
                        "voiced_pieces": len(who.pieces)},
         "expression_variance_kept": round(model.explained(shapes), 4),
         "warnings": notes,

@@ -5,13 +5,16 @@ offline and uses the fact that we also see the faces:
 
 1. voice activity (silero-vad) gives the voiced stretches; long ones are cut
    into pieces of about a second, so a piece rarely holds two voices;
-2. each piece gets a voice signature, its median pitch (YIN) and mean MFCC,
-   and the pieces are clustered into two voices (2-means);
+2. each piece gets a voice print, a learned speaker embedding (GE2E,
+   `voices.py`) where its weights are installed, else its median pitch (YIN)
+   and mean MFCC, and the pieces are clustered into two voices (2-means);
+   pitch and MFCC tell apart voices of unlike pitch only, the embedding
+   voices of one pitch too;
 3. each cluster is given to the person whose mouth moves with the sound
    during it (the correlation of their mouth opening with the loudness,
    summed over the cluster's pieces; a listener's mouth may move too, but
    not in time with the other's voice). Where the voices do not separate
-   (a silhouette score below `min_separation`: one voice, or two alike),
+   (`two_voices` false: one voice, or two alike),
    each piece goes to the mouth that follows it;
 4. a person's pieces separated by a pause shorter than `max_pause_s` are
    joined, since a speaker holds the turn through their own pauses.
@@ -37,6 +40,7 @@ class Diarization:
     mouth_person: np.ndarray  # (n_pieces,) whose mouth moved more, -1 without mouth tracks
     agreement: float  # fraction of pieces where the voice clusters and the mouths agree
     method: str  # "voice+mouth", "mouth" or "voice"
+    voice_print: str  # "ge2e" (learned embedding) or "pitch+mfcc" (the fallback)
 
 
 def split_pieces(segments: list[tuple[float, float]], max_len_s: float = 1.0) -> list[tuple[float, float]]:
@@ -96,6 +100,54 @@ def voice_signatures(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: in
     return (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
 
 
+VOICE_PRINTS = ("ge2e", "pitch+mfcc")
+# pitch and MFCC: two clusters are two voices when their silhouette reaches this
+MIN_SEPARATION = 0.15
+# embeddings: two clusters are two voices when their mean directions are less alike than this
+# (cosine); one voice's two halves stay near 0.85-0.9, two people's voices near 0.65-0.72. The
+# silhouette does not tell: pieces heard through overlapping windows cluster in time
+MAX_VOICE_COSINE = 0.8
+# voiced pieces are cut this short (s): a quarter second with the embedding, which hears a second
+# of context about each (a turn changes within half a second of where it does); a second with
+# pitch and MFCC, which need the whole second
+PIECE_S = {"ge2e": 0.25, "pitch+mfcc": 1.0}
+
+
+def choose_voice_print(voice_print: str = "auto") -> str:
+    """"auto": the learned embedding where its weights are installed, else pitch and MFCC."""
+    from minitalk.prepare import voices
+
+    if voice_print == "auto":
+        return "ge2e" if voices.available() else "pitch+mfcc"
+    if voice_print not in VOICE_PRINTS:
+        raise ValueError(f"voice_print: expected auto, {' or '.join(VOICE_PRINTS)}; got {voice_print!r}")
+    if voice_print == "ge2e" and not voices.available():
+        raise FileNotFoundError("voice_print ge2e: " + voices.MISSING)
+    return voice_print
+
+
+def voiced_pieces(audio: np.ndarray, voice_print: str, sample_rate: int = 16_000):
+    """The voiced pieces (start, end) in seconds, `PIECE_S[voice_print]` long at most, and the
+    voiced stretch each lies in (the embedding's context window stays inside it)."""
+    pieces, bounds = [], []
+    for segment in voice_activity(audio, sample_rate):
+        cut = split_pieces([segment], PIECE_S[voice_print])
+        pieces += cut
+        bounds += [segment] * len(cut)
+    return pieces, bounds
+
+
+def two_voices(prints: np.ndarray, labels: np.ndarray, voice_print: str) -> bool:
+    """Whether a two-cluster labelling of the pieces' prints is two voices rather than one split."""
+    if len(set(labels.tolist())) < 2:
+        return False
+    if voice_print == "ge2e":
+        centres = np.stack([prints[labels == k].mean(0) for k in (0, 1)])
+        centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+        return float(centres[0] @ centres[1]) < MAX_VOICE_COSINE
+    return separation(prints, labels) >= MIN_SEPARATION
+
+
 def two_means(x: np.ndarray, iterations: int = 50) -> np.ndarray:
     """Labels 0 / 1 from k-means with k = 2, started at the two most distant points (deterministic)."""
     if len(x) < 2:
@@ -153,28 +205,39 @@ def diarize(
     fps: float,
     mouth: np.ndarray | None = None,
     sample_rate: int = 16_000,
-    max_pause_s: float = 0.6,
-    min_separation: float = 0.15,
+    max_pause_s: float = 1.0,
+    voice_print: str = "auto",
 ) -> Diarization:
-    """Who speaks when, from 16 kHz audio, its log-mel and (optionally) both mouth openings (2, T)."""
-    pieces = split_pieces(voice_activity(audio, sample_rate))
+    """Who speaks when, from 16 kHz audio, its log-mel and (optionally) both mouth openings (2, T).
+
+    `voice_print`: "auto", "ge2e" or "pitch+mfcc" (see `choose_voice_print`)."""
+    voice_print = choose_voice_print(voice_print)
+    pieces, bounds = voiced_pieces(audio, voice_print, sample_rate)
     if not pieces:
         empty = np.zeros(0, np.int64)
-        return Diarization(np.zeros((2, n_frames), bool), [], empty, empty, empty, 1.0, "none")
-    signatures = voice_signatures(audio, pieces, mel, sample_rate)
+        return Diarization(np.zeros((2, n_frames), bool), [], empty, empty, empty, 1.0, "none", voice_print)
+    if voice_print == "ge2e":
+        from minitalk.prepare import voices
+
+        signatures = voices.embed_pieces(audio, pieces, bounds=bounds)
+    else:
+        signatures = voice_signatures(audio, pieces, mel, sample_rate)
     cluster = two_means(signatures)
-    separated = separation(signatures, cluster) >= min_separation
+    separated = two_voices(signatures, cluster, voice_print)
     if mouth is None:
         mouth_person = np.full(len(pieces), -1)
         person = cluster if cluster[0] == 0 else 1 - cluster  # person 0: whoever speaks first
         agreement, method = float("nan"), "voice"
     else:
+        mouth = np.asarray(mouth, dtype=np.float64)
         _, rms = zcr_rms(audio, sample_rate, fps, n_frames)
-        sync = mouth_sync(np.asarray(mouth, dtype=np.float64), rms, pieces, fps)
+        sync = mouth_sync(mouth, rms, pieces, fps)
         margin = sync[:, 0] - sync[:, 1]
         mouth_person = np.where(np.abs(margin) > 0.1, (margin < 0).astype(np.int64), -1)  # -1: undecided
-        if separated:  # name each voice after the mouth that follows it
-            person = cluster if margin[cluster == 0].sum() >= margin[cluster == 1].sum() else 1 - cluster
+        if separated:  # name each voice after the mouth that moves with it
+            follows = voice_mouth_match(mouth, rms, pieces, cluster, fps)  # (voice, person)
+            swap = follows[0, 1] + follows[1, 0] > follows[0, 0] + follows[1, 1]
+            person = 1 - cluster if swap else cluster
             method = "voice+mouth"
         else:  # one voice, or voices too alike: each piece goes to the mouth that follows it
             person = _fill_undecided(mouth_person)
@@ -184,33 +247,69 @@ def diarize(
             float(np.mean(person[decided] == mouth_person[decided])) if decided.any() else float("nan")
         )
     speaking = speaking_from_pieces(pieces, person, n_frames, fps, max_pause_s)
-    return Diarization(speaking, pieces, np.asarray(person), cluster, mouth_person, agreement, method)
+    return Diarization(
+        speaking, pieces, np.asarray(person), cluster, mouth_person, agreement, method, voice_print
+    )
 
 
-def speaking_from_pieces(pieces, person, n_frames: int, fps: float, max_pause_s: float = 0.6) -> np.ndarray:
-    """(2, T) bool from voiced pieces (seconds) and the person each went to: a speaker holds the
-    turn through their own pauses shorter than `max_pause_s` when the other does not speak."""
+def voice_mouth_match(
+    mouth: np.ndarray, loudness: np.ndarray, pieces, voice: np.ndarray, fps: float, max_lag: int = 2
+) -> np.ndarray:
+    """(2, 2) how well each person's mouth moves with each voice: over all of a voice's frames,
+    the correlation of the mouth's speed |d opening / dt| (T,) with the log loudness, the best
+    over lags of up to `max_lag` frames either way (mouth and sound need not meet on a frame).
+
+    Over all of a voice's frames at once, not piece by piece: a listener's mouth may move in time
+    with a second of the other's speech by chance, rarely over all of it. Speed rather than
+    opening: a mouth that opens and shuts at the syllable rate is what goes with speech; how wide
+    it rests differs from face to face and with the crop.
+    """
+    n = min(mouth.shape[1], len(loudness))
+    speed = np.abs(np.diff(mouth[:, :n], axis=1, prepend=mouth[:, :1]))  # (2, T)
+    env = np.log(loudness[:n] + 1e-4)
+    out = np.zeros((2, 2))
+    for v in (0, 1):
+        frames = np.zeros(n, bool)
+        for (a, b), w in zip(pieces, voice, strict=True):
+            if w == v:
+                frames[int(a * fps) : int(np.ceil(b * fps))] = True
+        for p in (0, 1):
+            if frames.sum() > 2 * max_lag + 2 and np.isfinite(speed[p]).all():
+                out[v, p] = max(
+                    _correlation(np.roll(speed[p], lag)[frames], env[frames])
+                    for lag in range(-max_lag, max_lag + 1)
+                )
+    return out
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.corrcoef(x, y)[0, 1]) if x.std() > 1e-9 and y.std() > 1e-9 else 0.0
+
+
+def speaking_from_pieces(pieces, person, n_frames: int, fps: float, max_pause_s: float = 1.0) -> np.ndarray:
+    """(2, T) bool from voiced pieces (seconds) and the person each went to.
+
+    Who holds the floor, not only who makes sound: a speaker holds the turn through their own
+    pauses shorter than `max_pause_s` when the other does not speak (a silence between two
+    people's turns belongs to nobody), and a shorter silence before the first turn or after the
+    last belongs to that turn (a clip cut from a conversation starts and ends inside turns).
+    """
+    spans: list[list[float]] = []  # [start, end, person], in time order
+    for (a, b), p in sorted(zip(pieces, person, strict=True)):
+        if spans and spans[-1][2] == p and a - spans[-1][1] < max_pause_s:
+            spans[-1][1] = max(spans[-1][1], b)
+        else:
+            spans.append([a, b, p])
+    duration = n_frames / fps
+    if spans and spans[0][0] < max_pause_s:
+        spans[0][0] = 0.0
+    if spans and duration - spans[-1][1] < max_pause_s:
+        spans[-1][1] = duration
     speaking = np.zeros((2, n_frames), bool)
     times = (np.arange(n_frames) + 0.5) / fps
-    spans: list[list[list[float]]] = [[], []]
-    for (a, b), p in zip(pieces, person, strict=True):
-        if (
-            spans[p]
-            and a - spans[p][-1][1] < max_pause_s
-            and _no_other_between(spans[p][-1][1], a, pieces, person, p)
-        ):
-            spans[p][-1][1] = b
-        else:
-            spans[p].append([a, b])
-    for p in (0, 1):
-        for a, b in spans[p]:
-            speaking[p] |= (times >= a) & (times < b)
+    for a, b, p in spans:
+        speaking[int(p)] |= (times >= a) & (times < b)
     return speaking
-
-
-def _no_other_between(t0: float, t1: float, pieces, person, p: int) -> bool:
-    """True when no piece of the other person lies between t0 and t1."""
-    return not any(q != p and a < t1 and b > t0 for (a, b), q in zip(pieces, person, strict=True))
 
 
 def _fill_undecided(labels: np.ndarray) -> np.ndarray:

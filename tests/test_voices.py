@@ -1,0 +1,76 @@
+"""Who speaks when: the learned voice print (GE2E) and its fallback, on the sample's two voices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from minitalk import io
+from minitalk.prepare import audio as au
+from minitalk.prepare import diarize, voices
+
+FPS = 25
+SECONDS = 40  # four turns of the sample
+
+
+@pytest.fixture(scope="module")
+def conversation(sample_dir, gt):
+    wav = io.read_audio(sample_dir / "dialogue.mp4")[: SECONDS * io.SAMPLE_RATE]
+    return wav, gt["speaking"][:, : SECONDS * FPS], gt["mouth"][:, : SECONDS * FPS]
+
+
+def test_the_voice_encoder_is_installed():
+    """`make install` puts the encoder's weights in place: without them who-speaks silently falls
+    back to pitch and MFCC, so an install route that broke must fail here."""
+    assert voices.available(), voices.MISSING
+    assert diarize.choose_voice_print("auto") == "ge2e"
+
+
+def test_embeddings_are_unit_vectors_that_tell_the_two_voices_apart(conversation):
+    wav, speaking, _ = conversation
+    pieces, bounds = diarize.voiced_pieces(wav, "ge2e")
+    owner = np.array([speaking[:, int(a * FPS) : int(np.ceil(b * FPS))].mean(1).argmax() for a, b in pieces])
+    e = voices.embed_pieces(wav, pieces, bounds=bounds)
+    assert e.shape == (len(pieces), 256)
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+    same = [float(e[i] @ e[j]) for i in range(len(e)) for j in range(i) if owner[i] == owner[j]]
+    other = [float(e[i] @ e[j]) for i in range(len(e)) for j in range(i) if owner[i] != owner[j]]
+    assert np.mean(same) > np.mean(other) + 0.1
+    labels = diarize.two_means(e)
+    assert max(np.mean(labels == owner), np.mean(labels != owner)) > 0.95
+    assert diarize.two_voices(e, labels, "ge2e")
+
+
+def test_one_voice_does_not_split_into_two(conversation):
+    wav, speaking, _ = conversation
+    first_turn = np.flatnonzero(speaking[1])[0]  # person 0 speaks first, alone
+    alone = wav[: first_turn * io.SAMPLE_RATE // FPS]
+    pieces, bounds = diarize.voiced_pieces(alone, "ge2e")
+    e = voices.embed_pieces(alone, pieces, bounds=bounds)
+    assert len(pieces) > 10 and not diarize.two_voices(e, diarize.two_means(e), "ge2e")
+
+
+@pytest.mark.parametrize("voice_print", ["ge2e", "pitch+mfcc"])
+def test_diarize_finds_who_speaks_with_either_voice_print(conversation, voice_print):
+    wav, speaking, mouth = conversation
+    who = diarize.diarize(wav, au.log_mel(wav), speaking.shape[1], FPS, mouth=mouth, voice_print=voice_print)
+    assert who.voice_print == voice_print and who.method == "voice+mouth"
+    assert (who.speaking == speaking).all(axis=0).mean() > 0.95
+
+
+def test_without_the_weights_auto_falls_back_and_ge2e_is_refused(monkeypatch):
+    monkeypatch.setattr(voices, "weights_path", lambda: None)
+    assert diarize.choose_voice_print("auto") == "pitch+mfcc"
+    with pytest.raises(FileNotFoundError, match="resemblyzer"):
+        diarize.choose_voice_print("ge2e")
+    with pytest.raises(ValueError, match="voice_print"):
+        diarize.choose_voice_print("ivector")
+
+
+def test_a_turn_is_held_through_short_pauses_and_the_clip_edges():
+    pieces = [(0.3, 1.0), (1.5, 2.0), (3.5, 4.0), (4.2, 4.6)]
+    speaking = diarize.speaking_from_pieces(pieces, np.array([0, 0, 1, 1]), 125, FPS, max_pause_s=1.0)
+    t = (np.arange(125) + 0.5) / FPS
+    np.testing.assert_array_equal(speaking[0], t < 2.0)  # from the clip's start, through a 0.5 s pause
+    np.testing.assert_array_equal(speaking[1], t >= 3.5)  # to the clip's end (0.4 s after the last word)
+    assert not speaking[:, (t > 2.0) & (t < 3.5)].any()  # the silence between two people's turns: nobody
