@@ -221,6 +221,12 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
         f"{report['psnr']} dB, SSIM {report['ssim']} (person 0, person 1) on "
         f"{report['held_out_frames']} held-out frames"
     )
+    seen = "; ".join(
+        f"person {p}: yaw {r['yaw'][0]:.0f} to {r['yaw'][1]:.0f}, "
+        f"pitch {r['pitch'][0]:.0f} to {r['pitch'][1]:.0f}"
+        for p, r in enumerate(report["pose_seen"])
+    )
+    print(f"head poses the training frames cover (degrees): {seen}")
     return 0
 
 

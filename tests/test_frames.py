@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minitalk import metrics
-from minitalk.nerf.frames import mouth_boxes, pose_condition
+from minitalk.nerf.frames import held_out_frames, mouth_boxes, pose_condition
 
 
 def test_each_frame_is_seen_from_its_own_pose(tensors, prepared_clip):
@@ -77,3 +79,17 @@ def test_mouth_interior_follows_the_true_opening_on_the_real_frames(tensors, sam
             for t in speaking
         ]
         assert len(speaking) > 50 and metrics.correlation(read, truth[p, speaking]) > 0.5, p
+
+
+@settings(max_examples=60, deadline=None)
+@given(n_frames=st.integers(2, 2000), fps=st.sampled_from([24.0, 25.0, 29.97, 30.0]),
+       held_out_s=st.floats(0.2, 2.0), every_s=st.floats(2.5, 20.0))  # fmt: skip
+def test_every_clip_holds_out_some_frames_and_trains_on_most(n_frames, fps, held_out_s, every_s):
+    held = held_out_frames(n_frames, fps, held_out_s, every_s)
+    assert held.any() and not held.all()
+    if n_frames / fps >= every_s:  # the last held_out_s of every every_s, in one block per period
+        t = np.arange(n_frames) / fps
+        np.testing.assert_array_equal(held, (t % every_s) >= every_s - held_out_s)
+    else:  # shorter than one period: its last tenth
+        assert held[-1] and np.flatnonzero(held)[0] == n_frames - held.sum()
+        assert held.sum() == max(1, round(0.1 * n_frames))

@@ -11,35 +11,46 @@ from minitalk.nerf.frames import Frames, mouth_boxes
 from minitalk.nerf.render import render_frame
 
 
-def evaluate(model, frames: Frames, device, eval_frames: int | None = None) -> dict:
-    """PSNR and SSIM on the held-out frames (or `eval_frames` of them spread over the clip), per
-    person and per role."""
+def frame_scores(model, frames: Frames, device, eval_frames: int | None = None) -> list[dict]:
+    """One row per held-out (person, frame): {"person", "frame", "speaking", "psnr", "ssim"}, on
+    all held-out frames or `eval_frames` of them spread over the clip."""
     model.eval()
     held = torch.nonzero(frames.held_out)[:, 0].numpy()
     if eval_frames is not None and eval_frames < len(held):
         held = held[np.linspace(0, len(held) - 1, eval_frames).round().astype(int)]
-    rows = []  # (person, speaking, psnr, ssim)
+    rows = []
     for person in range(frames.n_people):
         for t in held:
             img = render_frame(model, frames, person, int(t), device)
             real = frames.images[person, int(t)].numpy().astype(np.float32) / 255
-            rows.append(
-                (person, bool(frames.speaking[person, t]), metrics.psnr(img, real), metrics.ssim(img, real))
-            )
+            rows.append({"person": person, "frame": int(t), "speaking": bool(frames.speaking[person, t]),
+                         "psnr": metrics.psnr(img, real), "ssim": metrics.ssim(img, real)})  # fmt: skip
     model.train()
+    return rows
 
-    def mean(sel, k):
-        vals = [r[k] for r in rows if sel(r)]
+
+def summarise(rows: list[dict], n_people: int = 2) -> dict:
+    """Mean PSNR and SSIM per person, per role (both people pooled), and per person and role
+    ([[speaker, listener] per person]; None where a person has no held-out frame in a role)."""
+
+    def mean(key, **match):
+        vals = [r[key] for r in rows if all(r[k] == v for k, v in match.items())]
         return round(float(np.mean(vals)), 4) if vals else None
 
-    return {
-        "psnr": [mean(lambda r, p=p: r[0] == p, 2) for p in range(frames.n_people)],
-        "ssim": [mean(lambda r, p=p: r[0] == p, 3) for p in range(frames.n_people)],
-        "psnr_speaker": mean(lambda r: r[1], 2),
-        "psnr_listener": mean(lambda r: not r[1], 2),
-        "ssim_speaker": mean(lambda r: r[1], 3),
-        "ssim_listener": mean(lambda r: not r[1], 3),
-    }
+    out = {}
+    for key in ("psnr", "ssim"):
+        out[key] = [mean(key, person=p) for p in range(n_people)]
+        out[f"{key}_speaker"], out[f"{key}_listener"] = mean(key, speaking=True), mean(key, speaking=False)
+        out[f"{key}_by_role"] = [
+            [mean(key, person=p, speaking=s) for s in (True, False)] for p in range(n_people)
+        ]
+    return out
+
+
+def evaluate(model, frames: Frames, device, eval_frames: int | None = None) -> dict:
+    """PSNR and SSIM on the held-out frames (or `eval_frames` of them spread over the clip), per
+    person, per role, and per person and role (`summarise`)."""
+    return summarise(frame_scores(model, frames, device, eval_frames), frames.n_people)
 
 
 def mouth_measures(frames: Frames, model=None, device=None) -> tuple[np.ndarray, dict]:

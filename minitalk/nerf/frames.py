@@ -26,15 +26,18 @@ from minitalk.utils import lowpass
 MIN_HELD_OUT_FRAMES = 25  # fewer held-out frames than this make the scores noisy: say so
 
 
-def held_out_frames(n_frames: int, fps: float, held_out_s: float = 1.0, short_share: float = 0.1):
+def held_out_frames(n_frames: int, fps: float, held_out_s: float = 1.0, every_s: float = 10.0,
+                    short_share: float = 0.1):  # fmt: skip
     """(T,) bool: the frames never trained on, scored after training.
 
-    The last `held_out_s` of every ten seconds, so held-out frames fall in every part of
-    the clip; a clip that has none of those (under ten seconds) holds out its last
-    `short_share` instead, so every run is scored on something it never saw.
+    The last `held_out_s` of every `every_s` seconds, so held-out frames fall in every part of
+    the clip; a clip that has none of those (shorter than `every_s`) holds out its last
+    `short_share` instead, so every run is scored on something it never saw. Blocks of
+    consecutive frames, not scattered ones: a frame between two trained neighbours is nearly a
+    copy of them and would flatter the scores.
     """
     second = np.arange(n_frames) / fps
-    held = (second % 10.0) >= 10.0 - held_out_s
+    held = (second % every_s) >= every_s - held_out_s
     if held_out_s > 0 and not held.any() and n_frames > 1:
         held[-max(1, int(round(short_share * n_frames))) :] = True
     return held
@@ -90,8 +93,9 @@ class Cameras:
 class Frames(Cameras):
     """A prepared folder as tensors: images, pixel weights, cameras, face states, boxes."""
 
-    def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0, smooth_frames: int = 8,
-                 mouth_weight: float = 4.0, torso_lag_s: float = 0.5):  # fmt: skip
+    def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0,
+                 held_out_every_s: float = 10.0, smooth_frames: int = 8, mouth_weight: float = 4.0,
+                 torso_lag_s: float = 0.5):  # fmt: skip
         tracks = data.load_tracks(folder)
         labels, plates = data.load_masks(folder)
         self.fps = float(tracks["fps"])
@@ -115,7 +119,8 @@ class Frames(Cameras):
         self.blink = torch.from_numpy(tracks["blink"].astype(np.float32))
         self.speaking = torch.from_numpy(tracks["speaking"])
         self.mouth = tracks["mouth"]
-        self.held_out = torch.from_numpy(held_out_frames(self.n_frames, self.fps, held_out_s))  # (T,)
+        held = held_out_frames(self.n_frames, self.fps, held_out_s, held_out_every_s)
+        self.held_out = torch.from_numpy(held)  # (T,)
         self.head_box = head_box(tracks["face3d"])
         self.torso_boxes = torso_boxes(pose)
 
@@ -123,7 +128,7 @@ class Frames(Cameras):
     def for_run(cls, folder, train_settings: dict, mcfg: DialogueNeRFConfig) -> Frames:
         """The frames as a training run saw them; `train_settings` is its `TrainConfig` as a dict
         (as checkpoints store it), so rendering needs no training code to rebuild them."""
-        keys = ("face_weight", "held_out_s", "mouth_weight")
+        keys = ("face_weight", "held_out_s", "held_out_every_s", "mouth_weight")
         settings = {k: train_settings[k] for k in keys if k in train_settings}
         return cls(folder, smooth_frames=mcfg.smooth_frames, torso_lag_s=mcfg.torso_lag_s, **settings)
 

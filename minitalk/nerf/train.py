@@ -77,6 +77,7 @@ class TrainConfig:
     face_weight: float = 4.0  # head pixels are drawn this much more often
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again
     held_out_s: float = 1.0  # the last second of every ten is never trained on
+    held_out_every_s: float = 10.0
     eval_every: int = 1000
     eval_frames: int | None = None  # held-out frames scored per person, spread over the clip; None: all
     checkpoint_every: int = 250
@@ -91,6 +92,10 @@ class TrainConfig:
             raise SettingError("minutes", "positive", self.minutes)
         if self.held_out_s < 0:
             raise SettingError("held_out_s", "0 or more seconds", self.held_out_s)
+        if not self.held_out_every_s > self.held_out_s:
+            raise SettingError(
+                "held_out_every_s", f"more than held_out_s ({self.held_out_s})", self.held_out_every_s
+            )
 
 
 def restore(state: dict, path: Path, model, optim, mcfg, cfg: TrainConfig) -> tuple[int, float, list]:
@@ -197,8 +202,8 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
         save_checkpoint(ckpt, model, optim, mcfg, asdict(cfg), step, minutes * 60, history)
         interrupted = stop.requested
     if interrupted:  # the scores wait for a finished run: the user asked to stop now
-        roles = ("psnr_speaker", "psnr_listener", "ssim_speaker", "ssim_listener")
-        no_scores = dict.fromkeys(("psnr", "ssim", *roles))
+        roles = ("", "_speaker", "_listener", "_by_role")
+        no_scores = dict.fromkeys(f"{k}{r}" for k in ("psnr", "ssim") for r in roles)
         scores = {**no_scores, "note": f"interrupted at step {step}; run the same command again to resume"}
     else:
         scores = evaluate(model, frames, device, cfg.eval_frames)
@@ -208,6 +213,7 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
         "minutes": round(minutes, 2),
         **scores,
         "held_out_frames": n_held,
+        "pose_seen": pose_seen(frames),
         "peak_mem_gb": round(peak_memory_gb(device), 3),
         "device": str(device),
         "model": mcfg.to_dict(),
@@ -219,6 +225,18 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     if interrupted:
         raise TrainingInterrupted(step, ckpt)
     return report
+
+
+def pose_seen(frames: Frames) -> list[dict]:
+    """Per person, the head pose the training frames cover: {"pitch", "yaw", "roll": [lowest,
+    highest] degrees}. A field has never seen a face from outside this range and cannot draw it
+    (`minitalk render` keeps generated poses inside and warns about replayed ones)."""
+    pose = frames.pose.numpy()[:, ~frames.held_out.numpy(), :3]  # (P, T_train, 3)
+    return [
+        {name: [round(float(pose[p, :, i].min()), 2), round(float(pose[p, :, i].max()), 2)]
+         for i, name in enumerate(("pitch", "yaw", "roll"))}
+        for p in range(frames.n_people)
+    ]  # fmt: skip
 
 
 def train_step(model, optim, frames: Frames, train_pairs, speaker_pairs, cfg: TrainConfig, device):
