@@ -1,96 +1,143 @@
-"""Data preparation on real video: two real clips made into a conversation; prints one JSON line.
+"""Data preparation on real video: conversations built from two real clips; prints one JSON line.
 
-Uses ../shared/real_clips/face_a.mp4 and face_b.mp4 when they exist (they are
-not part of the project; without them this prints a "skipped" line). Each
-clip plays twice: a 10 s conversation where A speaks first (B's audio muted),
-then B (A's audio muted), so who speaks when is known. Both videos keep their
-own size and are given as --left / --right; the side-by-side path is checked
-too, with B resized to A's height and placed to its right.
+Uses ../shared/real_clips/face_a.mp4 and face_b.mp4 when they exist (they are not part of the
+project; without them the real part prints "skipped"). Conversations of known turns are built
+from them (`real_conversations`: the listener's own footage keeps playing, muted, so both mouths
+move) and prepared as --left / --right; who speaks when is scored per frame with the learned
+voice print (GE2E) and with the pitch + MFCC fallback, on the same tracks. The share of frames
+right is given plainly and with diarization scoring's 0.25 s collar around each true change.
+The side-by-side path is checked on the first conversation too.
 
-Real video has no ground-truth pose, so jitter is measured on the tracked
-pose itself: the mean frame-to-frame change of the angles on the stillest
-30% of frames, for the raw PnP pose and after smoothing.
+Real video has no ground-truth pose, so jitter is measured on the tracked pose itself: the mean
+frame-to-frame change of the angles on the stillest 30% of frames, raw and smoothed.
 
-    python benchmarks/bench_prepare_real.py [--clips DIR]
+`--long MINUTES`: peak memory (RSS, in a fresh process each) of preparing the sample repeated to
+one minute and to MINUTES minutes, which must stay flat as the clip grows.
+
+    python benchmarks/bench_prepare_real.py [--clips DIR] [--long 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import real_conversations as rc
 
 from minitalk import io
-from minitalk.prepare import data
+from minitalk.prepare import audio as au
+from minitalk.prepare import data, diarize
 from minitalk.prepare import evaluate as prepare_eval
 
-CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "real_clips"
 
-
-def conversation(clips: Path, tmp: Path) -> tuple[Path, Path, Path, Path, np.ndarray]:
-    """Left, right, side-by-side videos and the audio of the 10 s conversation; true speaking (2, T)."""
-    import cv2
-
-    (a, fps_a), (b, fps_b) = io.read_video(clips / "face_a.mp4"), io.read_video(clips / "face_b.mp4")
-    wa, wb = io.read_audio(clips / "face_a.mp4"), io.read_audio(clips / "face_b.mp4")
-    n = min(len(a), len(b), int(len(wa) / io.SAMPLE_RATE * fps_a), int(len(wb) / io.SAMPLE_RATE * fps_b))
-    a, b = a[:n], b[:n]
-    half = int(round(n / fps_a * io.SAMPLE_RATE))
-    audio = np.concatenate([wa[:half], wb[:half]])
-    left, right = np.concatenate([a, a]), np.concatenate([b, b])
-    io.write_video(tmp / "left.mp4", left, fps_a)
-    io.write_video(tmp / "right.mp4", right, fps_b)
-    io.write_audio(tmp / "audio.wav", audio)
-    h = a.shape[1]
-    b_resized = np.stack([cv2.resize(f, (h * f.shape[1] // f.shape[0], h)) for f in right])
-    io.write_video(tmp / "side_by_side.mp4", np.concatenate([left, b_resized], axis=2), fps_a, audio=audio)
-    speaking = np.zeros((2, 2 * n), bool)
-    speaking[0, :n], speaking[1, n:] = True, True
-    return tmp / "left.mp4", tmp / "right.mp4", tmp / "side_by_side.mp4", tmp / "audio.wav", speaking
-
-
-def figures(folder: Path, speaking: np.ndarray) -> dict:
-    tracks, report = data.load_tracks(folder), json.loads((folder / "prepare_report.json").read_text())
-    jit_raw, jit_smooth = [], []
+def jitter(tracks) -> dict:
+    raw, smooth = [], []
     for p in range(2):
-        raw, smooth = tracks["pose_raw"][p, :, :3], tracks["pose"][p, :, :3]
-        still = prepare_eval.still_frames(smooth)
-        jit_raw.append(prepare_eval.jitter(raw, still))
-        jit_smooth.append(prepare_eval.jitter(smooth, still))
-    n = min(speaking.shape[1], tracks["speaking"].shape[1])
-    return {
-        "faces_found": report["faces_found"],
-        "jitter_deg_raw": [round(j, 4) for j in jit_raw],
-        "jitter_deg": [round(j, 4) for j in jit_smooth],
-        "yaw_range_deg": [round(float(np.ptp(tracks["pose"][p, :, 1])), 2) for p in range(2)],
-        "speaking_acc": round(float((tracks["speaking"][:, :n] == speaking[:, :n]).all(0).mean()), 4),
-        "who_speaks": report["who_speaks"]["method"],
-        "frames": report["frames"],
-        "seconds": report["total_seconds"],
-        "warnings": report["warnings"],
-    }
+        still = prepare_eval.still_frames(tracks["pose"][p, :, :3])
+        raw.append(round(prepare_eval.jitter(tracks["pose_raw"][p, :, :3], still), 4))
+        smooth.append(round(prepare_eval.jitter(tracks["pose"][p, :, :3], still), 4))
+    return {"jitter_deg_raw": raw, "jitter_deg": smooth}
+
+
+def who_speaks(folder: Path, truth: np.ndarray) -> dict:
+    """Frames right with each voice print, plainly and with a 0.25 s collar."""
+    tracks, wav = data.load_tracks(folder), io.read_audio(folder / "audio.wav")
+    fps, n = float(tracks["fps"]), tracks["speaking"].shape[1]
+    out = {}
+    for voice_print in diarize.VOICE_PRINTS:
+        start = time.perf_counter()
+        found = diarize.diarize(wav, au.log_mel(wav), n, fps, mouth=tracks["mouth"], voice_print=voice_print)
+        out[voice_print] = {
+            "acc": round(rc.frame_accuracy(found.speaking, truth), 4),
+            "acc_collar": round(rc.frame_accuracy(found.speaking, truth, fps, 0.25), 4),
+            "method": found.method,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+    return out
+
+
+def real_part(clips: Path) -> dict:
+    out: dict = {"conversations": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (name, (turns, gap)) in enumerate(rc.CONVERSATIONS.items()):
+            work = Path(tmp) / name
+            work.mkdir()
+            truth = rc.build(turns, gap, work, clips)
+            start = time.perf_counter()
+            folder = data.prepare(left=work / "left.mp4", right=work / "right.mp4", audio=work / "audio.wav",
+                                  out=work / "prepared", progress=False)  # fmt: skip
+            report = json.loads((folder / "prepare_report.json").read_text())
+            out["conversations"][name] = {
+                "seconds": round(truth.shape[1] / 25.0, 2),
+                "faces_found": report["faces_found"],
+                "prepare_seconds": round(time.perf_counter() - start, 1),
+                "who_speaks": who_speaks(folder, truth),
+                **(jitter(data.load_tracks(folder)) if k == 0 else {}),
+            }
+            if k == 0:  # the same conversation as one side-by-side video
+                left, _ = io.read_video(work / "left.mp4")
+                right, _ = io.read_video(work / "right.mp4")
+                import cv2
+
+                h = left.shape[1]
+                right = np.stack([cv2.resize(f, (h * f.shape[1] // f.shape[0], h)) for f in right])
+                both = work / "side_by_side.mp4"
+                io.write_video(both, np.concatenate([left, right], axis=2), 25.0,
+                               audio=io.read_audio(work / "audio.wav"))  # fmt: skip
+                side = data.prepare(both, work / "side", progress=False)
+                out["side_by_side"] = {
+                    "faces_found": json.loads((side / "prepare_report.json").read_text())["faces_found"],
+                    "who_speaks_acc": round(rc.frame_accuracy(data.load_tracks(side)["speaking"], truth), 4),
+                }
+    for voice_print in diarize.VOICE_PRINTS:
+        accs = [c["who_speaks"][voice_print]["acc"] for c in out["conversations"].values()]
+        collar = [c["who_speaks"][voice_print]["acc_collar"] for c in out["conversations"].values()]
+        out[f"who_speaks_acc_{voice_print}"] = {"mean": round(float(np.mean(accs)), 4), "worst": min(accs),
+                                                "mean_collar": round(float(np.mean(collar)), 4)}  # fmt: skip
+    return out
+
+
+def peak_rss_of_prepare(minutes: float, tmp: Path) -> dict:
+    """Prepare the sample repeated to `minutes` in a fresh process; its peak RSS and seconds."""
+    import minitalk
+
+    video, fps = io.read_video(minitalk.SAMPLE_DIR / "dialogue.mp4")
+    audio = io.read_audio(minitalk.SAMPLE_DIR / "dialogue.mp4")
+    repeats = int(np.ceil(minutes * 60 * fps / len(video)))
+    n = int(minutes * 60 * fps)
+    clip = tmp / f"long_{minutes:g}.mp4"
+    io.write_video(clip, np.concatenate([video] * repeats)[:n], fps,
+                   audio=np.concatenate([audio] * repeats)[: int(n / fps * io.SAMPLE_RATE)])  # fmt: skip
+    code = (
+        "import json, resource, time; from minitalk.prepare import data; t = time.perf_counter(); "
+        f"data.prepare({str(clip)!r}, {str(tmp / f'out_{minutes:g}')!r}, progress=False); "
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6; "
+        "print(json.dumps({'peak_rss_gb': round(rss, 3), 'seconds': round(time.perf_counter() - t, 1)}))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips", type=Path, default=CLIPS)
+    parser.add_argument("--clips", type=Path, default=rc.CLIPS)
+    parser.add_argument("--long", type=float, default=None, metavar="MINUTES")
     args = parser.parse_args()
-    if not (args.clips / "face_a.mp4").is_file() or not (args.clips / "face_b.mp4").is_file():
-        print(json.dumps({"bench": "prepare_real", "skipped": f"no clips in {args.clips}"}))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        left, right, both, audio, speaking = conversation(args.clips, tmp)
-        start = time.perf_counter()
-        data.prepare(left=left, right=right, audio=audio, out=tmp / "pair", progress=False)
-        pair = {**figures(tmp / "pair", speaking), "wall_seconds": round(time.perf_counter() - start, 1)}
-        data.prepare(both, tmp / "side", progress=False)
-        side = figures(tmp / "side", speaking)
-    print(json.dumps({"bench": "prepare_real", "left_right": pair, "side_by_side": side}))
+    line: dict = {"bench": "prepare_real"}
+    if args.long is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            line["long_clip"] = {f"{m:g}_min": peak_rss_of_prepare(m, Path(tmp)) for m in (1.0, args.long)}
+    elif rc.clips_available(args.clips):
+        line.update(real_part(args.clips))
+    else:
+        line["skipped"] = f"no clips in {args.clips}"
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,27 @@ def build(turns, gap_s: float, out: Path, clips: Path = CLIPS, names=SPEECH_CLIP
     return np.array(speaking, bool)
 
 
+def side_by_side(out: Path, switch_s: float, clips: Path = CLIPS, names=SPEECH_CLIPS):
+    """Both clips played once, in parallel (left: the first, right: the second), the audio the
+    first clip's before `switch_s` and the second's after: each frame is a moment of footage
+    seen once, so frames held out from training have no copy in it. Writes out/left.mp4,
+    out/right.mp4, out/audio.wav; returns the true speaking (2, T)."""
+    videos, fps = zip(*(io.read_video(clips / n) for n in names), strict=True)
+    audios = [io.read_audio(clips / n) for n in names]
+    if abs(fps[0] - fps[1]) > 1e-3:
+        raise ValueError(f"clips at {fps[0]} and {fps[1]} fps: give two clips of one frame rate")
+    fps, rate = fps[0], io.SAMPLE_RATE
+    n = min(len(videos[0]), len(videos[1]), *(int(len(a) / rate * fps) for a in audios))
+    cut, end = int(round(switch_s * fps)), int(n / fps * rate)
+    audio = np.concatenate([audios[0][: int(cut / fps * rate)], audios[1][int(cut / fps * rate) : end]])
+    io.write_video(out / "left.mp4", videos[0][:n], fps)
+    io.write_video(out / "right.mp4", videos[1][:n], fps)
+    io.write_audio(out / "audio.wav", audio.astype(np.float32))
+    speaking = np.zeros((2, n), bool)
+    speaking[0, :cut], speaking[1, cut:] = True, True
+    return speaking
+
+
 def frame_accuracy(found: np.ndarray, truth: np.ndarray, fps: float = 25.0, collar_s: float = 0.0) -> float:
     """Share of frames where both people's speaking flags are right; with `collar_s`, frames within
     that many seconds of a change in the true flags are not counted (the forgiveness collar of

@@ -31,7 +31,7 @@ import numpy as np
 
 from minitalk import io
 from minitalk.files import FORMAT_VERSION, FileFormatError, load_npz
-from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source
+from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source, scene_cuts
 from minitalk.utils import SettingError, atomic_path, save_npz_atomic
 
 P = 2  # people in a conversation
@@ -119,6 +119,8 @@ def prepare(
             pose = np.stack([headpose.smooth_pose(raw[p], cfg.fps) for p in range(P)])
             k_crop = np.stack([crop_intrinsics(k_region[p], boxes[p], cfg.size) for p in range(P)])
             lm_crop = np.stack([to_crop(lm_region[p], boxes[p], cfg.size) for p in range(P)])
+            for p in range(P):
+                src.warn_turned(p, pose[p])
             seconds["pose"] = _lap(clock)
 
             clock = time.perf_counter()
@@ -146,6 +148,8 @@ def prepare(
             person = crops["person"]
             labels = np.stack([masks.labels(person[p], lm_crop[p]) for p in range(P)])
             plates = np.stack([masks.background_plate(crops["frames"][p], person[p]) for p in range(P)])
+            for p in range(P):
+                src.warn_cuts(p, scene_cuts(crops["frames"][p]))
             seconds["crops_masks"] = _lap(clock)
 
             clock = time.perf_counter()

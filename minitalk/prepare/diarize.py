@@ -107,7 +107,7 @@ MIN_SEPARATION = 0.15
 # (cosine); one voice's two halves stay near 0.85-0.9, two people's voices near 0.65-0.72. The
 # silhouette does not tell: pieces heard through overlapping windows cluster in time
 MAX_VOICE_COSINE = 0.8
-# voiced pieces are cut this short (s): a quarter second with the embedding, which hears a second
+# voiced pieces are cut this short (s): a quarter second with the embedding, which hears 0.75 s
 # of context about each (a turn changes within half a second of where it does); a second with
 # pitch and MFCC, which need the whole second
 PIECE_S = {"ge2e": 0.25, "pitch+mfcc": 1.0}

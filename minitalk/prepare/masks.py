@@ -12,7 +12,8 @@ use two MediaPipe models that ship in its wheel:
 
 The background plate is the per-pixel median over the frames where the pixel
 is not covered by the person (grown by a few pixels for the blurred edge);
-pixels the person never uncovers are filled by inpainting.
+pixels the person never uncovers (behind a head that never moves away) are
+filled smoothly from the background around them (`fill_unseen`).
 
 Labels: 0 background, 1 torso, 2 head.
 """
@@ -87,7 +88,38 @@ def background_plate(
         warnings.simplefilter("ignore", RuntimeWarning)  # pixels never uncovered: inpainted below
         plate = np.nanmedian(stack, axis=0)
     never_seen = ~np.isfinite(plate).all(axis=-1)
-    plate = np.nan_to_num(plate).clip(0, 255).astype(np.uint8)
+    plate = np.nan_to_num(plate)
     if never_seen.any():
-        plate = cv2.inpaint(plate, never_seen.astype(np.uint8), 5, cv2.INPAINT_TELEA)
-    return plate
+        plate = fill_unseen(plate, never_seen)
+    return plate.clip(0, 255).round().astype(np.uint8)
+
+
+def fill_unseen(image: np.ndarray, unseen: np.ndarray) -> np.ndarray:
+    """(H, W, C) float: `unseen` (H, W) pixels filled by pull-push (Gortler et al., "The
+    Lumigraph", 1996, section 3.3): the seen pixels averaged down a pyramid with their weights,
+    the coarse averages brought back up into the holes only.
+
+    A hole the size of a head is filled with the smooth colour of the background around it.
+    Inpainting by propagation (Telea) draws the border's colours inwards as streaks, which show
+    wherever the rendered person is not fully opaque; a guess should be plain.
+    """
+    import cv2
+
+    weight = (~unseen).astype(np.float32)
+    levels = [(image.astype(np.float32) * weight[..., None], weight)]
+    while min(levels[-1][1].shape) > 1 and (levels[-1][1] == 0).any():  # pull
+        colour, w = levels[-1]
+        levels.append((_half(colour), _half(w)))
+    filled = levels[-1][0] / np.maximum(levels[-1][1], 1e-8)[..., None]
+    for colour, w in reversed(levels[:-1]):  # push: fine levels keep what they saw
+        up = cv2.resize(filled, (w.shape[1], w.shape[0]), interpolation=cv2.INTER_LINEAR)
+        seen = np.clip(w, 0, 1)[..., None]
+        filled = seen * colour / np.maximum(w, 1e-8)[..., None] + (1 - seen) * up
+    return np.where(unseen[..., None], filled, image)
+
+
+def _half(x: np.ndarray) -> np.ndarray:
+    """Sum-pool by 2 (odd edges padded with zeros): weights and weighted colours alike."""
+    h, w = x.shape[:2]
+    x = np.pad(x, [(0, h % 2), (0, w % 2)] + [(0, 0)] * (x.ndim - 2))
+    return x[0::2, 0::2] + x[1::2, 0::2] + x[0::2, 1::2] + x[1::2, 1::2]

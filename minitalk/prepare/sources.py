@@ -19,8 +19,8 @@ import numpy as np
 from minitalk import io
 from minitalk.utils import MinitalkWarning
 
-FIND_FRAMES = 50  # people are looked for in the first frames (every FIND_STEP-th)
-FIND_STEP = 10
+FIND_SAMPLES = 16  # people are looked for in this many frames spread over the whole clip
+QUIET_PEAK = 10 ** (-30 / 20)  # audio that never comes within 30 dB of full scale is raised
 TRACK_MAX_SIDE = 640  # larger regions are downscaled for FaceMesh (it works on a 192 px face crop)
 
 
@@ -93,19 +93,25 @@ class Source:
         """One region (x0, y0, x1, y1, video index) per person, left to right."""
         from minitalk.prepare.face import detect_faces
 
-        sampled = list(itertools.islice(self.frames(), 0, FIND_FRAMES, FIND_STEP))
-        span = f"frames 0-{min(FIND_FRAMES, FIND_STEP * len(sampled)) - 1}"
+        step = max(1, self._estimate() // FIND_SAMPLES)  # the whole clip: a face may come in late
+        with warnings.catch_warnings():  # the full pass warns of a trimmed video; this one need not
+            warnings.simplefilter("ignore", PrepareWarning)
+            sampled = list(itertools.islice(self.frames(), 0, None, step))[:FIND_SAMPLES]
+        span = f"{len(sampled)} frames spread over 0-{step * (len(sampled) - 1)}"
         if len(self.videos) == 2:
             regions = []
             for v, path in enumerate(self.videos):
                 h, w = sampled[0][v].shape[:2]
-                if not any(len(detect_faces(f[v])) for f in sampled):
+                counts = [len(detect_faces(f[v])) for f in sampled]
+                if not any(counts):
                     raise PrepareError(f"{path}: no face found in {span}")
+                self._warn_extra_faces(path, counts, 1, step)
                 regions.append((0, 0, w, h, v))
             return regions
         path = self.videos[0]
         found = [detect_faces(f[0]) for f in sampled]
         most = max(len(b) for b in found)
+        self._warn_extra_faces(path, [len(b) for b in found], 2, step)
         if most == 0:
             raise PrepareError(f"{path}: no face found in {span}")
         if most == 1:
@@ -123,6 +129,17 @@ class Source:
         h, w = sampled[0][0].shape[:2]
         split = int(round((left_x + right_x) / 2))
         return [(0, 0, split, h, 0), (split, 0, w, h, 0)]
+
+    def _warn_extra_faces(self, path, counts: list[int], expected: int, step: int) -> None:
+        extra = [i * step for i, c in enumerate(counts) if c > expected]
+        if extra:
+            warnings.warn(
+                f"{path}: {max(counts)} faces where {expected} {'is' if expected == 1 else 'are'} expected "
+                f"(frame {extra[0]}, {extra[0] / self.fps:.1f} s{' and more' if len(extra) > 1 else ''}); "
+                "each person's region follows its most prominent face",
+                category=PrepareWarning,
+                stacklevel=3,
+            )
 
     def track_landmarks(self, regions, progress: bool = True) -> np.ndarray:
         """FaceMesh landmarks (P, T, 478, 3) in each region's pixels, NaN where the face is lost."""
@@ -183,12 +200,40 @@ class Source:
             _, long_runs = fill_gaps(lm[:, :1, :1], max_gap)
             if long_runs:
                 a, b = long_runs[0]
-                side = "left" if p == 0 else "right"
-                path = self.videos[min(p, len(self.videos) - 1)]
+                path, side = self._person(p)
                 raise PrepareError(
                     f"{path}: the {side} person's face is lost in frames "
                     f"{a}-{b} ({(b - a + 1) / self.fps:.2f} s); gaps up to {max_gap} frames are bridged"
                 )
+
+    def _person(self, p: int) -> tuple[Path, str]:
+        return self.videos[min(p, len(self.videos) - 1)], "left" if p == 0 else "right"
+
+    def warn_cuts(self, p: int, cuts: list[int]) -> None:
+        """A change of shot in a person's view: named, kept in the report."""
+        if cuts:
+            path, side = self._person(p)
+            at = ", ".join(f"{c} ({c / self.fps:.1f} s)" for c in cuts[:3])
+            warnings.warn(
+                f"{path}: a cut (change of shot) in the {side} person's view at frame {at}; minitalk "
+                "expects one still camera per person: the background and the field mix the shots",
+                category=PrepareWarning,
+                stacklevel=3,
+            )
+
+    def warn_turned(self, p: int, pose: np.ndarray, limit_deg: float = 45.0) -> None:
+        """A head turned or tilted past `limit_deg` (pitch or yaw of pose (T, 6)): the field sees
+        that side of the face in few frames and draws it poorly."""
+        turned = np.flatnonzero((np.abs(pose[:, :2]) > limit_deg).any(axis=1))
+        if len(turned):
+            path, side = self._person(p)
+            warnings.warn(
+                f"{path}: the {side} person's head turns past {limit_deg:g} degrees in {len(turned)} frames "
+                f"(first at frame {turned[0]}, {turned[0] / self.fps:.1f} s); few views of that side "
+                "of the face reach training",
+                category=PrepareWarning,
+                stacklevel=3,
+            )
 
     def read_audio(self, n_video_frames: int) -> tuple[np.ndarray, int]:
         """16 kHz mono audio and the frame count both streams cover (the shorter wins)."""
@@ -211,7 +256,46 @@ class Source:
             )
         n_frames = min(n_audio_frames, n_video_frames)
         n = int(round(n_frames / self.fps * io.SAMPLE_RATE))
-        return np.pad(wav[:n], (0, max(0, n - len(wav)))), n_frames
+        return self._check_level(np.pad(wav[:n], (0, max(0, n - len(wav))))), n_frames
+
+    def _check_level(self, wav: np.ndarray) -> np.ndarray:
+        """Warn of clipped audio; raise very quiet audio to a level voice detection hears (the
+        features do not depend on the level: the log-mel is relative to its loudest step)."""
+        peak = float(np.abs(wav).max(initial=0.0))
+        if peak == 0.0:
+            return wav  # silence: preparation says that nobody speaks
+        clipped = float(np.mean(np.abs(wav) >= 0.99 * peak)) if peak >= 0.98 else 0.0
+        if clipped > 1e-3:
+            warnings.warn(
+                f"{self.audio_path}: {100 * clipped:.1f}% of the audio samples are clipped at full scale; "
+                "the voices are distorted (who speaks is still found, the mouth may follow them less well)",
+                category=PrepareWarning,
+                stacklevel=3,
+            )
+        if peak < QUIET_PEAK:
+            gain = 0.5 / peak
+            warnings.warn(
+                f"{self.audio_path}: very quiet audio (peak {20 * np.log10(peak):.0f} dBFS); "
+                f"raised by {20 * np.log10(gain):.0f} dB",
+                category=PrepareWarning,
+                stacklevel=3,
+            )
+            wav = (wav * gain).astype(wav.dtype)
+        return wav
+
+
+def scene_cuts(frames: np.ndarray, min_jump: float = 30.0, ratio: float = 6.0) -> list[int]:
+    """Frames (T, H, W, 3) uint8 where a new shot starts: the mean absolute change of a 16 x 16 grey
+    thumbnail from the frame before is above `min_jump` (of 255) and `ratio` times its median
+    over the clip. Movement changes a little of the picture a little; a cut changes all of it."""
+    import cv2
+
+    if len(frames) < 3:
+        return []
+    thumbs = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA)
+                       for f in frames]).astype(np.float32)  # fmt: skip
+    change = np.abs(np.diff(thumbs, axis=0)).mean(axis=(1, 2))  # (T - 1,)
+    return [int(i) + 1 for i in np.flatnonzero((change > min_jump) & (change > ratio * np.median(change)))]
 
 
 def open_source(video=None, *, left=None, right=None, audio=None, fps: float = 25.0) -> Source:

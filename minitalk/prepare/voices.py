@@ -90,11 +90,12 @@ def louder(audio: np.ndarray) -> np.ndarray:
     return audio * 10 ** (gain_db / 20) if gain_db > 0 else audio
 
 
-def embed_pieces(audio: np.ndarray, pieces, context_s: float = 1.0, bounds=None) -> np.ndarray:
+def embed_pieces(audio: np.ndarray, pieces, context_s: float = 0.75, bounds=None) -> np.ndarray:
     """(n_pieces, 256) one embedding per voiced piece (start, end) in seconds of 16 kHz audio.
 
-    Each piece is heard through a window of at least `context_s` about its centre (GE2E
-    embeds 0.8-1.6 s; a quarter second alone says little about the voice), kept inside the
+    Each piece is heard through a window of at least `context_s` about its centre (a quarter
+    second alone says little about the voice; a longer window reaches further over a change of
+    speaker within one voiced stretch, so turn changes blur), kept inside the
     piece's `bounds` (start, end) when given, so the window does not reach over a pause into
     another voice. A window longer than 1.6 s is cut into 1.6 s partials at a 0.8 s step whose
     embeddings are averaged and renormalised, as GE2E embeds an utterance (its section 3.2).
