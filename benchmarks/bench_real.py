@@ -9,8 +9,9 @@ so each person is scored as speaker and as listener on frames whose images train
 
 Reported per budget: held-out PSNR / SSIM per person and role, steps and seconds per step, and
 the held-out frames whose head pose lies outside the range the person's training frames cover,
-scored apart (what an unseen pose costs). Goals at 128 px: >= 28 dB and >= 0.90 SSIM after
-20 minutes on 2 cores; at 256 px, the same within 40 minutes.
+scored apart (what an unseen pose costs), and each speaker's held-out frames rendered from the
+tracked expression instead of the audio (what the audio's mouth costs). Goals at 128 px:
+>= 28 dB and >= 0.90 SSIM after 20 minutes on 2 cores; at 256 px, the same within 40 minutes.
 
     python benchmarks/bench_real.py [--size 128] [--minutes 10,20] [--out benchmarks/out]
 """
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import real_conversations as rc
 
+from minitalk import metrics
 from minitalk.nerf import checkpoint, train
 from minitalk.nerf.evaluate import frame_scores, summarise
 from minitalk.nerf.render import render_frame
@@ -63,6 +65,27 @@ def pose_split(rows: list[dict], frames) -> dict:
         "ssim_inside": mean("ssim", ~outside),
         "ssim_outside": mean("ssim", outside),
     }
+
+
+def speaker_from_tracking(model, frames, rows: list[dict], device) -> list:
+    """Per person, the mean PSNR of their held-out speaker frames rendered from the tracked
+    expression instead of the audio: how much of a speaker's error is the audio's mouth (None where
+    a person has no held-out speaker frame)."""
+    import torch
+
+    out = []
+    for p in range(frames.n_people):
+        psnrs = []
+        for r in (r for r in rows if r["person"] == p and r["speaking"]):
+            one = torch.tensor([p]), torch.tensor([r["frame"]])
+            mel, expression, blink, _ = frames.face_state_inputs(*one)
+            with torch.no_grad():
+                state = model.face_state(mel.to(device), expression.to(device), blink.to(device),
+                                         torch.tensor([False], device=device))  # fmt: skip
+            img = render_frame(model, frames, p, r["frame"], device, face_state=state)
+            psnrs.append(metrics.psnr(img, frames.images[p, r["frame"]].numpy().astype(np.float32) / 255))
+        out.append(round(float(np.mean(psnrs)), 4) if psnrs else None)
+    return out
 
 
 def strip(model, frames, device, path: Path, per_person: int = 4) -> Path:
@@ -146,6 +169,7 @@ def main() -> None:
                 "psnr": scores["psnr"],
                 "ssim": scores["ssim"],
                 "unseen_pose": pose_split(rows, frames),
+                "psnr_speaker_from_tracked_expression": speaker_from_tracking(model, frames, rows, device),
                 "wall_seconds": round(time.perf_counter() - clock, 1),
             }
         result["seconds_per_frame_pair"] = render_cost(model, frames, device, (args.size, 512))

@@ -97,11 +97,13 @@ def prepare(
             seconds["landmarks"] = _lap(clock)
 
             clock = time.perf_counter()
-            wav, n_frames = src.read_audio(lm_region.shape[1])
+            start, end = src.faces_in_view(lm_region)  # a clip may begin or end without both faces
+            wav, n_frames = src.read_audio(end)
+            wav, n_frames = wav[int(round(start / cfg.fps * io.SAMPLE_RATE)) :], n_frames - start
             a = cache.get("audio", lambda: _audio_features(wav, n_frames, cfg.fps))
             seconds["audio"] = _lap(clock)
 
-            lm_region = lm_region[:, :n_frames]
+            lm_region = lm_region[:, start : start + n_frames]
             max_gap = int(round(cfg.max_gap_s * cfg.fps))
             src.check_tracked(lm_region, max_gap)  # a face lost for longer than max_gap_s is an error
             found = np.isfinite(lm_region).all(axis=(2, 3)).mean(axis=1)
@@ -144,7 +146,9 @@ def prepare(
             seconds["who_speaks"] = _lap(clock)
 
             clock = time.perf_counter()
-            crops = cache.get("crops", lambda: src.crop_frames(regions, boxes, cfg.size, n_frames, progress))
+            crops = cache.get(
+                "crops", lambda: src.crop_frames(regions, boxes, cfg.size, n_frames, progress, start=start)
+            )
             person = crops["person"]
             labels = np.stack([masks.labels(person[p], lm_crop[p]) for p in range(P)])
             plates = np.stack([masks.background_plate(crops["frames"][p], person[p]) for p in range(P)])
@@ -197,6 +201,7 @@ def prepare(
         "inputs": src.describe(),
         "settings": asdict(cfg),
         "frames": int(n_frames),
+        "source_frames": [int(start), int(start + n_frames)],  # the input's frames kept, at `fps`
         "fps": cfg.fps,
         "seconds": round(n_frames / cfg.fps, 3),
         "faces_found": [round(float(f), 4) for f in found],

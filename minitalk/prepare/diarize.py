@@ -255,30 +255,36 @@ def diarize(
 def voice_mouth_match(
     mouth: np.ndarray, loudness: np.ndarray, pieces, voice: np.ndarray, fps: float, max_lag: int = 2
 ) -> np.ndarray:
-    """(2, 2) how well each person's mouth moves with each voice: over all of a voice's frames,
-    the correlation of the mouth's speed |d opening / dt| (T,) with the log loudness, the best
-    over lags of up to `max_lag` frames either way (mouth and sound need not meet on a frame).
+    """(2, 2) how well each person's mouth moves with each voice: over all of a voice's frames, the
+    correlation of the mouth's opening (T,) with the loudness plus that of the mouth's speed
+    |d opening / dt| with the log loudness, each the best over lags of up to `max_lag` frames
+    either way (mouth and sound need not meet on a frame).
 
     Over all of a voice's frames at once, not piece by piece: a listener's mouth may move in time
-    with a second of the other's speech by chance, rarely over all of it. Speed rather than
-    opening: a mouth that opens and shuts at the syllable rate is what goes with speech; how wide
-    it rests differs from face to face and with the crop.
+    with a second of the other's speech by chance, rarely over all of it. Two cues, since each
+    fails alone: how wide a mouth rests differs from face to face (the opening), and footage
+    resampled from another frame rate repeats frames (the speed).
     """
     n = min(mouth.shape[1], len(loudness))
-    speed = np.abs(np.diff(mouth[:, :n], axis=1, prepend=mouth[:, :1]))  # (2, T)
-    env = np.log(loudness[:n] + 1e-4)
+    cues = [
+        (mouth[:, :n], loudness[:n]),
+        (np.abs(np.diff(mouth[:, :n], axis=1, prepend=mouth[:, :1])), np.log(loudness[:n] + 1e-4)),
+    ]
     out = np.zeros((2, 2))
     for v in (0, 1):
         frames = np.zeros(n, bool)
         for (a, b), w in zip(pieces, voice, strict=True):
             if w == v:
                 frames[int(a * fps) : int(np.ceil(b * fps))] = True
+        if frames.sum() <= 2 * max_lag + 2:
+            continue
         for p in (0, 1):
-            if frames.sum() > 2 * max_lag + 2 and np.isfinite(speed[p]).all():
-                out[v, p] = max(
-                    _correlation(np.roll(speed[p], lag)[frames], env[frames])
-                    for lag in range(-max_lag, max_lag + 1)
-                )
+            for signal, env in cues:
+                if np.isfinite(signal[p]).all():
+                    out[v, p] += max(
+                        _correlation(np.roll(signal[p], lag)[frames], env[frames])
+                        for lag in range(-max_lag, max_lag + 1)
+                    )
     return out
 
 

@@ -170,16 +170,17 @@ class Source:
         return np.stack([np.stack(o) for o in out]).astype(np.float32)
 
     def crop_frames(
-        self, regions, boxes, size: int, n_frames: int, progress: bool = True
+        self, regions, boxes, size: int, n_frames: int, progress: bool = True, start: int = 0
     ) -> dict[str, np.ndarray]:
-        """Square crops (P, T, size, size, 3) uint8 and person probabilities (P, T, size, size)."""
+        """Square crops (P, T, size, size, 3) uint8 and person probabilities (P, T, size, size) of
+        frames start .. start + n_frames."""
         import cv2
         from tqdm.auto import tqdm
 
         from minitalk.prepare.masks import person_masks
 
         crops = np.zeros((len(regions), n_frames, size, size, 3), np.uint8)
-        frames = itertools.islice(self.frames(), n_frames)
+        frames = itertools.islice(self.frames(), start, start + n_frames)
         for t, f in enumerate(tqdm(frames, total=n_frames, desc="crops", unit="frame", disable=not progress)):
             for p, (region, (x0, y0, side)) in enumerate(zip(regions, boxes, strict=True)):
                 img = self._region_image(f, region)[y0 : y0 + side, x0 : x0 + side]
@@ -205,6 +206,23 @@ class Source:
                     f"{path}: the {side} person's face is lost in frames "
                     f"{a}-{b} ({(b - a + 1) / self.fps:.2f} s); gaps up to {max_gap} frames are bridged"
                 )
+
+    def faces_in_view(self, landmarks: np.ndarray) -> tuple[int, int]:
+        """The frames [start, end) from the first in which every face is found to the last: a clip
+        whose people come into view late, or leave before it ends, is trimmed to them (warned)."""
+        seen = np.isfinite(landmarks).all(axis=(2, 3)).all(axis=0)  # (T,) every face found
+        if not seen.any():
+            raise PrepareError(f"{self.videos[0]}: no frame shows every person's face")
+        start, end = int(np.argmax(seen)), len(seen) - int(np.argmax(seen[::-1]))
+        gone = [f"{a}-{b - 1}" for a, b in ((0, start), (end, len(seen))) if b > a]
+        if gone:
+            warnings.warn(
+                f"{self.videos[0]}: not every face is in view in frames {' and '.join(gone)}; "
+                f"kept frames {start}-{end - 1} ({(end - start) / self.fps:.1f} s)",
+                category=PrepareWarning,
+                stacklevel=3,
+            )
+        return start, end
 
     def _person(self, p: int) -> tuple[Path, str]:
         return self.videos[min(p, len(self.videos) - 1)], "left" if p == 0 else "right"
