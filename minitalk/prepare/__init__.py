@@ -1,6 +1,7 @@
 """Stage 1, data preparation (notebooks 01 and 02): a two-person video -> a training-ready folder.
 
 audio.py       16 kHz mono; per-frame ZCR, RMS and log-mel windows
+voices.py      a learned voice print (the GE2E speaker encoder), offline
 diarize.py     voice activity split between the two people: who speaks when
 sources.py     the input videos and audio, each person's region of the frame
 face.py        478 FaceMesh landmarks per frame
@@ -18,5 +19,6 @@ __all__ = ["PrepareConfig", "load_masks", "load_tracks", "prepare", "read_person
 
 
 __getattr__ = lazy_submodules(
-    __name__, ("audio", "diarize", "sources", "face", "headpose", "expression", "masks", "data", "evaluate")
+    __name__,
+    ("audio", "voices", "diarize", "sources", "face", "headpose", "expression", "masks", "data", "evaluate"),
 )
