@@ -3,21 +3,17 @@
 DialogueNeRF labels its roles with pyannote, a hub-downloaded model. Ours runs
 offline and uses the fact that we also see the faces:
 
-1. voice activity (silero-vad) gives the voiced stretches; long ones are cut
-   into pieces of about a second, so a piece rarely holds two voices;
-2. each piece gets a voice print, a learned speaker embedding (GE2E,
+1. voice activity (silero-vad) gives the voiced stretches, cut into short
+   pieces (`PIECE_S`), so a piece rarely holds two voices;
+2. each piece gets a voice print: a learned speaker embedding (GE2E,
    `voices.py`) where its weights are installed, else its median pitch (YIN)
-   and mean MFCC, and the pieces are clustered into two voices (2-means);
-   pitch and MFCC tell apart voices of unlike pitch only, the embedding
-   voices of one pitch too;
-3. each cluster is given to the person whose mouth moves with the sound
-   during it (the correlation of their mouth opening with the loudness,
-   summed over the cluster's pieces; a listener's mouth may move too, but
-   not in time with the other's voice). Where the voices do not separate
-   (`two_voices` false: one voice, or two alike),
-   each piece goes to the mouth that follows it;
-4. a person's pieces separated by a pause shorter than `max_pause_s` are
-   joined, since a speaker holds the turn through their own pauses.
+   and mean MFCC, which tell apart voices of unlike pitch only; the pieces
+   are clustered into two voices (2-means);
+3. each voice goes to the person whose mouth moves with it over all of its
+   frames (`voice_mouth_match`; a listener's mouth may move too, but not in
+   time with the other's voice). Where the clusters are not two voices
+   (`two_voices`), each piece goes to the mouth that follows it;
+4. a speaker holds the turn through their own pauses under `max_pause_s`.
 
 The result is `speaking` bool (2, T) on the video's frames.
 """
