@@ -37,14 +37,18 @@ def clips_available(clips: Path = CLIPS, names=SPEECH_CLIPS) -> bool:
     return all((clips / n).is_file() for n in names)
 
 
+def read_clips(clips: Path, names) -> tuple[list, list, float]:
+    """Both clips' frames and 16 kHz audio, and their common frame rate."""
+    videos, fps = zip(*(io.read_video(clips / n) for n in names), strict=True)
+    if abs(fps[0] - fps[1]) > 1e-3:
+        raise ValueError(f"clips at {fps[0]} and {fps[1]} fps: give two clips of one frame rate")
+    return list(videos), [io.read_audio(clips / n) for n in names], fps[0]
+
+
 def build(turns, gap_s: float, out: Path, clips: Path = CLIPS, names=SPEECH_CLIPS, repeat: int = 1):
     """Write out/left.mp4, out/right.mp4 and out/audio.wav; return the true speaking (2, T) at the
     clips' frame rate. `repeat` plays the turns that many times (a longer conversation)."""
-    videos, fps = zip(*(io.read_video(clips / n) for n in names), strict=True)
-    audios = [io.read_audio(clips / n) for n in names]
-    if abs(fps[0] - fps[1]) > 1e-3:
-        raise ValueError(f"clips at {fps[0]} and {fps[1]} fps: give two clips of one frame rate")
-    fps = fps[0]
+    videos, audios, fps = read_clips(clips, names)
     rate = io.SAMPLE_RATE
     gap = int(round(gap_s * fps))
     frames: list[list[np.ndarray]] = [[], []]
@@ -78,11 +82,8 @@ def side_by_side(out: Path, switch_s: float, clips: Path = CLIPS, names=SPEECH_C
     first clip's before `switch_s` and the second's after: each frame is a moment of footage
     seen once, so frames held out from training have no copy in it. Writes out/left.mp4,
     out/right.mp4, out/audio.wav; returns the true speaking (2, T)."""
-    videos, fps = zip(*(io.read_video(clips / n) for n in names), strict=True)
-    audios = [io.read_audio(clips / n) for n in names]
-    if abs(fps[0] - fps[1]) > 1e-3:
-        raise ValueError(f"clips at {fps[0]} and {fps[1]} fps: give two clips of one frame rate")
-    fps, rate = fps[0], io.SAMPLE_RATE
+    videos, audios, fps = read_clips(clips, names)
+    rate = io.SAMPLE_RATE
     n = min(len(videos[0]), len(videos[1]), *(int(len(a) / rate * fps) for a in audios))
     cut, end = int(round(switch_s * fps)), int(n / fps * rate)
     audio = np.concatenate([audios[0][: int(cut / fps * rate)], audios[1][int(cut / fps * rate) : end]])
