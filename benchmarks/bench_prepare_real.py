@@ -104,21 +104,23 @@ def real_part(clips: Path) -> dict:
 
 
 def peak_rss_of_prepare(minutes: float, tmp: Path) -> dict:
-    """Prepare the sample repeated to `minutes` in a fresh process; its peak RSS and seconds."""
+    """Prepare the sample repeated to `minutes` in a fresh process; its peak RSS and seconds.
+
+    The peak is the child's own high-water mark (VmHWM, which starts afresh with the new
+    program), not `ru_maxrss`, which a child inherits from the process that started it."""
     import minitalk
 
     video, fps = io.read_video(minitalk.SAMPLE_DIR / "dialogue.mp4")
     audio = io.read_audio(minitalk.SAMPLE_DIR / "dialogue.mp4")
-    repeats = int(np.ceil(minutes * 60 * fps / len(video)))
     n = int(minutes * 60 * fps)
     clip = tmp / f"long_{minutes:g}.mp4"
-    io.write_video(clip, np.concatenate([video] * repeats)[:n], fps,
-                   audio=np.concatenate([audio] * repeats)[: int(n / fps * io.SAMPLE_RATE)])  # fmt: skip
+    io.write_video(clip, (video[i % len(video)] for i in range(n)), fps,
+                   audio=np.resize(audio, int(n / fps * io.SAMPLE_RATE)))  # fmt: skip
     code = (
-        "import json, resource, time; from minitalk.prepare import data; t = time.perf_counter(); "
+        "import json, time; from minitalk.prepare import data; t = time.perf_counter(); "
         f"data.prepare({str(clip)!r}, {str(tmp / f'out_{minutes:g}')!r}, progress=False); "
-        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6; "
-        "print(json.dumps({'peak_rss_gb': round(rss, 3), 'seconds': round(time.perf_counter() - t, 1)}))"
+        "hwm = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')); "
+        "print(json.dumps({'peak_rss_gb': round(hwm / 1e6, 3), 'seconds': round(time.perf_counter() - t, 1)}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])

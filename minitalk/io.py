@@ -22,7 +22,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from minitalk.utils import atomic_path
+from minitalk.utils import atomic_path, temporary_beside
 
 SAMPLE_RATE = 16_000  # the rate every audio feature in minitalk is computed at
 
@@ -195,39 +195,68 @@ def write_video(
     colour; halved colour resolution and quantisation take it away (`minitalk
     prepare` writes its crops losslessly; the README has the figures).
     """
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as out:
-            vstream = None
-            astream = None
-            if audio is not None:
-                astream = out.add_stream("aac", rate=sample_rate, layout="mono")
-                astream.bit_rate = 64_000
-            for frame in frames:
-                frame = np.asarray(frame)
-                if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-                    raise ValueError(
-                        f"{path}: frames must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}"
-                    )
-                h, w = frame.shape[:2]
-                if not lossless and (h % 2 or w % 2):
-                    frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-                if vstream is None:
-                    if lossless:  # qp 0 on the RGB planes: no colour conversion, no quantisation
-                        codec, pix_fmt, quality = "libx264rgb", "rgb24", {"qp": "0"}
-                    else:
-                        codec, pix_fmt, quality = "libx264", "yuv420p", {"crf": str(crf)}
-                    vstream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-                    vstream.width, vstream.height = frame.shape[1], frame.shape[0]
-                    vstream.pix_fmt = pix_fmt
-                    vstream.options = {**quality, "preset": "medium"}
-                out.mux(vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            if vstream is None:
-                raise ValueError(f"{path}: no frames to write")
-            out.mux(vstream.encode(None))
-            if astream is not None:
-                _mux_audio(out, astream, np.asarray(audio, dtype=np.float32), sample_rate)
-    return path
+    with VideoWriter(path, fps, audio, sample_rate, crf, lossless) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return Path(path)
+
+
+class VideoWriter:
+    """`write_video` a frame at a time: `with VideoWriter(path, fps) as w: w.write(frame)`.
+
+    Several can be open at once (one per person, fed from one pass over a source).
+    The file appears at `path` only when the block ends without an error.
+    """
+
+    def __init__(self, path, fps: float, audio=None, sample_rate: int = SAMPLE_RATE, crf: int = 18,
+                 lossless: bool = False):  # fmt: skip
+        self.path, self.fps, self.audio, self.sample_rate = Path(path), fps, audio, sample_rate
+        self.crf, self.lossless = crf, lossless
+        self._stream = None
+
+    def __enter__(self) -> VideoWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temporary_beside(self.path)
+        self._out = av.open(str(self._tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self._audio_stream = None
+        if self.audio is not None:
+            self._audio_stream = self._out.add_stream("aac", rate=self.sample_rate, layout="mono")
+            self._audio_stream.bit_rate = 64_000
+        return self
+
+    def write(self, frame: np.ndarray) -> None:
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"{self.path}: frames must be (H, W, 3) uint8, got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        if not self.lossless and (h % 2 or w % 2):
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        if self._stream is None:
+            if self.lossless:  # qp 0 on the RGB planes: no colour conversion, no quantisation
+                codec, pix_fmt, quality = "libx264rgb", "rgb24", {"qp": "0"}
+            else:
+                codec, pix_fmt, quality = "libx264", "yuv420p", {"crf": str(self.crf)}
+            self._stream = self._out.add_stream(codec, rate=Fraction(self.fps).limit_denominator(1001))
+            self._stream.width, self._stream.height = frame.shape[1], frame.shape[0]
+            self._stream.pix_fmt = pix_fmt
+            self._stream.options = {**quality, "preset": "medium"}
+        self._out.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                if self._stream is None:
+                    raise ValueError(f"{self.path}: no frames to write")
+                self._out.mux(self._stream.encode(None))
+                if self._audio_stream is not None:
+                    _mux_audio(self._out, self._audio_stream, np.asarray(self.audio, np.float32),
+                               self.sample_rate)  # fmt: skip
+            self._out.close()
+            if kind is None:
+                os.replace(self._tmp, self.path)
+        finally:
+            self._out.close()
+            self._tmp.unlink(missing_ok=True)
 
 
 def _mux_audio(out, stream, audio: np.ndarray, sample_rate: int) -> None:

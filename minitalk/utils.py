@@ -11,7 +11,8 @@ import random
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,8 +89,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # a unique name in the same folder (so the final rename is atomic), created by the writer
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    tmp = temporary_beside(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -97,10 +97,44 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def temporary_beside(path: Path) -> Path:
+    """A unique hidden name in `path`'s folder (so the final rename is atomic), kept `path`'s suffix."""
+    return path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+
+
+@dataclass(frozen=True)
+class ArrayParts:
+    """An array for `save_npz_atomic` given as its parts in C order (numpy arrays or bytes), so a
+    long clip's labels go to disk without ever being held whole."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    parts: Iterable
+
+
 def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
-    """`np.savez_compressed`, written atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    """What `np.savez_compressed` writes (a zip of deflated .npy files), written atomically; any
+    value may be `ArrayParts`, streamed into its entry."""
+    import zipfile
+
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                if not isinstance(value, ArrayParts):
+                    np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+                    continue
+                dtype = np.dtype(value.dtype)
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                          "shape": tuple(int(n) for n in value.shape)}  # fmt: skip
+                np.lib.format.write_array_header_2_0(f, header)
+                written, expected = 0, int(np.prod(value.shape)) * dtype.itemsize
+                for part in value.parts:
+                    data = part if isinstance(part, bytes) else np.ascontiguousarray(part, dtype).tobytes()
+                    f.write(data)
+                    written += len(data)
+                if written != expected:
+                    raise ValueError(f"{path}: {name} got {written} bytes for shape {value.shape}, "
+                                     f"expected {expected}")  # fmt: skip
 
 
 def lowpass(x: np.ndarray, fps: float, tau: float) -> np.ndarray:

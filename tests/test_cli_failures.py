@@ -152,7 +152,7 @@ def test_an_interrupted_prepare_says_how_to_resume(work, capsys, monkeypatch):
     def interrupt(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(masks, "labels", interrupt)
+    monkeypatch.setattr(masks, "frame_labels", interrupt)
     rc = run(["prepare", "clip.mp4", "--out", "interrupted", "--size", "32", "--quiet"], work)
     err = capsys.readouterr().err
     assert rc == 130 and "interrupted" in err and "re-run resumes" in err and "Traceback" not in err

@@ -48,9 +48,14 @@ def test_prepared_folder_holds_the_contract(prepared):
     assert plates.shape == (2, SIZE, SIZE, 3)
     crops = data.read_person_frames(prepared, 1)
     assert crops.shape == (N, SIZE, SIZE, 3)
-    # the stored crops are the training targets: exactly the crops computed (the cached stage)
-    with np.load(next((prepared / ".cache").glob("crops-*.npz"))) as cached:
-        np.testing.assert_array_equal(crops, cached["frames"][1])
+    # the stored crops are the training targets: exactly the crop boxes of the decoded source
+    import cv2
+
+    x0, y0, side = t["crop_box"][1]
+    source = io.read_video(prepared.parent / "clip.mp4")[0][:N]
+    expected = [cv2.resize(f[y0 : y0 + side, x0 : x0 + side], (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+                for f in source]  # fmt: skip
+    np.testing.assert_array_equal(crops, np.stack(expected))
     report = json.loads((prepared / "prepare_report.json").read_text())
     assert report["complete"] and report["frames"] == N and report["faces_found"] == [1.0, 1.0]
     assert set(report["stage_seconds"]) >= {"audio", "landmarks", "pose", "who_speaks", "crops_masks"}
@@ -99,12 +104,17 @@ def test_an_interrupted_run_leaves_the_folder_clearly_unfinished(prepared, tmp_p
     def fail(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(masks, "background_plate", fail)
+    for cached in (folder / ".cache").glob("crops-*"):  # the streamed stage runs again ...
+        cached.unlink()
+    before = {name: (folder / name).read_bytes() for name in ("frames_p0.mp4", "masks.npz", "tracks.npz")}
+    monkeypatch.setattr(masks, "background_plate", fail)  # ... and is stopped after its last frame
     with pytest.raises(KeyboardInterrupt):
         data.prepare(prepared.parent / "clip.mp4", folder, size=SIZE, progress=False)
     with pytest.raises(PrepareError, match="not a finished preparation"):
         data.load_tracks(folder)
-    assert (folder / "tracks.npz").is_file()  # the earlier result is still there, untouched
+    for name, content in before.items():  # the earlier results are still there, untouched
+        assert (folder / name).read_bytes() == content, name
+    assert not [f.name for f in folder.iterdir() if f.name.startswith(".") and f.name != ".cache"]
 
 
 def test_awkward_but_usable_inputs_are_fixed_with_warnings(tmp_path, clip, clip_audio):

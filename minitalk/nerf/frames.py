@@ -38,7 +38,8 @@ def held_out_frames(n_frames: int, fps: float, held_out_s: float = 1.0, every_s:
     """
     second = np.arange(n_frames) / fps
     held = (second % every_s) >= every_s - held_out_s
-    if held_out_s > 0 and not held.any() and n_frames > 1:
+    if held_out_s > 0 and n_frames / fps < every_s and n_frames > 1:  # no whole period: the tail
+        held[:] = False
         held[-max(1, int(round(short_share * n_frames))) :] = True
     return held
 

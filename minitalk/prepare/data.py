@@ -32,7 +32,7 @@ import numpy as np
 from minitalk import io
 from minitalk.files import FORMAT_VERSION, FileFormatError, load_npz
 from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source, scene_cuts
-from minitalk.utils import SettingError, atomic_path, save_npz_atomic
+from minitalk.utils import ArrayParts, SettingError, atomic_path, save_npz_atomic
 
 P = 2  # people in a conversation
 
@@ -146,22 +146,17 @@ def prepare(
             seconds["who_speaks"] = _lap(clock)
 
             clock = time.perf_counter()
-            crops = cache.get(
-                "crops", lambda: src.crop_frames(regions, boxes, cfg.size, n_frames, progress, start=start)
+            frames = src.crops(regions, boxes, cfg.size, start, n_frames)
+            cuts = cache.get(
+                "crops",
+                lambda: write_crops_and_masks(frames, lm_crop, n_frames, cfg.fps, out, progress),
+                outputs=[out / "masks.npz"] + [out / f"frames_p{p}.mp4" for p in range(P)],
             )
-            person = crops["person"]
-            labels = np.stack([masks.labels(person[p], lm_crop[p]) for p in range(P)])
-            plates = np.stack([masks.background_plate(crops["frames"][p], person[p]) for p in range(P)])
             for p in range(P):
-                src.warn_cuts(p, scene_cuts(crops["frames"][p]))
+                src.warn_cuts(p, cuts[f"cuts_p{p}"].tolist())
             seconds["crops_masks"] = _lap(clock)
 
             clock = time.perf_counter()
-            for p in range(P):
-                io.write_video(out / f"frames_p{p}.mp4", crops["frames"][p], cfg.fps, lossless=True)
-            save_npz_atomic(
-                out / "masks.npz", labels=labels, background=plates, format_version=FORMAT_VERSION
-            )
             io.write_audio(out / "audio.wav", wav)
             save_npz_atomic(
                 out / "tracks.npz",
@@ -217,6 +212,55 @@ def prepare(
     with atomic_path(out / "prepare_report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     return out
+
+
+def write_crops_and_masks(
+    frames, landmarks: np.ndarray, n_frames: int, fps: float, out: Path, progress: bool = True,
+    plate_frames: int = 200,
+) -> dict[str, np.ndarray]:
+    """Stage 7, streamed: each frame's crops (a list of P images from `frames`) are segmented,
+    labelled and appended to `frames_p*.mp4`; the labels go to a file per person and from there
+    into `masks.npz` beside the background plates. Only the frames the plates are taken from
+    (about `plate_frames` per person) and a thumbnail per frame are kept, so memory does not grow
+    with the clip. Returns the cuts found per person (`cuts_p0`, ...)."""
+    import tempfile
+    from contextlib import ExitStack
+
+    from tqdm.auto import tqdm
+
+    from minitalk.prepare import masks
+    from minitalk.prepare.sources import thumbnail
+
+    n_people = len(landmarks)
+    step = max(1, n_frames // plate_frames)
+    kept: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n_people)]  # (image, person)
+    thumbs: list[list[np.ndarray]] = [[] for _ in range(n_people)]
+    with ExitStack() as stack:
+        videos = [stack.enter_context(io.VideoWriter(out / f"frames_p{p}.mp4", fps, lossless=True))
+                  for p in range(n_people)]  # fmt: skip
+        label_files = [stack.enter_context(tempfile.TemporaryFile(dir=out)) for _ in range(n_people)]
+        segmenters = [stack.enter_context(masks.PersonSegmenter()) for _ in range(n_people)]
+        bar = tqdm(frames, total=n_frames, desc="crops", unit="frame", disable=not progress)
+        for t, crops in enumerate(bar):
+            for p, image in enumerate(crops):
+                person = segmenters[p](image).astype(np.float16)  # as stored before streaming
+                videos[p].write(image)
+                label_files[p].write(masks.frame_labels(person, landmarks[p, t]).tobytes())
+                thumbs[p].append(thumbnail(image))
+                if t % step == 0:
+                    kept[p].append((image, person))
+        if len(thumbs[0]) != n_frames:
+            raise PrepareError(f"{out}: the video ended after {len(thumbs[0])} of {n_frames} frames")
+        plates = np.stack([masks.background_plate(*map(np.stack, zip(*kept[p], strict=True)))
+                           for p in range(n_people)])  # fmt: skip
+        for f in label_files:
+            f.seek(0)
+        size = plates.shape[1]
+        chunk = 64 * size * size  # bytes of 64 frames' labels
+        labels = ArrayParts((n_people, n_frames, size, size), np.uint8,
+                            (b for f in label_files for b in iter(lambda f=f: f.read(chunk), b"")))  # fmt: skip
+        save_npz_atomic(out / "masks.npz", labels=labels, background=plates, format_version=FORMAT_VERSION)
+    return {f"cuts_p{p}": np.asarray(scene_cuts(np.stack(thumbs[p])), np.int64) for p in range(n_people)}
 
 
 # --- reading a prepared folder ---------------------------------------------------------------
@@ -293,7 +337,8 @@ def _num(x: float):
 class _Cache:
     """Finished stages under `folder`, each an npz tagged with the key of its inputs, settings and code."""
 
-    CODE = ("prepare/audio.py", "prepare/face.py", "io.py", "prepare/masks.py", "prepare/sources.py")
+    CODE = ("prepare/audio.py", "prepare/face.py", "io.py", "prepare/masks.py", "prepare/sources.py",
+            "prepare/data.py")
 
     def __init__(self, folder: Path, source_key: str, cfg: PrepareConfig):
         import hashlib
@@ -308,17 +353,19 @@ class _Cache:
         self.folder = folder
         self.hits: set[str] = set()
 
-    def get(self, stage: str, compute) -> dict[str, np.ndarray]:
+    def get(self, stage: str, compute, outputs: list[Path] = ()) -> dict[str, np.ndarray]:
+        """The stage's cached result, or `compute()`'s, cached. A stage that also writes `outputs`
+        counts as finished only while they are all there."""
         path = self.folder / f"{stage}-{self.key}.npz"
-        if path.is_file():
+        if path.is_file() and all(o.is_file() for o in outputs):
             try:
                 cached = load_npz(path, "cached stage")
                 self.hits.add(stage)
                 return cached
             except FileFormatError:  # a stage cut short by a crash: compute it again
                 pass
+        for old in self.folder.glob(f"{stage}-*.npz"):  # another input's or setting's result, or
+            old.unlink()  # this one's outputs overwritten: never trusted after a new start
         result = compute()
-        for old in self.folder.glob(f"{stage}-*.npz"):  # another input's or setting's result
-            old.unlink()
         save_npz_atomic(path, **result)
         return result

@@ -145,11 +145,13 @@ def two_voices(prints: np.ndarray, labels: np.ndarray, voice_print: str) -> bool
 
 
 def two_means(x: np.ndarray, iterations: int = 50) -> np.ndarray:
-    """Labels 0 / 1 from k-means with k = 2, started at the two most distant points (deterministic)."""
+    """Labels 0 / 1 from k-means with k = 2 (deterministic), started at two far-apart points: the
+    point farthest from the mean and the point farthest from that one (O(n) memory: an hour's
+    pieces are tens of thousands, their pairwise distances gigabytes)."""
     if len(x) < 2:
         return np.zeros(len(x), np.int64)
-    dist = np.linalg.norm(x[:, None] - x[None], axis=-1)
-    i, j = np.unravel_index(np.argmax(dist), dist.shape)
+    i = int(np.argmax(np.linalg.norm(x - x.mean(0), axis=1)))
+    j = int(np.argmax(np.linalg.norm(x - x[i], axis=1)))
     centres = x[[min(i, j), max(i, j)]].copy()
     labels = np.zeros(len(x), np.int64)
     for _ in range(iterations):
@@ -186,11 +188,12 @@ def separation(x: np.ndarray, labels: np.ndarray) -> float:
     """Mean silhouette of a two-cluster labelling (1: tight, far apart clusters; 0: no structure)."""
     if len(set(labels.tolist())) < 2:
         return 0.0
-    dist = np.linalg.norm(x[:, None] - x[None], axis=-1)
-    own = np.array(
-        [dist[i, labels == labels[i]].sum() / max((labels == labels[i]).sum() - 1, 1) for i in range(len(x))]
-    )
-    other = np.array([dist[i, labels != labels[i]].mean() for i in range(len(x))])
+    own, other = np.zeros(len(x)), np.zeros(len(x))
+    for a in range(0, len(x), 256):  # a block of rows of the distance matrix at a time
+        dist = np.linalg.norm(x[a : a + 256, None] - x[None], axis=-1)  # (block, n)
+        same = labels[a : a + 256, None] == labels[None]
+        own[a : a + 256] = (dist * same).sum(1) / np.maximum(same.sum(1) - 1, 1)
+        other[a : a + 256] = (dist * ~same).sum(1) / (~same).sum(1)
     return float(np.mean((other - own) / np.maximum(own, other)))
 
 

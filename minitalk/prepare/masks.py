@@ -30,15 +30,30 @@ from minitalk.utils import quiet_native_stderr
 BACKGROUND, TORSO, HEAD = 0, 1, 2
 
 
+class PersonSegmenter:
+    """MediaPipe's selfie segmenter, opened once for a stream of frames:
+    `with PersonSegmenter() as seg: prob = seg(image)`, (H, W) float32 in 0..1 for RGB uint8."""
+
+    def __enter__(self) -> PersonSegmenter:
+        import mediapipe as mp
+
+        self._quiet = quiet_native_stderr()
+        self._quiet.__enter__()
+        self._seg = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+        return self
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self._seg.process(np.ascontiguousarray(image)).segmentation_mask
+
+    def __exit__(self, *exc) -> None:
+        self._seg.close()
+        self._quiet.__exit__(*exc)
+
+
 def person_masks(images: np.ndarray) -> np.ndarray:
     """Person probability (T, H, W) float32 in 0..1 for RGB uint8 images (T, H, W, 3)."""
-    import mediapipe as mp
-
-    with (
-        quiet_native_stderr(),
-        mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0) as seg,
-    ):
-        return np.stack([seg.process(np.ascontiguousarray(im)).segmentation_mask for im in images])
+    with PersonSegmenter() as seg:
+        return np.stack([seg(im) for im in images])
 
 
 def head_region(landmarks: np.ndarray, shape: tuple[int, int], grow: float = 1.7) -> np.ndarray:
@@ -64,12 +79,15 @@ def head_region(landmarks: np.ndarray, shape: tuple[int, int], grow: float = 1.7
 
 def labels(person: np.ndarray, landmarks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Per-frame labels (T, H, W) uint8 from person probabilities (T, H, W) and landmarks (T, 478, 2+)."""
-    out = np.zeros(person.shape, np.uint8)
+    return np.stack([frame_labels(pr, lm, threshold) for pr, lm in zip(person, landmarks, strict=True)])
+
+
+def frame_labels(person: np.ndarray, landmarks: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """One frame's labels (H, W) uint8 from its person probability (H, W) and landmarks (478, 2+)."""
     fg = person > threshold
-    for i in range(len(person)):
-        out[i][fg[i]] = TORSO
-        if np.isfinite(landmarks[i]).all():
-            out[i][fg[i] & head_region(landmarks[i], person.shape[1:])] = HEAD
+    out = fg.astype(np.uint8) * TORSO
+    if np.isfinite(landmarks).all():
+        out[fg & head_region(landmarks, person.shape)] = HEAD
     return out
 
 

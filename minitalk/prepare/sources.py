@@ -169,24 +169,17 @@ class Source:
                 t.__exit__(None, None, None)
         return np.stack([np.stack(o) for o in out]).astype(np.float32)
 
-    def crop_frames(
-        self, regions, boxes, size: int, n_frames: int, progress: bool = True, start: int = 0
-    ) -> dict[str, np.ndarray]:
-        """Square crops (P, T, size, size, 3) uint8 and person probabilities (P, T, size, size) of
-        frames start .. start + n_frames."""
+    def crops(self, regions, boxes, size: int, start: int, n_frames: int):
+        """Each frame's square crops, a list of P (size, size, 3) uint8, for frames start ..
+        start + n_frames, one frame at a time."""
         import cv2
-        from tqdm.auto import tqdm
 
-        from minitalk.prepare.masks import person_masks
-
-        crops = np.zeros((len(regions), n_frames, size, size, 3), np.uint8)
-        frames = itertools.islice(self.frames(), start, start + n_frames)
-        for t, f in enumerate(tqdm(frames, total=n_frames, desc="crops", unit="frame", disable=not progress)):
-            for p, (region, (x0, y0, side)) in enumerate(zip(regions, boxes, strict=True)):
-                img = self._region_image(f, region)[y0 : y0 + side, x0 : x0 + side]
-                crops[p, t] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-        person = np.stack([person_masks(c) for c in crops]).astype(np.float16)
-        return {"frames": crops, "person": person}
+        for f in itertools.islice(self.frames(), start, start + n_frames):
+            yield [
+                cv2.resize(self._region_image(f, region)[y0 : y0 + side, x0 : x0 + side], (size, size),
+                           interpolation=cv2.INTER_AREA)
+                for region, (x0, y0, side) in zip(regions, boxes, strict=True)
+            ]  # fmt: skip
 
     def _estimate(self) -> int:
         return int(min(i.duration for i in self.infos) * self.fps)
@@ -302,16 +295,21 @@ class Source:
         return wav
 
 
-def scene_cuts(frames: np.ndarray, min_jump: float = 30.0, ratio: float = 6.0) -> list[int]:
-    """Frames (T, H, W, 3) uint8 where a new shot starts: the mean absolute change of a 16 x 16 grey
-    thumbnail from the frame before is above `min_jump` (of 255) and `ratio` times its median
-    over the clip. Movement changes a little of the picture a little; a cut changes all of it."""
+def thumbnail(frame: np.ndarray) -> np.ndarray:
+    """A frame (H, W, 3) uint8 as the 16 x 16 grey float32 thumbnail `scene_cuts` compares."""
     import cv2
 
-    if len(frames) < 3:
+    return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA).astype(
+        np.float32
+    )
+
+
+def scene_cuts(thumbs: np.ndarray, min_jump: float = 30.0, ratio: float = 6.0) -> list[int]:
+    """Frames where a new shot starts, from the clip's `thumbnail`s (T, 16, 16): the mean absolute
+    change from the frame before is above `min_jump` (of 255) and `ratio` times its median over
+    the clip. Movement changes a little of the picture a little; a cut changes all of it."""
+    if len(thumbs) < 3:
         return []
-    thumbs = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA)
-                       for f in frames]).astype(np.float32)  # fmt: skip
     change = np.abs(np.diff(thumbs, axis=0)).mean(axis=(1, 2))  # (T - 1,)
     return [int(i) + 1 for i in np.flatnonzero((change > min_jump) & (change > ratio * np.median(change)))]
 
