@@ -9,7 +9,8 @@ right is given plainly and with diarization scoring's 0.25 s collar around each 
 The side-by-side path is checked on the first conversation too.
 
 Real video has no ground-truth pose, so jitter is measured on the tracked pose itself: the mean
-frame-to-frame change of the angles on the stillest 30% of frames, raw and smoothed.
+frame-to-frame change of the angles on the stillest 30% of frames, raw and smoothed; and the
+assumed field of view is varied to see what it changes in the pose fit (`fov_sensitivity`).
 
 `--long MINUTES`: peak memory (RSS, in a fresh process each) of preparing the sample repeated to
 one minute and to MINUTES minutes, which must stay flat as the clip grows.
@@ -43,6 +44,33 @@ def jitter(tracks) -> dict:
         raw.append(round(prepare_eval.jitter(tracks["pose_raw"][p, :, :3], still), 4))
         smooth.append(round(prepare_eval.jitter(tracks["pose"][p, :, :3], still), 4))
     return {"jitter_deg_raw": raw, "jitter_deg": smooth}
+
+
+def fov_sensitivity(folder: Path, fovs=(15.0, 26.0, 40.0, 60.0)) -> dict:
+    """What the assumed field of view (`--fov`, 26 degrees by default) changes: each person's pose
+    solved again from the same tracked landmarks through a camera of each `fovs`, with the median
+    reprojection error of the rigid points (pixels of the crop) and the yaw range. An error that
+    hardly changes means the landmarks cannot tell the lens, so the choice shows only in how
+    deep the NeRF's scene is, not in how well the pose fits."""
+    from minitalk import camera
+    from minitalk.prepare import headpose
+
+    tracks, assumed = data.load_tracks(folder), float(data.PrepareConfig().fov)
+    out: dict = {}
+    for fov in fovs:
+        errors, yaw = [], []
+        for p in range(2):
+            k = tracks["intrinsics"][p].astype(np.float64).copy()
+            k[[0, 1], [0, 1]] *= np.tan(np.radians(assumed / 2)) / np.tan(np.radians(fov / 2))  # focal ~ 1 / tan
+            landmarks, face3d = tracks["landmarks"][p].astype(np.float64), tracks["face3d"][p].astype(np.float64)
+            pose = headpose.solve_pose(landmarks, face3d, k)
+            rot, trans = camera.pose_to_rt(pose)
+            uv = camera.project(np.einsum("tij,nj->tni", rot, face3d) + trans[:, None], k)
+            rigid = list(headpose.RIGID)
+            errors.append(round(float(np.median(np.linalg.norm(uv - landmarks[..., :2], axis=-1)[:, rigid])), 3))
+            yaw.append([round(float(pose[:, 1].min()), 1), round(float(pose[:, 1].max()), 1)])
+        out[f"{fov:g}"] = {"reprojection_px": errors, "yaw_range_deg": yaw}
+    return out
 
 
 def who_speaks(folder: Path, truth: np.ndarray) -> dict:
@@ -79,6 +107,7 @@ def real_part(clips: Path) -> dict:
                 "prepare_seconds": round(time.perf_counter() - start, 1),
                 "who_speaks": who_speaks(folder, truth),
                 **(jitter(data.load_tracks(folder)) if k == 0 else {}),
+                **({"fov": fov_sensitivity(folder)} if k == 0 else {}),
             }
             if k == 0:  # the same conversation as one side-by-side video
                 left, _ = io.read_video(work / "left.mp4")

@@ -9,11 +9,12 @@ so each person is scored as speaker and as listener on frames whose images train
 
 Reported per budget: held-out PSNR / SSIM per person and role, steps and seconds per step, and
 the held-out frames whose head pose lies outside the range the person's training frames cover,
-scored apart (what an unseen pose costs), and each speaker's held-out frames rendered from the
-tracked expression instead of the audio (what the audio's mouth costs). Goals at 128 px:
+scored apart, and each speaker's held-out frames rendered from the tracked expression instead of
+the audio (what the audio's mouth costs). What an unseen pose costs is probed by one more run
+(`--probe-minutes`) that also holds out each person's half second furthest from their usual pose. Goals at 128 px:
 >= 28 dB and >= 0.90 SSIM after 20 minutes on 2 cores; at 256 px, the same within 40 minutes.
 
-    python benchmarks/bench_real.py [--size 128] [--minutes 10,20] [--out benchmarks/out]
+    python benchmarks/bench_real.py [--size 128] [--minutes 10,20] [--probe-minutes 10] [--out DIR]
 """
 
 from __future__ import annotations
@@ -56,7 +57,16 @@ def pose_split(rows: list[dict], frames) -> dict:
         vals = [r[key] for r, s in zip(rows, sel, strict=True) if s]
         return round(float(np.mean(vals)), 4) if vals else None
 
+    def by_role(key):  # [[[inside, outside] speaking, [inside, outside] listening] per person]
+        return [
+            [[mean(key, [(r["person"], r["speaking"]) == (p, role) and o == side for r, o in zip(rows, outside)])
+              for side in (False, True)] for role in (True, False)]
+            for p in range(frames.n_people)
+        ]  # fmt: skip
+
     return {
+        "psnr_by_role": by_role("psnr"),  # like against like: a person's hard role is not a pose's cost
+        "ssim_by_role": by_role("ssim"),
         "frames_outside": int(outside.sum()),
         "frames_inside": int((~outside).sum()),
         "most_degrees_beyond": round(max(beyond, default=0.0), 2),
@@ -65,6 +75,19 @@ def pose_split(rows: list[dict], frames) -> dict:
         "ssim_inside": mean("ssim", ~outside),
         "ssim_outside": mean("ssim", outside),
     }
+
+
+def furthest_turns(pose: np.ndarray, fps: float, block_s: float) -> list[float]:
+    """Per person, the start (s) of the `block_s` block whose head pose (P, T, 3+ angles) lies
+    furthest from the person's median pose on average: held out, its frames show the field a
+    turn of the head that training saw least of (or not at all)."""
+    n = int(round(block_s * fps))
+    starts = []
+    for angles in pose[..., :3]:
+        away = np.linalg.norm(angles - np.median(angles, axis=0), axis=1)  # (T,) degrees
+        mean = np.convolve(away, np.ones(n) / n, mode="valid")  # (T - n + 1,) block means
+        starts.append(round(int(np.argmax(mean)) / fps, 3))
+    return starts
 
 
 def speaker_from_tracking(model, frames, rows: list[dict], device) -> list:
@@ -124,6 +147,8 @@ def main() -> None:
     parser.add_argument("--clips", type=Path, default=rc.CLIPS)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--minutes", default="10,20", help="budgets, comma-separated")
+    parser.add_argument("--probe-minutes", type=float, default=10.0,
+                        help="budget of the unseen-pose probe run (0: skip it)")  # fmt: skip
     parser.add_argument("--switch", type=float, default=2.4, help="seconds: the audio changes speaker here")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "out",
                         help="where the strip goes (real frames: keep it out of the repository)")  # fmt: skip
@@ -173,6 +198,16 @@ def main() -> None:
                 "wall_seconds": round(time.perf_counter() - clock, 1),
             }
         result["seconds_per_frame_pair"] = render_cost(model, frames, device, (args.size, 512))
+        if args.probe_minutes > 0:  # the unseen-pose probe: each person's furthest turn held out too
+            at = furthest_turns(tracks["pose"], float(tracks["fps"]), HELD_OUT_S)
+            probe = tmp / "probe"
+            train.train(folder, probe, progress=False, iters=10**6, minutes=args.probe_minutes,
+                        eval_every=10**9, held_out_s=HELD_OUT_S, held_out_every_s=HELD_OUT_EVERY_S,
+                        held_out_at=at)  # fmt: skip
+            probe_model, probe_frames = checkpoint.load_model(probe, folder)
+            rows = frame_scores(probe_model.to(device), probe_frames, device)
+            result["unseen_pose_probe"] = {"minutes": args.probe_minutes, "held_out_at_s": at,
+                                           **pose_split(rows, probe_frames)}  # fmt: skip
         path = strip(model, frames, device, args.out / f"bench_real_{args.size}px.png")
         result["strip"] = str(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
     result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)

@@ -93,3 +93,10 @@ def test_every_clip_holds_out_some_frames_and_trains_on_most(n_frames, fps, held
     else:  # shorter than one period: its last tenth
         assert held[-1] and np.flatnonzero(held)[0] == n_frames - held.sum()
         assert held.sum() == max(1, round(0.1 * n_frames))
+
+
+def test_chosen_moments_are_held_out_besides_the_rule():
+    held = held_out_frames(250, 25.0, 1.0, 10.0, at_s=(2.0, 4.5))
+    expected = np.zeros(250, bool)
+    expected[50:75] = expected[113:138] = expected[225:] = True  # [2, 3) s, [4.5, 5.5) s, the last second
+    np.testing.assert_array_equal(held, expected)

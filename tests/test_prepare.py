@@ -224,3 +224,19 @@ def test_unseen_background_is_filled_smoothly_and_seen_pixels_are_kept():
 
     assert np.abs(filled - ramp)[hole].mean() < np.abs(telea - ramp)[hole].mean()
     assert roughness(filled) < roughness(telea)
+
+
+def test_the_streamed_crop_stage_writes_what_the_whole_clip_functions_give(prepared, tmp_path):
+    """Crops, labels and plates written a frame at a time equal those of the functions that take
+    the whole clip at once (the stage holds only a sample of frames for the plates)."""
+    crops = [data.read_person_frames(prepared, p)[:30] for p in range(2)]
+    landmarks = data.load_tracks(prepared)["landmarks"][:, :30].astype(np.float64)
+    cuts = data.write_crops_and_masks(iter(zip(*crops, strict=True)), landmarks, 30, FPS, tmp_path,
+                                      progress=False, plate_frames=10)  # fmt: skip
+    labels, plates = data.load_masks(tmp_path)
+    for p in range(2):
+        np.testing.assert_array_equal(data.read_person_frames(tmp_path, p), crops[p])
+        person = masks.person_masks(crops[p]).astype(np.float16)
+        np.testing.assert_array_equal(labels[p], masks.labels(person, landmarks[p]))
+        np.testing.assert_array_equal(plates[p], masks.background_plate(crops[p][::3], person[::3]))
+        assert cuts[f"cuts_p{p}"].tolist() == []

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from minitalk.utils import atomic_path, get_device, keep_freed_memory, save_npz_atomic, set_seed
+from minitalk.utils import ArrayParts, atomic_path, get_device, keep_freed_memory, save_npz_atomic, set_seed
 
 
 def test_set_seed_is_repeatable():
@@ -32,6 +32,21 @@ def test_atomic_path_keeps_the_old_file_on_failure(tmp_path):
     with np.load(target) as z:
         np.testing.assert_array_equal(z["a"], np.arange(3))
     assert [p.name for p in tmp_path.iterdir()] == ["tracks.npz"]
+
+
+def test_an_array_streamed_in_parts_reads_back_as_numpy_wrote_it(tmp_path):
+    rng = np.random.default_rng(0)
+    labels, plates = rng.integers(0, 3, (2, 7, 5, 5), dtype=np.uint8), rng.random((2, 5, 5, 3))
+    parts = ArrayParts(labels.shape, np.uint8, [labels[0].tobytes(), *labels[1]])  # bytes and arrays
+    save_npz_atomic(tmp_path / "streamed.npz", labels=parts, background=plates)
+    np.savez_compressed(tmp_path / "numpy.npz", labels=labels, background=plates)
+    for name in ("streamed.npz", "numpy.npz"):
+        with np.load(tmp_path / name) as z:
+            np.testing.assert_array_equal(z["labels"], labels)
+            np.testing.assert_array_equal(z["background"], plates)
+    with pytest.raises(ValueError, match=r"short\.npz: labels got 175 bytes for shape \(2, 7, 5, 5\)"):
+        save_npz_atomic(tmp_path / "short.npz", labels=ArrayParts(labels.shape, np.uint8, [labels[0]]))
+    assert not (tmp_path / "short.npz").exists()
 
 
 def test_keep_freed_memory_tunes_glibc_only():

@@ -27,20 +27,23 @@ MIN_HELD_OUT_FRAMES = 25  # fewer held-out frames than this make the scores nois
 
 
 def held_out_frames(n_frames: int, fps: float, held_out_s: float = 1.0, every_s: float = 10.0,
-                    short_share: float = 0.1):  # fmt: skip
+                    short_share: float = 0.1, at_s=()):  # fmt: skip
     """(T,) bool: the frames never trained on, scored after training.
 
     The last `held_out_s` of every `every_s` seconds, so held-out frames fall in every part of
     the clip; a clip that has none of those (shorter than `every_s`) holds out its last
     `short_share` instead, so every run is scored on something it never saw. Blocks of
     consecutive frames, not scattered ones: a frame between two trained neighbours is nearly a
-    copy of them and would flatter the scores.
+    copy of them and would flatter the scores. `at_s`: blocks of `held_out_s` starting at these
+    seconds are held out as well (chosen moments, such as a pose seen nowhere else).
     """
     second = np.arange(n_frames) / fps
     held = (second % every_s) >= every_s - held_out_s
     if held_out_s > 0 and n_frames / fps < every_s and n_frames > 1:  # no whole period: the tail
         held[:] = False
         held[-max(1, int(round(short_share * n_frames))) :] = True
+    for start in at_s:
+        held |= (second >= start) & (second < start + held_out_s)
     return held
 
 
@@ -96,7 +99,7 @@ class Frames(Cameras):
 
     def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0,
                  held_out_every_s: float = 10.0, smooth_frames: int = 8, mouth_weight: float = 4.0,
-                 torso_lag_s: float = 0.5):  # fmt: skip
+                 torso_lag_s: float = 0.5, held_out_at=()):  # fmt: skip
         tracks = data.load_tracks(folder)
         labels, plates = data.load_masks(folder)
         self.fps = float(tracks["fps"])
@@ -120,7 +123,7 @@ class Frames(Cameras):
         self.blink = torch.from_numpy(tracks["blink"].astype(np.float32))
         self.speaking = torch.from_numpy(tracks["speaking"])
         self.mouth = tracks["mouth"]
-        held = held_out_frames(self.n_frames, self.fps, held_out_s, held_out_every_s)
+        held = held_out_frames(self.n_frames, self.fps, held_out_s, held_out_every_s, at_s=held_out_at)
         self.held_out = torch.from_numpy(held)  # (T,)
         self.head_box = head_box(tracks["face3d"])
         self.torso_boxes = torso_boxes(pose)
@@ -129,7 +132,7 @@ class Frames(Cameras):
     def for_run(cls, folder, train_settings: dict, mcfg: DialogueNeRFConfig) -> Frames:
         """The frames as a training run saw them; `train_settings` is its `TrainConfig` as a dict
         (as checkpoints store it), so rendering needs no training code to rebuild them."""
-        keys = ("face_weight", "held_out_s", "held_out_every_s", "mouth_weight")
+        keys = ("face_weight", "held_out_s", "held_out_every_s", "mouth_weight", "held_out_at")
         settings = {k: train_settings[k] for k in keys if k in train_settings}
         return cls(folder, smooth_frames=mcfg.smooth_frames, torso_lag_s=mcfg.torso_lag_s, **settings)
 

@@ -78,6 +78,7 @@ class TrainConfig:
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again
     held_out_s: float = 1.0  # the last second of every ten is never trained on
     held_out_every_s: float = 10.0
+    held_out_at: tuple[float, ...] = ()  # and a held_out_s block from each of these seconds
     eval_every: int = 1000
     eval_frames: int | None = None  # held-out frames scored per person, spread over the clip; None: all
     checkpoint_every: int = 250
@@ -92,6 +93,9 @@ class TrainConfig:
             raise SettingError("minutes", "positive", self.minutes)
         if self.held_out_s < 0:
             raise SettingError("held_out_s", "0 or more seconds", self.held_out_s)
+        object.__setattr__(self, "held_out_at", tuple(float(t) for t in self.held_out_at))  # lists too
+        if any(not 0 <= t for t in self.held_out_at):
+            raise SettingError("held_out_at", "seconds from 0", self.held_out_at)
         if not self.held_out_every_s > self.held_out_s:
             raise SettingError(
                 "held_out_every_s", f"more than held_out_s ({self.held_out_s})", self.held_out_every_s
