@@ -61,13 +61,14 @@ def fov_sensitivity(folder: Path, fovs=(15.0, 26.0, 40.0, 60.0)) -> dict:
         errors, yaw = [], []
         for p in range(2):
             k = tracks["intrinsics"][p].astype(np.float64).copy()
-            k[[0, 1], [0, 1]] *= np.tan(np.radians(assumed / 2)) / np.tan(np.radians(fov / 2))  # focal ~ 1 / tan
-            landmarks, face3d = tracks["landmarks"][p].astype(np.float64), tracks["face3d"][p].astype(np.float64)
+            k[[0, 1], [0, 1]] *= np.tan(np.radians(assumed / 2)) / np.tan(np.radians(fov / 2))  # f ~ 1 / tan
+            landmarks = tracks["landmarks"][p].astype(np.float64)
+            face3d = tracks["face3d"][p].astype(np.float64)
             pose = headpose.solve_pose(landmarks, face3d, k)
             rot, trans = camera.pose_to_rt(pose)
             uv = camera.project(np.einsum("tij,nj->tni", rot, face3d) + trans[:, None], k)
-            rigid = list(headpose.RIGID)
-            errors.append(round(float(np.median(np.linalg.norm(uv - landmarks[..., :2], axis=-1)[:, rigid])), 3))
+            error = np.linalg.norm(uv - landmarks[..., :2], axis=-1)[:, list(headpose.RIGID)]
+            errors.append(round(float(np.median(error)), 3))
             yaw.append([round(float(pose[:, 1].min()), 1), round(float(pose[:, 1].max()), 1)])
         out[f"{fov:g}"] = {"reprojection_px": errors, "yaw_range_deg": yaw}
     return out
@@ -148,8 +149,9 @@ def peak_rss_of_prepare(minutes: float, tmp: Path) -> dict:
     code = (
         "import json, time; from minitalk.prepare import data; t = time.perf_counter(); "
         f"data.prepare({str(clip)!r}, {str(tmp / f'out_{minutes:g}')!r}, progress=False); "
-        "hwm = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM')); "
-        "print(json.dumps({'peak_rss_gb': round(hwm / 1e6, 3), 'seconds': round(time.perf_counter() - t, 1)}))"
+        "hwm = next(int(x.split()[1]) for x in open('/proc/self/status') if x.startswith('VmHWM')); "
+        "print(json.dumps({'peak_rss_gb': round(hwm / 1e6, 3), "
+        "'seconds': round(time.perf_counter() - t, 1)}))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])

@@ -11,8 +11,9 @@ Reported per budget: held-out PSNR / SSIM per person and role, steps and seconds
 the held-out frames whose head pose lies outside the range the person's training frames cover,
 scored apart, and each speaker's held-out frames rendered from the tracked expression instead of
 the audio (what the audio's mouth costs). What an unseen pose costs is probed by one more run
-(`--probe-minutes`) that also holds out each person's half second furthest from their usual pose. Goals at 128 px:
->= 28 dB and >= 0.90 SSIM after 20 minutes on 2 cores; at 256 px, the same within 40 minutes.
+(`--probe-minutes`) that also holds out each person's half second furthest from their usual pose.
+Goals at 128 px: >= 28 dB and >= 0.90 SSIM after 20 minutes on 2 cores; at 256 px, the same
+within 40 minutes.
 
     python benchmarks/bench_real.py [--size 128] [--minutes 10,20] [--probe-minutes 10] [--out DIR]
 """
@@ -59,8 +60,9 @@ def pose_split(rows: list[dict], frames) -> dict:
 
     def by_role(key):  # [[[inside, outside] speaking, [inside, outside] listening] per person]
         return [
-            [[mean(key, [(r["person"], r["speaking"]) == (p, role) and o == side for r, o in zip(rows, outside)])
-              for side in (False, True)] for role in (True, False)]
+            [[mean(key, [(r["person"], r["speaking"], o) == (p, role, side)
+                         for r, o in zip(rows, outside, strict=True)]) for side in (False, True)]
+             for role in (True, False)]
             for p in range(frames.n_people)
         ]  # fmt: skip
 

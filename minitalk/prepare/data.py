@@ -10,6 +10,7 @@
 6. who speaks   voice activity split between the two people             (diarize.py)
 7. crops, masks square crops at --size, head / torso labels, background  (masks.py)
 
+Video is streamed through stages 3 and 7, a frame at a time, so a long clip is never held whole.
 It writes `tracks.npz` (pose [P,T,6], speaking [P,T], blink [P,T], fps, expression [P,T,K],
 mouth, landmarks [P,T,478,3], crop_box, intrinsics, zcr, rms, mel [T,16,80], the canonical faces
 and the Eq. 1 basis), each person's crops losslessly (`frames_p0.mp4`, ...), `masks.npz` (labels
@@ -71,7 +72,7 @@ def prepare(
     (trimmed lengths, resampling, silence) are issued and kept in the report.
     """
     from minitalk.camera import focal_from_fov, intrinsics
-    from minitalk.prepare import diarize, expression, headpose, masks
+    from minitalk.prepare import diarize, expression, headpose
     from minitalk.prepare.face import square_crop
 
     cfg = PrepareConfig(**settings)
@@ -214,10 +215,8 @@ def prepare(
     return out
 
 
-def write_crops_and_masks(
-    frames, landmarks: np.ndarray, n_frames: int, fps: float, out: Path, progress: bool = True,
-    plate_frames: int = 200,
-) -> dict[str, np.ndarray]:
+def write_crops_and_masks(frames, landmarks: np.ndarray, n_frames: int, fps: float, out: Path,
+                          progress: bool = True, plate_frames: int = 200) -> dict:  # fmt: skip
     """Stage 7, streamed: each frame's crops (a list of P images from `frames`) are segmented,
     labelled and appended to `frames_p*.mp4`; the labels go to a file per person and from there
     into `masks.npz` beside the background plates. Only the frames the plates are taken from
@@ -257,8 +256,8 @@ def write_crops_and_masks(
             f.seek(0)
         size = plates.shape[1]
         chunk = 64 * size * size  # bytes of 64 frames' labels
-        labels = ArrayParts((n_people, n_frames, size, size), np.uint8,
-                            (b for f in label_files for b in iter(lambda f=f: f.read(chunk), b"")))  # fmt: skip
+        parts = (b for f in label_files for b in iter(lambda f=f: f.read(chunk), b""))
+        labels = ArrayParts((n_people, n_frames, size, size), np.uint8, parts)
         save_npz_atomic(out / "masks.npz", labels=labels, background=plates, format_version=FORMAT_VERSION)
     return {f"cuts_p{p}": np.asarray(scene_cuts(np.stack(thumbs[p])), np.int64) for p in range(n_people)}
 
@@ -338,7 +337,7 @@ class _Cache:
     """Finished stages under `folder`, each an npz tagged with the key of its inputs, settings and code."""
 
     CODE = ("prepare/audio.py", "prepare/face.py", "io.py", "prepare/masks.py", "prepare/sources.py",
-            "prepare/data.py")
+            "prepare/data.py")  # fmt: skip
 
     def __init__(self, folder: Path, source_key: str, cfg: PrepareConfig):
         import hashlib

@@ -110,7 +110,8 @@ PIECE_S = {"ge2e": 0.25, "pitch+mfcc": 1.0}
 
 
 def choose_voice_print(voice_print: str = "auto") -> str:
-    """"auto": the learned embedding where its weights are installed, else pitch and MFCC."""
+    """The voice print to use: for "auto", the learned embedding where its weights are installed,
+    else pitch and MFCC."""
     from minitalk.prepare import voices
 
     if voice_print == "auto":
