@@ -49,9 +49,8 @@ def jitter(tracks) -> dict:
 def fov_sensitivity(folder: Path, fovs=(15.0, 26.0, 40.0, 60.0)) -> dict:
     """What the assumed field of view (`--fov`, 26 degrees by default) changes: each person's pose
     solved again from the same tracked landmarks through a camera of each `fovs`, with the median
-    reprojection error of the rigid points (pixels of the crop) and the yaw range. An error that
-    hardly changes means the landmarks cannot tell the lens, so the choice shows only in how
-    deep the NeRF's scene is, not in how well the pose fits."""
+    reprojection error of the rigid points (pixels of the crop) and the yaw range: how far the
+    pose moves with the guess, and how well each camera explains the landmarks."""
     from minitalk import camera
     from minitalk.prepare import headpose
 
