@@ -58,16 +58,17 @@ def pose_split(rows: list[dict], frames) -> dict:
         vals = [r[key] for r, s in zip(rows, sel, strict=True) if s]
         return round(float(np.mean(vals)), 4) if vals else None
 
-    def by_role(key):  # [[[inside, outside] speaking, [inside, outside] listening] per person]
-        return [
-            [[mean(key, [(r["person"], r["speaking"], o) == (p, role, side)
-                         for r, o in zip(rows, outside, strict=True)]) for side in (False, True)]
-             for role in (True, False)]
-            for p in range(frames.n_people)
-        ]  # fmt: skip
+    # like against like: [[[inside, outside] speaking, [inside, outside] listening] per person],
+    # so a person's harder role is not counted as a pose's cost
+    inside, past = (summarise([r for r, o in zip(rows, outside, strict=True) if o == side], frames.n_people)
+                    for side in (False, True))  # fmt: skip
+
+    def by_role(key):
+        pairs = zip(inside[f"{key}_by_role"], past[f"{key}_by_role"], strict=True)  # per person
+        return [[[i, o] for i, o in zip(roles_in, roles_past, strict=True)] for roles_in, roles_past in pairs]
 
     return {
-        "psnr_by_role": by_role("psnr"),  # like against like: a person's hard role is not a pose's cost
+        "psnr_by_role": by_role("psnr"),
         "ssim_by_role": by_role("ssim"),
         "frames_outside": int(outside.sum()),
         "frames_inside": int((~outside).sum()),

@@ -254,7 +254,7 @@ class VideoWriter:
             self._out.close()
             if kind is None:
                 os.replace(self._tmp, self.path)
-        finally:
+        finally:  # on a failure: closed here (closing twice is harmless) and the partial file removed
             self._out.close()
             self._tmp.unlink(missing_ok=True)
 
