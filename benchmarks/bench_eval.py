@@ -3,16 +3,19 @@
 
 Goals (issue: evaluate a rendered conversation): for `talking` and `listening`, MRR and DCG of the
 Preference Score (`ps`) against #Top-1, rank-sum and a decision tree on held-out segments, mean and
-std over five seeds, and again on degradation families the learned methods never saw
-(`unseen_family`); `sync_offset_error_frames`, the largest error of the sync proxy over clips
-shifted by known frames (goal 0); `cpbd_monotonic`, CPBD falling with every step of a blur series
-on every tested frame; evaluating a 20 s clip in under a tenth of its length on 2 cores
-(`evaluate_seconds_20s`).
+std over five seeds, again on degradation families the learned methods never saw
+(`unseen_family`), and `ps_versus`: the PS minus each baseline, paired by seed, with a verdict (a
+difference within its spread is a tie); all on the shipped preference data
+(`data_samples/preference_data.npz`), or on data built here with `--rebuild`.
+`sync_offset_error_frames`: the largest error of the sync proxy over clips shifted by known frames
+(goal 0); `cpbd_monotonic`: CPBD falling with every step of a blur series on every tested frame;
+evaluating a 20 s clip in under a tenth of its length on 2 cores (`evaluate_seconds_20s`).
 
 The preferences are orderings known by construction (degradations of the sample's renders), not
 human judgements.
 
-    python benchmarks/bench_eval.py [--segments 16] [--length 40] [--parts sync,cpbd,speed,preference]
+    python benchmarks/bench_eval.py [--rebuild [--segments 24] [--length 40]]
+                                    [--parts sync,cpbd,speed,preference]
 """
 
 from __future__ import annotations
@@ -98,8 +101,13 @@ def evaluate_speed(prepared: Path, tracks: dict, seconds: float = 20.0) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--segments", type=int, default=16)
-    ap.add_argument("--length", type=int, default=40, help="frames per segment")
+    ap.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="build the preference data here instead of reading data_samples/preference_data.npz",
+    )
+    ap.add_argument("--segments", type=int, default=24, help="with --rebuild: segments (at most all windows)")
+    ap.add_argument("--length", type=int, default=40, help="with --rebuild: frames per segment")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--parts", default="sync,cpbd,speed,preference", help="which figures to measure")
     args = ap.parse_args()
@@ -119,9 +127,14 @@ def main() -> None:
         print(json.dumps(out))
         return
 
-    t0 = time.perf_counter()
-    built = dataset.build(prepared, mt.SAMPLE_DIR / "avatars.pt", args.segments, args.length, progress=False)
-    out["dataset_seconds"] = round(time.perf_counter() - t0, 1)
+    if args.rebuild:
+        t0 = time.perf_counter()
+        avatar = mt.SAMPLE_DIR / "avatars.pt"
+        built = dataset.build(prepared, avatar, args.segments, args.length, progress=False)
+        out["dataset_seconds"] = round(time.perf_counter() - t0, 1)
+        out["data"] = f"built here: {len(built['segments'])} segments of {args.length} frames"
+    else:
+        built, out["data"] = preference.load_data(dataset.SHIPPED_DATA)
     seeds = range(args.seeds)
     t0 = time.perf_counter()
     for track in ("talking", "listening"):
@@ -131,8 +144,11 @@ def main() -> None:
         for fam in degrade.FAMILIES:
             if track in fam.tracks and (d.family == fam.name).any():
                 unseen[fam.name] = ranking.compare(d, seeds, held_out_family=fam.name)
+        against = ranking.versus(res)
+        res.pop("per_seed")
         out[track] = {
             **res,
+            "ps_versus": against,
             "unseen_family": {
                 m: {
                     k: round(float(np.mean([u[m][k][0] for u in unseen.values()])), 4) for k in ("mrr", "dcg")
@@ -145,7 +161,6 @@ def main() -> None:
             "pairs": int(len(preference.comparable_pairs(d))),
         }
     out["preference_seconds"] = round(time.perf_counter() - t0, 1)
-    out["segments"], out["segment_frames"] = args.segments, args.length
     print(json.dumps(out))
 
 

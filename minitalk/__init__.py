@@ -9,7 +9,14 @@ Modules are imported on first use, so `import minitalk as mt` is cheap and
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
+
+# OpenMP threads (torch's, MKL's) that wait at a barrier spin on their core by default; with
+# another busy program on a 2-core laptop, the spinning thread takes the core the working one needs,
+# and training runs several times slower. Sleeping instead costs little when the machine is idle.
+# Set before torch is first imported, which is why it lives here; a user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 

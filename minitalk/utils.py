@@ -1,5 +1,5 @@
-"""Small helpers every module shares: the device, the allocator, seeding, atomic writes, a low-pass
-filter, and silencing what native libraries print."""
+"""Small helpers every module shares: the device, the allocator, seeding, checked figures for
+notebooks, atomic writes, a low-pass filter, and silencing what native libraries print."""
 
 from __future__ import annotations
 
@@ -78,6 +78,23 @@ def set_seed(seed: int) -> np.random.Generator:
     except ImportError:  # torch is a dependency, but seeding must not need it
         pass
     return np.random.default_rng(seed)
+
+
+def approx(value: float, expected: float, tol: float, fmt: str = ".2f") -> str:
+    """`value` formatted with `fmt`, followed by what it is checked against: "27.4 (expected 26.9 ± 1)".
+
+    Raises AssertionError when |value - expected| > tol. A figure computed from floating point can
+    move in its last digits from one machine to another even with fixed seeds and step counts (the
+    CPU's vector width changes the order of sums in BLAS, torch and MediaPipe; training then
+    carries the difference forward), so a notebook states the figure it teaches and the tolerance
+    the computation keeps to. The notebooks' nbval sanitizer (`notebooks/nbval_sanitize.cfg`)
+    masks the measured digits before "(expected", so the saved output compares the statement, and
+    this check fails the cell when a run leaves the tolerance.
+    """
+    value = float(value)
+    if not abs(value - expected) <= tol:  # NaN fails too
+        raise AssertionError(f"{value:{fmt}} is not within {tol:g} of {expected:g}")
+    return f"{value:{fmt}} (expected {expected:g} ± {tol:g})"
 
 
 @contextlib.contextmanager

@@ -1,12 +1,29 @@
+"""Fixtures shared by the tests, and the environment of the whole run, the notebooks' kernels
+included (nbval starts them with this process's environment):
+
+- OpenMP threads sleep rather than spin while they wait, as `import minitalk` arranges for a
+  program; set here for the kernels, which import torch before minitalk.
+- The notebooks' saved outputs are written with the native kernels of a CPU that has AVX-512; their
+  kernels here run torch's AVX2 kernels instead (where the CPU has wider ones and nobody chose
+  otherwise), as most laptops would. A printed figure that depends on the CPU's vector width then
+  fails in this suite, on the machine that wrote it, before it fails on a user's. The tests' own
+  process keeps the native kernels.
+"""
+
 import os
 import warnings
 
-import numpy as np
-import pytest
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's native logging
 
-import minitalk
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
-os.environ.setdefault("GLOG_minloglevel", "2")
+import minitalk  # noqa: E402
+
+if "ATEN_CPU_CAPABILITY" not in os.environ and torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+    os.environ["ATEN_CPU_CAPABILITY"] = "avx2"  # read after this process fixed its own capability
 
 
 @pytest.fixture(scope="session")

@@ -212,6 +212,46 @@ def test_a_trained_score_survives_its_file_and_a_foreign_file_is_named(tmp_path)
         preference.load_scores(tmp_path / "other.pt")
 
 
+def test_preference_data_survives_its_file_and_a_truncated_file_is_named(tmp_path):
+    from minitalk.files import FileFormatError
+
+    listening = dataclasses.replace(_toy_data(2, seed=1), track="listening")
+    data = {"talking": _toy_data(3), "listening": listening}
+    preference.save_data(tmp_path / "data.npz", data, "toy orderings")
+    loaded, built_from = preference.load_data(tmp_path / "data.npz")
+    assert built_from == "toy orderings"
+    for track, d in data.items():
+        back = loaded[track]
+        assert back.track == track and back.names == d.names
+        for field in ("X", "score", "group", "segment", "family", "level"):
+            np.testing.assert_array_equal(getattr(back, field), getattr(d, field))
+    raw = (tmp_path / "data.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(FileFormatError, match="cut.npz: truncated or corrupt preference data file"):
+        preference.load_data(tmp_path / "cut.npz")
+
+
+def test_the_learned_score_is_compared_with_each_rule_seed_by_seed():
+    data = _toy_data(10)
+    result = ranking.compare(data, seeds=range(2), n_folds=5, epochs=150)
+    for m in ranking.METHODS:  # the mean and std printed are those of the per-seed values
+        for k in ("mrr", "dcg"):
+            values = result["per_seed"][m][k]
+            assert len(values) == 2
+            assert result[m][k] == [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
+    against = ranking.versus(result)
+    for b in ("top1", "rank_sum", "tree"):
+        for k in ("mrr", "dcg"):
+            diff = np.subtract(result["per_seed"]["ps"][k], result["per_seed"][b][k])
+            mean, std = against[b][k]["diff"]
+            assert mean == pytest.approx(diff.mean(), abs=1e-4)
+            assert std == pytest.approx(diff.std(), abs=1e-4)
+            expected = "tie" if abs(diff.mean()) <= diff.std() else "better" if diff.mean() > 0 else "worse"
+            assert against[b][k]["verdict"] == expected
+    # a method against itself is a tie, whatever the spread
+    assert ranking.versus(result, "top1", ("top1",))["top1"]["mrr"]["verdict"] == "tie"
+
+
 def run(args, cwd) -> int:
     old = os.getcwd()
     os.chdir(cwd)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import minitalk
 from minitalk import io, metrics
 from minitalk.evaluate import degrade, sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings, read_panels
@@ -214,33 +215,41 @@ def stitched(group: list[Clip], n: int, rng: np.random.Generator) -> list[Clip]:
     return out
 
 
-TRAINED_ON = (
+BUILT_FROM = (
     "known orderings of degraded renders of minitalk's synthetic sample (not human rankings): "
     "{segments} segments of {length} frames, the shipped avatar, seed {seed}"
 )
+SHIPPED_DATA = minitalk.SAMPLE_DIR / "preference_data.npz"  # what the shipped score learned from
 
 
-def train_shipped(prepared, avatar, out, n_segments: int = 16, length: int = 40, seed: int = 0) -> Path:
-    """The Preference Score file `minitalk evaluate` uses (`data_samples/preference.pt`): both
-    tracks trained on every segment of the sample's preference data."""
-    from minitalk.evaluate.preference import save_scores, train_score
+def train_shipped(prepared, avatar, out_dir, n_segments: int = 24, length: int = 40, seed: int = 0) -> Path:
+    """The files `minitalk evaluate` and notebook 07 use: the preference data of the sample
+    (`preference_data.npz`: up to `n_segments` segments, every 40-frame window inside the sample's
+    turns when there are fewer) and the Preference Score of both tracks trained on all of it
+    (`preference.pt`)."""
+    from minitalk.evaluate.preference import save_data, save_scores, train_score
 
-    built = build(prepared, avatar, n_segments, length, seed=seed)
+    built = build(prepared, avatar, n_segments, length, seed=seed, progress=True)
+    about = BUILT_FROM.format(segments=len(built["segments"]), length=length, seed=seed)
+    out_dir = Path(out_dir)
+    save_data(out_dir / SHIPPED_DATA.name, built, about)
     scores = {track: train_score(built[track], seed) for track in ("talking", "listening")}
-    save_scores(out, scores, TRAINED_ON.format(segments=n_segments, length=length, seed=seed))
-    return Path(out)
+    save_scores(out_dir / "preference.pt", scores, about)
+    return out_dir
 
 
 if __name__ == "__main__":
     import argparse
     import tempfile
 
-    import minitalk as mt
     from minitalk.prepare.data import prepare
 
-    ap = argparse.ArgumentParser(description="Train the shipped Preference Score on the sample.")
-    ap.add_argument("--out", default=str(mt.SAMPLE_DIR / "preference.pt"))
+    ap = argparse.ArgumentParser(
+        description="Build the sample's preference data and train the shipped score."
+    )
+    ap.add_argument("--out-dir", default=str(minitalk.SAMPLE_DIR))
     args = ap.parse_args()
-    folder = prepare(mt.SAMPLE_DIR / "dialogue.mp4", Path(tempfile.gettempdir()) / "minitalk_sample_prepared",
-                     progress=False)  # fmt: skip
-    print(f"wrote {train_shipped(folder, mt.SAMPLE_DIR / 'avatars.pt', args.out)}")
+    folder = prepare(minitalk.SAMPLE_DIR / "dialogue.mp4",
+                     Path(tempfile.gettempdir()) / "minitalk_sample_prepared", progress=False)  # fmt: skip
+    out = train_shipped(folder, minitalk.SAMPLE_DIR / "avatars.pt", args.out_dir)
+    print(f"wrote {out / SHIPPED_DATA.name} and {out / 'preference.pt'}")

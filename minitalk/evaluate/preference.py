@@ -11,6 +11,8 @@ weigh the metrics of a conversational head into one score, and the ways it is ju
       L = - sum log P(i > j)                                                       (Eq. 2)
   (Eq. 2's second term vanishes: every pair is ordered so that Y_ij = 1.)
 - Judged in `minitalk.evaluate.ranking` (MRR, DCG, the baselines, feature importance).
+- Kept: the trained scores (`save_scores`, `data_samples/preference.pt`) and the data they learned
+  from (`save_data`, `data_samples/preference_data.npz`).
 
 The preferences here are known orderings of degraded renders (`minitalk.evaluate.dataset`), not
 human judgements: what the score learns is that ordering.
@@ -177,6 +179,39 @@ def load_scores(path) -> tuple[dict[str, TrainedScore], str]:
 
     state = load_torch(path, "preference score file", SCORE_FILE_KEYS)
     return {t: TrainedScore.from_state_dict(state[t]) for t in ("talking", "listening")}, state["trained_on"]
+
+
+DATA_FIELDS = ("names", "X", "score", "group", "segment", "family", "level")
+
+
+def save_data(path, data: dict[str, PreferenceData], built_from: str) -> None:
+    """Both tracks' preference data in one `.npz` (atomically): `{track}_{field}` arrays and a
+    line saying what they were built from. Built once (`python -m minitalk.evaluate.dataset`),
+    the data is fixed: the comparisons made on it (notebook 07, `benchmarks/bench_eval.py`) then
+    vary only with the training of the learned methods, not with FaceMesh's readings of the
+    renders, which move in their last digits from one CPU to another."""
+    from minitalk.files import FORMAT_VERSION
+    from minitalk.utils import save_npz_atomic
+
+    arrays = {"built_from": np.array(built_from), "format_version": np.array(FORMAT_VERSION)}
+    for track in ("talking", "listening"):
+        d = data[track]
+        for field in DATA_FIELDS:
+            arrays[f"{track}_{field}"] = np.asarray(getattr(d, field))
+    save_npz_atomic(path, **arrays)
+
+
+def load_data(path) -> tuple[dict[str, PreferenceData], str]:
+    """The data `save_data` wrote, checked (`minitalk.files.load_npz`), and what it was built from."""
+    from minitalk.files import load_npz
+
+    required = ("built_from", *(f"{t}_{f}" for t in ("talking", "listening") for f in DATA_FIELDS))
+    z = load_npz(path, "preference data file", required)
+    data = {}
+    for track in ("talking", "listening"):
+        names, *rest = (z[f"{track}_{f}"] for f in DATA_FIELDS)
+        data[track] = PreferenceData(track, tuple(str(n) for n in names), *rest)
+    return data, str(z["built_from"])
 
 
 def train_score(data: PreferenceData, seed: int = 0, epochs: int = 300, lr: float = 0.01,

@@ -113,7 +113,8 @@ def folds(data: PreferenceData, n_folds: int, seed: int) -> list[np.ndarray]:
 
 def compare(data: PreferenceData, seeds=range(5), n_folds: int = 5, held_out_family: str | None = None,
             epochs: int = 300) -> dict:  # fmt: skip
-    """MRR and DCG of every method on held-out segments, mean and std over seeds.
+    """MRR and DCG of every method on held-out segments, mean and std over seeds
+    ({method: {"mrr": [mean, std], "dcg": [mean, std]}}, and "per_seed": the values behind them).
 
     With `held_out_family`, the learned methods never see that degradation in training, and are
     scored on queries of the clean clip and that degradation only: a test of what they did not
@@ -140,10 +141,26 @@ def compare(data: PreferenceData, seeds=range(5), n_folds: int = 5, held_out_fam
         m: {k: [round(float(np.mean(v)), 4), round(float(np.std(v)), 4)] for k, v in r.items()}
         for m, r in runs.items()
     }
+    out["per_seed"] = runs
     queries = data.subset(
         data.query if held_out_family is None else np.isin(data.family, ("clean", held_out_family))
     )
     out["gt"] = {"mrr": [1.0, 0.0], "dcg": [round(dcg(queries.relevance, queries), 4), 0.0]}
+    return out
+
+
+def versus(result: dict, method: str = "ps", baselines=("top1", "rank_sum", "tree")) -> dict:
+    """`method` against each baseline in a `compare` result: per measure, the mean and std over
+    seeds of the paired difference (both scored on the same folds of each seed) and a verdict,
+    "better" or "worse" when the mean difference is larger than its spread, else "tie"."""
+    out = {}
+    for b in baselines:
+        out[b] = {}
+        for k in ("mrr", "dcg"):
+            diff = np.subtract(result["per_seed"][method][k], result["per_seed"][b][k])
+            mean, std = float(np.mean(diff)), float(np.std(diff))
+            verdict = "better" if mean > std else "worse" if mean < -std else "tie"
+            out[b][k] = {"diff": [round(mean, 4), round(std, 4)], "verdict": verdict}
     return out
 
 
