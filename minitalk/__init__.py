@@ -12,11 +12,12 @@ import importlib
 import os
 from pathlib import Path
 
-# OpenMP threads (torch's, MKL's) that wait at a barrier spin on their core by default; with
-# another busy program on a 2-core laptop, the spinning thread takes the core the working one needs,
-# and training runs several times slower. Sleeping instead costs little when the machine is idle.
+# OpenMP threads (torch's, MKL's: GNU OpenMP) that wait at a barrier spin on their core for some
+# 300,000 rounds before they sleep; with another busy program on a 2-core laptop, the spinning
+# thread takes the core the working one needs, and training runs several times slower. A short
+# spin keeps the idle speed and gives the core back under load (docs/results.md, 2026-12-05).
 # Set before torch is first imported, which is why it lives here; a user's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 __version__ = "0.1.0"
 

@@ -1,8 +1,8 @@
 """Fixtures shared by the tests, and the environment of the whole run, the notebooks' kernels
 included (nbval starts them with this process's environment):
 
-- OpenMP threads sleep rather than spin while they wait, as `import minitalk` arranges for a
-  program; set here for the kernels, which import torch before minitalk.
+- OpenMP threads spin only briefly before they sleep, as `import minitalk` arranges for a program;
+  set here for the kernels, which import torch before minitalk.
 - The notebooks' saved outputs are written with the native kernels of a CPU that has AVX-512; their
   kernels here run torch's AVX2 kernels instead (where the CPU has wider ones and nobody chose
   otherwise), as most laptops would. A printed figure that depends on the CPU's vector width then
@@ -13,7 +13,7 @@ included (nbval starts them with this process's environment):
 import os
 import warnings
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's native logging
 
 import numpy as np  # noqa: E402
