@@ -28,7 +28,7 @@ from minitalk import io, metrics
 from minitalk.evaluate import degrade, sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings, read_panels
 from minitalk.evaluate.preference import LISTENING, TALKING, PreferenceData, vector
-from minitalk.evaluate.scores import Derived, role_metrics
+from minitalk.evaluate.scores import PREFERENCE_FILE, Derived, role_metrics
 
 
 @dataclass
@@ -234,7 +234,7 @@ def train_shipped(prepared, avatar, out_dir, n_segments: int = 24, length: int =
     out_dir = Path(out_dir)
     save_data(out_dir / SHIPPED_DATA.name, built, about)
     scores = {track: train_score(built[track], seed) for track in ("talking", "listening")}
-    save_scores(out_dir / "preference.pt", scores, about)
+    save_scores(out_dir / PREFERENCE_FILE.name, scores, about)
     return out_dir
 
 
@@ -252,4 +252,4 @@ if __name__ == "__main__":
     folder = prepare(minitalk.SAMPLE_DIR / "dialogue.mp4",
                      Path(tempfile.gettempdir()) / "minitalk_sample_prepared", progress=False)  # fmt: skip
     out = train_shipped(folder, minitalk.SAMPLE_DIR / "avatars.pt", args.out_dir)
-    print(f"wrote {out / SHIPPED_DATA.name} and {out / 'preference.pt'}")
+    print(f"wrote {out / SHIPPED_DATA.name} and {out / PREFERENCE_FILE.name}")
