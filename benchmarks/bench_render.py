@@ -1,15 +1,19 @@
 """Rendering a new conversation from new speech with the shipped avatar file; prints one JSON line.
 
-Goals (issue: render a new conversation): real time on 2 CPU cores at 128 px per person,
-everything included (`realtime_factor` >= 1.0: seconds of clip per second of wall time); 512x512
-frame pairs at >= 30 per second on a GPU, pure PyTorch (`render_fps_gpu_512`, where CUDA is);
-the rendered speaker is the voice's owner on >= 95% of frames (`turn_accuracy`, against the
-exact turns of the sample's new speech); audio and video lengths within one frame; the rendered
-speaker's mouth, read from pixels, following the speech loudness at >= 0.6; the generated
-listener's pitch following the speaker's loudness at a lag of 0.1-0.8 s, as the sample's
-listener does; peak memory for 10 minutes of audio <= 1.5 GB and flat in the audio's length.
+Goals: a whole `minitalk render` faster than real time on 2 CPU cores at 128 px per person,
+everything included (`whole_render_by_size["128"]["realtime_factor"]` >= 1.0: seconds of clip
+per second of wall time); 512 px frame pairs at >= 5 per second on 2 CPU cores
+(`whole_render_by_size["512"]["frame_pairs_per_second"]`) and >= 100 on a GPU, pure PyTorch
+(`render_fps_gpu_512`, where CUDA is); with `--paths`, per-pixel rendering against the 2D neural
+renderer trained for the same minutes at each size: the neural path's held-out PSNR within 1 dB of
+per-pixel's, its CPBD at least per-pixel's. Also: the rendered speaker is the voice's owner on
+>= 95% of frames (`turn_accuracy`, against the exact turns of the sample's new speech); audio and
+video lengths within one frame; the rendered speaker's mouth, read from pixels, following the
+speech loudness at >= 0.6; the generated listener's pitch following the speaker's loudness at a
+lag of 0.1-0.8 s, as the sample's listener does; peak memory for 10 minutes of audio <= 1.5 GB
+and flat in the audio's length.
 
-    python benchmarks/bench_render.py [--long-minutes 10] [--size 128]
+    python benchmarks/bench_render.py [--size S] [--speed-sizes 128,256,512] [--paths MINUTES]
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from minitalk.dialogue.avatar import load_avatar
 from minitalk.nerf.frames import mouth_boxes
 from minitalk.prepare.face import detect_landmarks
 from minitalk.synthetic import motion, speech
+
+NEURAL_FACTOR = 4  # the 2D neural renderer's upsampling in the path comparison (the shipped avatar's)
 
 
 def lagged_corr(listener: np.ndarray, loud: np.ndarray, fps: float, max_lag_s: float = 1.0):
@@ -124,19 +130,54 @@ def long_audio_peak_rss(minutes: float, size: int) -> float:
     return round(float(out.stdout.split()[-1]), 3)
 
 
+def whole_render_speed(avatar, wav_path: Path, size: int) -> dict:
+    """`render_dialogue` of the whole speech at `size`: the realtime factor (seconds of clip per
+    second of wall time, every stage and the video written) and frame pairs per second."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        summary = dialogue.render_dialogue(avatar, wav_path, Path(tmp) / "clip.mp4", size=size, device="cpu",
+                                           progress=False)  # fmt: skip
+        wall = time.perf_counter() - start
+    return {"realtime_factor": round(summary["seconds"] / wall, 3), "frame_pairs_per_second": summary["frames_per_second"]}
+
+
+def compare_paths(sizes: list[int], minutes: float, work: Path) -> dict:
+    """Per-pixel rendering against the 2D neural renderer (factor `NEURAL_FACTOR`) at each size: the
+    sample prepared at that size, each path trained for `minutes` from scratch in its own process
+    (`render_paths.py`) and scored on the same held-out frames."""
+    out: dict = {}
+    for size in sizes:
+        prepared = mt.prepare.prepare(mt.SAMPLE_DIR / "dialogue.mp4", work / f"prepared_{size}", size=size,
+                                      progress=False)  # fmt: skip
+        for name, factor in (("per_pixel", 1), ("neural", NEURAL_FACTOR)):
+            command = [sys.executable, str(Path(__file__).with_name("render_paths.py")), str(size), str(factor),
+                       str(minutes), str(prepared), str(work / f"run_{size}_{factor}")]  # fmt: skip
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            out.setdefault(str(size), {})[name] = json.loads(done.stdout.splitlines()[-1])
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--size", type=int, help="pixels per person (default: the avatar's)")
+    parser.add_argument("--speed-sizes", default="128,256,512",
+                        help="sizes at which the whole render is also timed (default: 128,256,512)")  # fmt: skip
+    parser.add_argument("--paths", type=float, metavar="MINUTES",
+                        help="also train per-pixel and neural-renderer models for MINUTES each at every "
+                        "--path-sizes size and compare them")  # fmt: skip
+    parser.add_argument("--path-sizes", default="128,256,512")
     parser.add_argument("--long-minutes", type=float, default=10.0)
     parser.add_argument("--long-size", type=int, default=16, help="pixels per person for the memory run")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    result: dict = {"bench": "render", "size": args.size}
+    avatar = load_avatar(mt.SAMPLE_DIR / "avatars.pt")
+    args.size = args.size or avatar.size
+    result: dict = {"bench": "render", "size": args.size, "upsample": avatar.model.config.upsample}
     wav_path = mt.SAMPLE_DIR / "new_dialogue.wav"
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         start = time.perf_counter()
-        avatar = load_avatar(mt.SAMPLE_DIR / "avatars.pt")
+        avatar = load_avatar(mt.SAMPLE_DIR / "avatars.pt")  # loading counts
         summary = dialogue.render_dialogue(
             avatar, wav_path, clip, size=args.size, device="cpu", progress=False
         )
@@ -212,11 +253,19 @@ def main() -> None:
         result["gpu"] = "no CUDA device here: not measured"
 
     result["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 3)
+    result["whole_render_by_size"] = {
+        size: whole_render_speed(avatar, wav_path, int(size)) for size in args.speed_sizes.split(",")
+    }
     result["long_audio"] = {
         f"{m:g}_min_peak_rss_gb": long_audio_peak_rss(m, args.long_size)
         for m in sorted({min(1.0, args.long_minutes), args.long_minutes})
     }
     result["long_audio_size"] = args.long_size
+    if args.paths:
+        with tempfile.TemporaryDirectory() as tmp:
+            sizes = [int(x) for x in args.path_sizes.split(",")]
+            result["paths"] = compare_paths(sizes, args.paths, Path(tmp))
+            result["paths_minutes"] = args.paths
     print(json.dumps(result))
 
 

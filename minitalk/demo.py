@@ -186,6 +186,15 @@ def evaluate_stage(out_dir: Path) -> dict:
     )
 
 
+def avatar_size(path: Path) -> int:
+    """Pixels per person of the avatar file at `path` (its background plates' side)."""
+    from minitalk.dialogue.avatar import load_avatar
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing; see the README for the command that makes it")
+    return load_avatar(path).size
+
+
 def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     out_dir = Path(out_dir)
     timings = {}
@@ -200,8 +209,9 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     )
 
     t0 = time.time()
-    print(f"[2/7] prepare: minitalk prepare -> {out_dir / 'prepared'}")
-    prepared = data.prepare(Path(sample_dir) / "dialogue.mp4", out_dir / "prepared", progress=False)
+    size = avatar_size(Path(sample_dir) / "avatars.pt")  # the crops the shipped avatar was trained on
+    print(f"[2/7] prepare: minitalk prepare --size {size} -> {out_dir / 'prepared'}")
+    prepared = data.prepare(Path(sample_dir) / "dialogue.mp4", out_dir / "prepared", size=size, progress=False)
     tracks = data.load_tracks(prepared)
     report = json.loads((prepared / "prepare_report.json").read_text())
     summary = {"frames": len(frames), "fps": fps, "faces_found": report["faces_found"]}

@@ -235,3 +235,47 @@ def stop_on_interrupt() -> Iterator[StopRequest]:
         yield stop
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def in_background(items: Iterable, depth: int = 4) -> Iterator:
+    """Yield the items of `items`, produced by a worker thread up to `depth` ahead: the producer
+    (rendering) and the consumer (the video encoder) then run at the same time, as both spend
+    their time in native code that releases the GIL. Whatever the producer raises (Ctrl-C
+    included) is raised here; if the consumer stops early, the producer stops at its next item."""
+    import queue
+
+    box: queue.Queue = queue.Queue(maxsize=depth)
+    done, finished = object(), threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not finished.is_set():
+                    try:
+                        box.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if finished.is_set():
+                    return
+            box.put((done, None))
+        except BaseException as err:  # noqa: BLE001  (handed to the consumer, Ctrl-C included)
+            box.put((done, err))
+
+    worker = threading.Thread(target=produce, name="minitalk-producer", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, err = box.get()
+            if item is done:
+                if err is not None:
+                    raise err
+                return
+            yield item
+    finally:
+        finished.set()
+        while worker.is_alive():  # let a producer blocked on a full queue see `finished`
+            try:
+                box.get(timeout=0.1)
+            except queue.Empty:
+                pass

@@ -206,13 +206,13 @@ def test_damaged_avatar_files_are_refused(tmp_path, damage):
 def test_an_interrupted_render_leaves_no_clip(work, capsys, monkeypatch):
     calls = []
 
-    def interrupt_later(*args, **kwargs):
+    def interrupt_later(model, cameras, person, *args, **kwargs):
         calls.append(1)
-        if len(calls) > 6:
+        if len(calls) > 3:
             raise KeyboardInterrupt
-        return np.zeros((SIZE, SIZE, 3), np.float32)
+        return np.zeros((len(person), SIZE, SIZE, 3), np.float32)
 
-    monkeypatch.setattr(dialogue_render, "render_frame", interrupt_later)
+    monkeypatch.setattr(dialogue_render, "render_images", interrupt_later)
     assert run(render_args("change.wav", "stopped.mp4"), work) == 130
     assert "interrupted" in capsys.readouterr().err
     assert not (work / "stopped.mp4").exists() and not list(work.glob(".stopped*"))

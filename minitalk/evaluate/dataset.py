@@ -240,16 +240,16 @@ def train_shipped(prepared, avatar, out_dir, n_segments: int = 24, length: int =
 
 if __name__ == "__main__":
     import argparse
-    import tempfile
 
-    from minitalk.prepare.data import prepare
+    from minitalk.dialogue.avatar import load_avatar
+    from minitalk.prepare.data import prepare_sample
 
     ap = argparse.ArgumentParser(
         description="Build the sample's preference data and train the shipped score."
     )
     ap.add_argument("--out-dir", default=str(minitalk.SAMPLE_DIR))
     args = ap.parse_args()
-    folder = prepare(minitalk.SAMPLE_DIR / "dialogue.mp4",
-                     Path(tempfile.gettempdir()) / "minitalk_sample_prepared", progress=False)  # fmt: skip
-    out = train_shipped(folder, minitalk.SAMPLE_DIR / "avatars.pt", args.out_dir)
+    avatar = minitalk.SAMPLE_DIR / "avatars.pt"
+    folder = prepare_sample(load_avatar(avatar).size)  # the crops the avatar was trained on
+    out = train_shipped(folder, avatar, args.out_dir)
     print(f"wrote {out / SHIPPED_DATA.name} and {out / PREFERENCE_FILE.name}")

@@ -16,6 +16,10 @@
   deformation field x' = x + D(gamma(x), gamma(et)) so it follows the head without tearing.
 * A per-person linear map from the tracked face state to a pose offset corrects the tracker's
   camera (`corrected_rays`): its pose error follows the expression.
+* With `upsample` u > 1 the fields return F feature channels instead of a colour, composited on
+  a grid u times coarser, and a small CNN (`NeuralRenderer`) turns that feature map into the image:
+  the 2D neural renderer of the Disentangling Head NeRF (section 3.2), which divides the rays,
+  the cost that grows with the square of the image's side, by u^2.
 * The model holds the fields only; `minitalk.nerf.render` samples and composites them.
 """
 
@@ -29,6 +33,7 @@ from torch import nn
 from minitalk.camera import head_rays_torch
 from minitalk.nerf.encoding import TriPlane, make_encoder, positional_encoding
 from minitalk.nerf.rays import Occupancy
+from minitalk.nerf.upsampler import FACTORS, NeuralRenderer
 from minitalk.utils import SettingError
 
 
@@ -57,8 +62,14 @@ class DialogueNeRFConfig:
     skipping: bool = True  # empty-space skipping with the occupancy grids
     n_people: int = 2
     camera_correction: bool = True  # a per-person pose correction learned from the tracked expression
+    upsample: int = 1  # 2D neural renderer: fields render a feature map at 1/upsample of the side; 1: colours per pixel
+    feature_channels: int = 16  # channels of that feature map (the first three are a colour)
 
     def __post_init__(self):
+        if self.upsample not in FACTORS:
+            raise SettingError("upsample", f"one of {FACTORS}", self.upsample)
+        if self.upsample > 1 and self.feature_channels < 4:
+            raise SettingError("feature_channels", "at least 4 with the neural renderer", self.feature_channels)
         if self.torso_lag_s < 0:
             raise SettingError("torso_lag_s", "0 or more seconds", self.torso_lag_s)
         if self.encoding not in ("grid", "frequency"):
@@ -66,6 +77,11 @@ class DialogueNeRFConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def channels(self) -> int:
+        """What the fields return per sample: a colour (3), or the neural renderer's features."""
+        return 3 if self.upsample == 1 else self.feature_channels
 
 
 class RayConditioned(nn.Module):
@@ -165,7 +181,7 @@ class DialogueNeRF(nn.Module):
         self.head_cond = RayConditioned(c.width, c.cond_dim + 1, c.width)  # with f_s or f_l
         self.head_out = nn.Linear(c.width, 1 + 15)
         self.head_rgb_in = RayConditioned(15, 3 * 5 + c.code_dim, c.width // 2)  # with gamma(d), z_a
-        self.head_rgb = nn.Linear(c.width // 2, 3)
+        self.head_rgb = nn.Linear(c.width // 2, c.channels)
         # torso field
         et_dim = (12 if c.torso_lag_s > 0 else 6) * (1 + 2 * 4)
         self.deform_in = self.deform = None
@@ -177,11 +193,13 @@ class DialogueNeRF(nn.Module):
             nn.init.zeros_(self.deform[-1].bias)
         self.torso_enc = make_encoder(c.encoding, **enc_kw)
         self.torso_in = RayConditioned(self.torso_enc.out_dim, et_dim + c.code_dim, c.width)  # gamma(et), z_s
-        self.torso_out = mlp(c.width, c.width, 1 + 3, layers=1)
+        self.torso_out = mlp(c.width, c.width, 1 + c.channels, layers=1)
         # the tracker's pose error follows the face: delta pose = W [expression, blink, 1], per person
         self.camera_fix = None
         if c.camera_correction:
             self.camera_fix = nn.Parameter(torch.zeros(c.n_people, 6, c.n_expression + 2))
+        # the 2D neural renderer (the Disentangling Head NeRF, section 3.2): feature map -> image
+        self.upsampler = NeuralRenderer(c.channels, c.upsample) if c.upsample > 1 else None
         # empty-space skipping
         self.head_grid = Occupancy(c.n_people, c.grid_res)
         self.torso_grid = Occupancy(c.n_people, c.grid_res)
@@ -298,6 +316,11 @@ class DialogueNeRF(nn.Module):
         delta = torch.einsum("nck,nk->nc", self.camera_fix.index_select(0, rays["person"]), inputs) * scale
         o, d = head_rays_torch(rays["pose"] + delta, rays["d_cam"])
         return {**rays, "o_head": o, "d_head": d}
+
+    def background_features(self, background: torch.Tensor) -> torch.Tensor:
+        """The background as the last sample of a ray, (N, 3) -> (N, channels): its colour, and zeros
+        in the neural renderer's other feature channels."""
+        return nn.functional.pad(background, (0, self.config.channels - 3))
 
     def sample_boxes(self, rays: dict) -> dict:
         """Where each field is sampled along a batch of rays: per field, ray origins and directions

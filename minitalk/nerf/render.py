@@ -131,10 +131,10 @@ def sample_fields(boxes: dict, person: torch.Tensor, jitter: bool = True) -> dic
     return out
 
 
-def _evaluate(field, unit, ray_of, rows=None, colour: bool = True):
+def _evaluate(field, unit, ray_of, channels: int, rows=None, colour: bool = True):
     """A field at the kept points; nothing to evaluate when every sample was skipped."""
     if len(unit) == 0:
-        return unit.new_zeros(0), unit.new_zeros(0, 3) if colour else None
+        return unit.new_zeros(0), unit.new_zeros(0, channels) if colour else None
     return field(unit, ray_of, rows, colour=colour)
 
 
@@ -164,26 +164,27 @@ def composite_fields(samples: dict, fields: dict, background: torch.Tensor, part
                      min_transmittance: float = 0.0) -> dict:  # fmt: skip
     """Composite head, torso and background for a batch of rays (differentiable).
 
-    `samples` from `sample_fields`, `fields` the two callables, background (N, 3). Only the
+    `samples` from `sample_fields`, `fields` the two callables, background (N, C) with C the
+    fields' channels (3, or the neural renderer's features, `DialogueNeRF.background_features`). Only the
     kept samples go through the fields; the rest have zero density. Returns colour, opacity (of
     head and torso together), head_opacity, depth and the number of samples evaluated, with
     `parts` also the head-only and torso-only colours. With `min_transmittance` > 0, samples
     hidden behind what lies in front of them are left out (`visible_samples`).
     """
     (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = samples["head"], samples["torso"]
-    n = len(t_h)
+    n, channels = len(t_h), background.shape[-1]
 
     def evaluate(field, t, unit, keep, colour=True):
         """The field at the kept samples; zero density (and colour) at the others, (N, S)."""
         count = t.shape[1]
         index = torch.nonzero(keep)[:, 0]
         ray_of = torch.div(index, count, rounding_mode="floor")
-        sigma, rgb = _evaluate(field, unit.index_select(0, index), ray_of, colour=colour)
+        sigma, rgb = _evaluate(field, unit.index_select(0, index), ray_of, channels, colour=colour)
         full_sigma = t.new_zeros(n * count).index_copy(0, index, sigma).reshape(n, count)
         if not colour:
             return full_sigma, None
-        full_rgb = t.new_zeros(n * count, 3).index_copy(0, index, rgb)
-        return full_sigma, full_rgb.reshape(n, count, 3)
+        full_rgb = t.new_zeros(n * count, channels).index_copy(0, index, rgb)
+        return full_sigma, full_rgb.reshape(n, count, channels)
 
     t, order = depth_order(t_h, t_t)  # head and torso samples along each ray, merged
     if min_transmittance > 0:  # densities alone: where does each ray turn opaque?
@@ -221,13 +222,13 @@ def composite_front_to_back(samples: dict, fields: dict, background: torch.Tenso
     Returns colour, opacity and the number of samples evaluated.
     """
     (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = samples["head"], samples["torso"]
-    n, s_h = t_h.shape
+    (n, s_h), channels = t_h.shape, background.shape[-1]
     t, order = depth_order(t_h, t_t)  # (N, S): merged depth order
     keep = in_depth_order(order, keep_h.reshape(n, -1), keep_t.reshape(n, -1))
     dt = deltas(t)
     units = torch.cat([unit_h.reshape(n, s_h, 3), unit_t.reshape(n, -1, 3)], dim=1).reshape(-1, 3)
     units_per_ray = t.shape[1]
-    colour = torch.zeros(n, 3, device=t.device)
+    colour = torch.zeros(n, channels, device=t.device)
     trans = torch.ones(n, device=t.device)
     evaluated = 0
     for j in range(0, t.shape[1], slab):
@@ -238,7 +239,7 @@ def composite_front_to_back(samples: dict, fields: dict, background: torch.Tenso
         which = order[:, j : j + width].reshape(-1).index_select(0, flat)  # into [head | torso] samples
         is_head = which < s_h
         sigma = torch.zeros(len(flat), device=t.device)
-        rgb = torch.zeros(len(flat), 3, device=t.device)
+        rgb = torch.zeros(len(flat), channels, device=t.device)
         for mask, field in ((is_head, fields["head"]), (~is_head, fields["torso"])):
             mine = torch.nonzero(mask)[:, 0]
             if len(mine):  # per-ray inputs of the rays that still sample, not of all N
@@ -250,7 +251,7 @@ def composite_front_to_back(samples: dict, fields: dict, background: torch.Tenso
                 rgb.index_copy_(0, mine, c)
         evaluated += len(flat)
         slab_sigma = t.new_zeros(n * width).index_copy_(0, flat, sigma).reshape(n, width)
-        slab_rgb = t.new_zeros(n * width, 3).index_copy_(0, flat, rgb).reshape(n, width, 3)
+        slab_rgb = t.new_zeros(n * width, channels).index_copy_(0, flat, rgb).reshape(n, width, channels)
         cols = slice(j, j + width)  # the slab composited alone, then seen through what lies in front
         slab_colour, slab_opacity, _, _ = composite(slab_sigma, slab_rgb, t[:, cols], dt[:, cols])
         colour += trans[:, None] * slab_colour
@@ -265,9 +266,8 @@ def render_rays(model, rays: dict, face_state: torch.Tensor, jitter: bool = True
     (N, K + 1) from `DialogueNeRF.face_state`): the camera corrected, samples drawn, composited."""
     rays = model.corrected_rays(rays)
     samples = sample_fields(model.sample_boxes(rays), rays["person"], jitter)
-    return composite_fields(
-        samples, model.fields(rays, face_state), rays["background"], parts, min_transmittance
-    )
+    background = model.background_features(rays["background"])
+    return composite_fields(samples, model.fields(rays, face_state), background, parts, min_transmittance)
 
 
 @torch.no_grad()
@@ -277,44 +277,72 @@ def render_rays_front_to_back(model, rays: dict, face_state: torch.Tensor, slab:
     rays = model.corrected_rays(rays)
     samples = sample_fields(model.sample_boxes(rays), rays["person"], jitter=False)
     fields = model.fields(rays, face_state)
-    return composite_front_to_back(samples, fields, rays["background"], slab, min_transmittance)
+    background = model.background_features(rays["background"])
+    return composite_front_to_back(samples, fields, background, slab, min_transmittance)
 
 
 # --- whole frames of a trained model ------------------------------------------------------------
 
 
 @torch.no_grad()
-def render_frame(model, frames, person: int, frame: int, device, chunk: int = 16384,
-                 parts: bool = False, face_state=None, size: int | None = None):  # fmt: skip
-    """A whole (S, S, 3) image (and with `parts` the head-only and torso-only images).
+def render_images(model, cameras, person, frame, device, face_state=None, size: int | None = None,
+                  chunk: int = 16384, parts: bool = False) -> dict | np.ndarray:  # fmt: skip
+    """Whole images of B (person, frame) pairs in one batch of rays, (B, S, S, 3) in 0..1 (with
+    `parts` a dict that also holds the head-only and torso-only images).
 
-    `face_state` (1, K + 1) replaces the frame's own (`DialogueNeRF.face_state`): to render
-    a frame with another frame's audio or with an edited expression. `size` renders the same view
-    at another resolution than the frames' own S (`Frames.rays`). Rendering runs front to back
-    with early ray termination (`render_rays_front_to_back`) unless `parts` are asked for.
+    person, frame (B,); `face_state` (B, K + 1) replaces the frames' own (`DialogueNeRF.face_state`;
+    `cameras` must then be `Frames`): to render with other audio or an edited expression. `size`
+    renders the same view at another resolution than the cameras' own (`Cameras.rays`). Rays of
+    all B images go through the fields together, `chunk` at a time, front to back with early ray
+    termination (`render_rays_front_to_back`) unless `parts` are asked for. With the 2D neural
+    renderer (`DialogueNeRFConfig.upsample` u > 1) the fields render an (S / u)-pixel feature map
+    and `DialogueNeRF.upsampler` turns it into the S-pixel image; `parts` are then the feature
+    map's colour channels, bilinearly enlarged (the CNN sees only the whole composite), and the
+    dict also holds the CNN's inputs: "features" (B, S / u, S / u, F) and "opacity" (B, S / u, S / u, 1).
     """
     keep_freed_memory()
-    size = size or frames.size
-    n = size * size
-    pixel = torch.arange(n)
-    p = torch.full((n,), person, dtype=torch.long)
-    f = torch.full((n,), frame, dtype=torch.long)
+    size = size or cameras.size
+    u = model.config.upsample
+    if size % u:
+        raise ValueError(f"size {size}: not a multiple of the neural renderer's factor {u}")
+    low = size // u
+    person, frame = torch.as_tensor(person).long().reshape(-1), torch.as_tensor(frame).long().reshape(-1)
+    b, n = len(person), low * low
     if face_state is None:
-        one = torch.tensor([person]), torch.tensor([frame])
-        face_state = model.face_state(*(x.to(device) for x in frames.face_state_inputs(*one)))
-    keys = ("colour", "head", "torso") if parts else ("colour",)
+        face_state = model.face_state(*(x.to(device) for x in cameras.face_state_inputs(person, frame)))
+    ray_person, ray_frame = person.repeat_interleave(n), frame.repeat_interleave(n)
+    pixel = torch.arange(n).repeat(b)
+    states = face_state.to(device).repeat_interleave(n, dim=0)  # (B n, K + 1)
+    keys = ("colour", "opacity", "head", "torso") if parts else ("colour", "opacity")
     out = {k: [] for k in keys}
-    for i in range(0, n, chunk):
-        rays = {
-            k: v.to(device)
-            for k, v in frames.rays(p[i : i + chunk], f[i : i + chunk], pixel[i : i + chunk], size).items()
-        }
-        state = face_state.to(device).expand(len(rays["person"]), -1)
+    for i in range(0, b * n, chunk):
+        part = slice(i, i + chunk)
+        rays = {k: v.to(device) for k, v in cameras.rays(ray_person[part], ray_frame[part], pixel[part], low).items()}
         if parts:
-            res = render_rays(model, rays, state, jitter=False, parts=True)
+            res = render_rays(model, rays, states[part], jitter=False, parts=True)
         else:
-            res = render_rays_front_to_back(model, rays, state)
+            res = render_rays_front_to_back(model, rays, states[part])
         for k in keys:
-            out[k].append(res[k].cpu())
-    imgs = {k: torch.cat(v).reshape(size, size, 3).clamp(0, 1).numpy() for k, v in out.items()}
-    return imgs if parts else imgs["colour"]
+            out[k].append(res[k])
+    maps = {k: torch.cat(v).reshape(b, low, low, -1).permute(0, 3, 1, 2) for k, v in out.items()}  # (B, C, s, s)
+    if u == 1:
+        images = {k: v for k, v in maps.items() if k != "opacity"}
+    else:
+        plates = [cameras.plates(s)[person].reshape(b, s, s, 3).permute(0, 3, 1, 2).to(device) for s in (size, low)]
+        images = {"colour": model.upsampler(maps["colour"], maps["opacity"], *plates)}
+        for k in ("head", "torso") if parts else ():
+            images[k] = torch.nn.functional.interpolate(maps[k][:, :3], size=(size, size), mode="bilinear")
+        if parts:  # the CNN's inputs: (B, s, s, F) and (B, s, s, 1)
+            images["features"], images["opacity"] = maps["colour"], maps["opacity"]
+    images = {k: v.permute(0, 2, 3, 1) for k, v in images.items()}  # (B, S, S, C)
+    images = {k: (v if k in ("features", "opacity") else v.clamp(0, 1)).cpu().numpy() for k, v in images.items()}
+    return images if parts else images["colour"]
+
+
+@torch.no_grad()
+def render_frame(model, frames, person: int, frame: int, device, chunk: int = 16384,
+                 parts: bool = False, face_state=None, size: int | None = None):  # fmt: skip
+    """One whole (S, S, 3) image (with `parts` a dict that also holds the head-only and torso-only
+    images): `render_images` of a single (person, frame); `face_state` (1, K + 1)."""
+    out = render_images(model, frames, [person], [frame], device, face_state, size, chunk, parts)
+    return {k: v[0] for k, v in out.items()} if parts else out[0]

@@ -74,6 +74,8 @@ class TrainConfig:
     teacher_forcing: float = 0.25  # share of speaker frames rendered from the tracked, not predicted, state
     min_transmittance: float = 1e-3  # samples hidden behind this get no pass with gradients (0: all do)
     mask_weight: float = 0.1  # silhouettes: opacity 1 on the person and 0 elsewhere, the head's on the head
+    low_res_weight: float = 1.0  # neural renderer: the feature map's colour channels against the image at its size
+    edge_weight: float = 0.5  # neural renderer: L1 between the image's and the truth's pixel differences
     face_weight: float = 4.0  # head pixels are drawn this much more often
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again
     held_out_s: float = 1.0  # the last second of every ten is never trained on
@@ -141,6 +143,7 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     cfg = TrainConfig(**train_settings)
     mcfg = model_config or DialogueNeRFConfig()
     frames = Frames.for_run(folder, asdict(cfg), mcfg)  # checks the folder before anything is written
+    check_neural_renderer(folder, frames.size, mcfg, cfg)
     run = Path(run_dir) if run_dir is not None else Path(folder) / "run"
     run.mkdir(parents=True, exist_ok=True)
     n_held = int(frames.held_out.sum())
@@ -243,30 +246,115 @@ def pose_seen(frames: Frames) -> list[dict]:
     ]  # fmt: skip
 
 
+def check_neural_renderer(folder, size: int, mcfg: DialogueNeRFConfig, cfg: TrainConfig) -> None:
+    """Refuse a neural-renderer run that cannot tile: the image's side must be a multiple of the
+    factor, and each frame's rays a square patch that fits in the feature map."""
+    u = mcfg.upsample
+    if u == 1:
+        return
+    if size % u:
+        raise TrainingError(f"{folder}: frames of {size} px cannot be upsampled {u}x from a whole feature map "
+                            f"(prepare with a --size that is a multiple of {u})")  # fmt: skip
+    side = int(round(cfg.rays_per_frame**0.5))
+    if side * side != cfg.rays_per_frame or side > size // u:
+        raise SettingError("rays_per_frame", f"a square of at most {(size // u) ** 2} with --upsample {u}",
+                           cfg.rays_per_frame)  # fmt: skip
+
+
+def patch_pixels(frames: Frames, person_f, frame_f, side: int, factor: int) -> tuple:
+    """Training patches for the 2D neural renderer: per frame a side x side square of the feature
+    map's pixels, around a pixel drawn by the frame's weights (head and mouth more often), and the
+    same square of the image's pixels, side u on a side. The CNN needs neighbourhoods, so it
+    trains on patches; full-size pixels come only where a patch falls, so a 512 px image costs
+    a step no more rays than a 128 px one (the feature map's side is S / u).
+    Returns flat pixel indices (F, side, side) at S / u and (F, side u, side u) at S."""
+    size = frames.size
+    low = size // factor
+    centre = torch.multinomial(frames.weights[person_f, frame_f], 1)[:, 0]  # (F,) at S
+    corner_y = (torch.div(centre, size * factor, rounding_mode="floor") - side // 2).clamp(0, low - side)
+    corner_x = (torch.div(centre % size, factor, rounding_mode="floor") - side // 2).clamp(0, low - side)
+    steps, fine = torch.arange(side), torch.arange(side * factor)
+    low_px = (corner_y[:, None, None] + steps[:, None]) * low + corner_x[:, None, None] + steps
+    high_px = (corner_y[:, None, None] * factor + fine[:, None]) * size + corner_x[:, None, None] * factor + fine
+    return low_px, high_px
+
+
+def edge_loss(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """mean |dI - dT| over horizontal and vertical pixel differences of (B, 3, H, W): sharp edges
+    without a learned perceptual network (none can be downloaded here)."""
+    dx = (image[..., :, 1:] - image[..., :, :-1]) - (target[..., :, 1:] - target[..., :, :-1])
+    dy = (image[..., 1:, :] - image[..., :-1, :]) - (target[..., 1:, :] - target[..., :-1, :])
+    return dx.abs().mean() + dy.abs().mean()
+
+
+def draw_pixels(frames: Frames, person_f, frame_f, cfg: TrainConfig, factor: int) -> tuple:
+    """The pixels a training batch renders, flat indices at S / u and at S: per pixel,
+    `rays_per_frame` of them per frame drawn by the weights (both the same); with the neural
+    renderer (u > 1), a square patch per frame (`patch_pixels`)."""
+    if factor == 1:
+        pixels = torch.multinomial(frames.weights[person_f, frame_f], cfg.rays_per_frame, replacement=True)
+        return pixels, pixels
+    return patch_pixels(frames, person_f, frame_f, int(round(cfg.rays_per_frame**0.5)), factor)
+
+
+def render_batch(model, frames: Frames, person_f, frame_f, low_px, high_px, face_state, cfg: TrainConfig,
+                 device) -> tuple:  # fmt: skip
+    """Render a training batch of frames (F,) at the pixels of `draw_pixels`, with their face states
+    (F, K + 1): returns the picture with its target, the silhouettes with theirs, and the loss
+    terms that belong to the renderer.
+
+    With the neural renderer the patches are composited as a feature map and upsampled; the
+    feature map's colour channels are also fitted to the image at its size (area means), and the
+    image's edges to the truth's (`edge_loss`). Silhouette targets at the feature map's size are the
+    share of person (head) pixels under each."""
+    u, n_f = model.config.upsample, len(person_f)
+    per_frame = low_px[0].numel()
+    person, frame = person_f.repeat_interleave(per_frame), frame_f.repeat_interleave(per_frame)
+    rays = {k: v.to(device) for k, v in frames.rays(person, frame, low_px.reshape(-1), frames.size // u).items()}
+    out = render_rays(model, rays, face_state.repeat_interleave(per_frame, dim=0), min_transmittance=cfg.min_transmittance)
+    per_high = high_px[0].numel()
+    person_h, frame_h = person_f.repeat_interleave(per_high), frame_f.repeat_interleave(per_high)
+    target = frames.target(person_h, frame_h, high_px.reshape(-1)).to(device)
+    label = frames.labels[person_h, frame_h, high_px.reshape(-1)].to(device)
+    shares = torch.stack([(label > 0).float(), (label == 2).float()], -1)  # person, head
+    extra = {}
+    if u == 1:
+        image = out["colour"]
+    else:
+        side = low_px.shape[-1]
+
+        def square(x, s):  # (F s s, C) -> (F, C, s, s)
+            return x.reshape(n_f, s, s, -1).permute(0, 3, 1, 2)
+
+        feat, opacity = square(out["colour"], side), square(out["opacity"][:, None], side)
+        target = square(target, side * u)
+        plates = frames.plates(frames.size)[person_h, high_px.reshape(-1)].to(device)
+        image = model.upsampler(feat, opacity, square(plates, side * u), square(rays["background"], side))
+        target_low = torch.nn.functional.avg_pool2d(target, u)
+        extra["low_res"] = ((feat[:, :3] - target_low) ** 2).mean()
+        extra["edge"] = edge_loss(image, target)
+        shares = torch.nn.functional.avg_pool2d(square(shares, side * u), u).permute(0, 2, 3, 1).reshape(-1, 2)
+    return image, target, out, shares, extra
+
+
 def train_step(model, optim, frames: Frames, train_pairs, speaker_pairs, cfg: TrainConfig, device):
     """One optimisation step; returns the loss and the batch's PSNR."""
     pick = train_pairs[torch.randint(len(train_pairs), (cfg.frames_per_batch,))]
     person_f, frame_f = pick[:, 0], pick[:, 1]
-    pixels = torch.multinomial(
-        frames.weights[person_f, frame_f], cfg.rays_per_frame, replacement=True
-    )  # (F, R)
-    person = person_f.repeat_interleave(cfg.rays_per_frame)
-    frame = frame_f.repeat_interleave(cfg.rays_per_frame)
-    pixel = pixels.reshape(-1)
-    rays = {k: v.to(device) for k, v in frames.rays(person, frame, pixel).items()}
-    target = frames.target(person, frame, pixel).to(device)
+    low_px, high_px = draw_pixels(frames, person_f, frame_f, cfg, model.config.upsample)
     mel, exp, blink, speaking = frames.face_state_inputs(person_f, frame_f)
     speaking = speaking & (torch.rand(len(speaking)) >= cfg.teacher_forcing)  # forced: tracked coefficients
     state_f = model.face_state(mel.to(device), exp.to(device), blink.to(device), speaking.to(device))
-    face_state = state_f.repeat_interleave(cfg.rays_per_frame, dim=0)  # (F * R, K + 1)
-    out = render_rays(model, rays, face_state, min_transmittance=cfg.min_transmittance)
-    mse = ((out["colour"] - target) ** 2).mean()
+    image, target, out, shares, extra = render_batch(
+        model, frames, person_f, frame_f, low_px, high_px, state_f, cfg, device
+    )
+    mse = ((image - target) ** 2).mean()
     loss = mse
+    if "low_res" in extra:
+        loss = loss + cfg.low_res_weight * extra["low_res"] + cfg.edge_weight * extra["edge"]
     if cfg.mask_weight > 0:  # silhouettes make the fields opaque where people are, empty elsewhere
-        label = frames.labels[person, frame, pixel].to(device)
-        person_px, head_px = (label > 0).float(), (label == 2).float()
-        silhouette = ((out["opacity"] - person_px) ** 2).mean()
-        silhouette = silhouette + ((out["head_opacity"] - head_px) ** 2).mean()
+        silhouette = ((out["opacity"] - shares[:, 0]) ** 2).mean()
+        silhouette = silhouette + ((out["head_opacity"] - shares[:, 1]) ** 2).mean()
         loss = loss + cfg.mask_weight * silhouette
     if cfg.audio_weight > 0 and len(speaker_pairs) >= 2:
         sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]

@@ -265,6 +265,19 @@ def write_crops_and_masks(frames, landmarks: np.ndarray, n_frames: int, fps: flo
 # --- reading a prepared folder ---------------------------------------------------------------
 
 
+def prepare_sample(size: int = PrepareConfig.size) -> Path:
+    """The shipped sample conversation (`data_samples/dialogue.mp4`) prepared at `size` pixels per
+    person, in a temporary folder that the notebooks, benchmarks and tools share (its cache makes
+    a second call quick). The shipped avatar needs it at the size it was trained at (`Avatar.size`)."""
+    import tempfile
+
+    import minitalk
+
+    name = "minitalk_sample_prepared" + ("" if size == PrepareConfig.size else f"_{size}")
+    return prepare(minitalk.SAMPLE_DIR / "dialogue.mp4", Path(tempfile.gettempdir()) / name, size=size,
+                   progress=False)  # fmt: skip
+
+
 TRACKS_KEYS = ("pose", "speaking", "blink", "fps", "expression", "mouth", "landmarks", "crop_box", "region",
                "intrinsics", "face3d", "zcr", "rms", "mel")  # fmt: skip
 
