@@ -138,7 +138,8 @@ def whole_render_speed(avatar, wav_path: Path, size: int) -> dict:
         summary = dialogue.render_dialogue(avatar, wav_path, Path(tmp) / "clip.mp4", size=size, device="cpu",
                                            progress=False)  # fmt: skip
         wall = time.perf_counter() - start
-    return {"realtime_factor": round(summary["seconds"] / wall, 3), "frame_pairs_per_second": summary["frames_per_second"]}
+    return {"realtime_factor": round(summary["seconds"] / wall, 3),
+            "frame_pairs_per_second": summary["frames_per_second"]}
 
 
 def compare_paths(sizes: list[int], minutes: float, work: Path) -> dict:
@@ -150,7 +151,8 @@ def compare_paths(sizes: list[int], minutes: float, work: Path) -> dict:
         prepared = mt.prepare.prepare(mt.SAMPLE_DIR / "dialogue.mp4", work / f"prepared_{size}", size=size,
                                       progress=False)  # fmt: skip
         for name, factor in (("per_pixel", 1), ("neural", NEURAL_FACTOR)):
-            command = [sys.executable, str(Path(__file__).with_name("render_paths.py")), str(size), str(factor),
+            script = Path(__file__).with_name("render_paths.py")
+            command = [sys.executable, str(script), str(size), str(factor),
                        str(minutes), str(prepared), str(work / f"run_{size}_{factor}")]  # fmt: skip
             done = subprocess.run(command, capture_output=True, text=True, check=True)
             out.setdefault(str(size), {})[name] = json.loads(done.stdout.splitlines()[-1])
@@ -161,7 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, help="pixels per person (default: the avatar's)")
     parser.add_argument("--speed-sizes", default="128,256,512",
-                        help="sizes at which the whole render is also timed (default: 128,256,512)")  # fmt: skip
+                        help="sizes at which the whole render is also timed")  # fmt: skip
     parser.add_argument("--paths", type=float, metavar="MINUTES",
                         help="also train per-pixel and neural-renderer models for MINUTES each at every "
                         "--path-sizes size and compare them")  # fmt: skip

@@ -22,7 +22,7 @@ from minitalk.nerf import checkpoint, evaluate, render, train
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.prepare import data
 
-EVAL_FRAMES = 24  # held-out frames per person scored (spread over the clip): 512 px per pixel takes seconds each
+EVAL_FRAMES = 24  # held-out frames per person scored, spread over the clip (512 px per pixel: seconds each)
 STRETCH = 25  # consecutive held-out frames per person for sharpness and flicker
 
 

@@ -85,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="the torso also sees the head pose trailed over this time (default: 0.5); 0: the "
                     "current pose only")  # fmt: skip
     tr.add_argument("--upsample", type=int, metavar="U",
-                    help="2D neural renderer: the fields render a feature map at 1/U of the prepared size and a "
-                    "small CNN upsamples it to the full size (2, 4 or 8; 1: a colour per pixel; default: 1)")  # fmt: skip
+                    help="2D neural renderer: the fields render a feature map at 1/U of the prepared size "
+                    "and a small CNN upsamples it to the full size (2, 4 or 8; 1: a colour per pixel; "
+                    "default: 1)")  # fmt: skip
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     tr.add_argument("--export", metavar="AVATAR", help="also write the avatar file (model, plates, voice "
                     "prints, motion generators) that minitalk render takes")  # fmt: skip

@@ -211,7 +211,8 @@ def run_demo(sample_dir: str | Path, out_dir: str | Path) -> dict:
     t0 = time.time()
     size = avatar_size(Path(sample_dir) / "avatars.pt")  # the crops the shipped avatar was trained on
     print(f"[2/7] prepare: minitalk prepare --size {size} -> {out_dir / 'prepared'}")
-    prepared = data.prepare(Path(sample_dir) / "dialogue.mp4", out_dir / "prepared", size=size, progress=False)
+    video = Path(sample_dir) / "dialogue.mp4"
+    prepared = data.prepare(video, out_dir / "prepared", size=size, progress=False)
     tracks = data.load_tracks(prepared)
     report = json.loads((prepared / "prepare_report.json").read_text())
     summary = {"frames": len(frames), "fps": fps, "faces_found": report["faces_found"]}

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_train import TINY
 
 from minitalk.nerf import render, train
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.nerf.upsampler import NeuralRenderer
 from minitalk.utils import SettingError, in_background
-
-from test_train import TINY
 
 
 def test_an_untrained_upsampler_enlarges_the_person_bilinearly_over_the_sharp_background():
@@ -77,7 +76,7 @@ def test_a_neural_renderer_trains_renders_any_multiple_of_its_factor_and_refuses
         render.render_frame(model, tensors, 1, 4, cpu, size=tensors.size + 1)
 
 
-def test_training_refuses_frames_the_factor_does_not_divide_and_patches_that_do_not_fit(prepared_clip, tmp_path):
+def test_training_refuses_sizes_the_factor_cannot_divide_and_patches_that_do_not_fit(prepared_clip, tmp_path):
     cfg = train.TrainConfig()
     with pytest.raises(train.TrainingError, match="multiple of 8"):
         train.check_neural_renderer("prepared", 100, DialogueNeRFConfig(upsample=8), cfg)

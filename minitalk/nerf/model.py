@@ -62,14 +62,15 @@ class DialogueNeRFConfig:
     skipping: bool = True  # empty-space skipping with the occupancy grids
     n_people: int = 2
     camera_correction: bool = True  # a per-person pose correction learned from the tracked expression
-    upsample: int = 1  # 2D neural renderer: fields render a feature map at 1/upsample of the side; 1: colours per pixel
+    upsample: int = 1  # 2D neural renderer: a feature map at 1/upsample of the side; 1: colours per pixel
     feature_channels: int = 16  # channels of that feature map (the first three are a colour)
 
     def __post_init__(self):
         if self.upsample not in FACTORS:
             raise SettingError("upsample", f"one of {FACTORS}", self.upsample)
         if self.upsample > 1 and self.feature_channels < 4:
-            raise SettingError("feature_channels", "at least 4 with the neural renderer", self.feature_channels)
+            raise SettingError("feature_channels", "at least 4 with the neural renderer",
+                               self.feature_channels)  # fmt: skip
         if self.torso_lag_s < 0:
             raise SettingError("torso_lag_s", "0 or more seconds", self.torso_lag_s)
         if self.encoding not in ("grid", "frequency"):

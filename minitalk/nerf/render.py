@@ -317,25 +317,29 @@ def render_images(model, cameras, person, frame, device, face_state=None, size: 
     out = {k: [] for k in keys}
     for i in range(0, b * n, chunk):
         part = slice(i, i + chunk)
-        rays = {k: v.to(device) for k, v in cameras.rays(ray_person[part], ray_frame[part], pixel[part], low).items()}
+        rays = cameras.rays(ray_person[part], ray_frame[part], pixel[part], low)
+        rays = {k: v.to(device) for k, v in rays.items()}
         if parts:
             res = render_rays(model, rays, states[part], jitter=False, parts=True)
         else:
             res = render_rays_front_to_back(model, rays, states[part])
         for k in keys:
             out[k].append(res[k])
-    maps = {k: torch.cat(v).reshape(b, low, low, -1).permute(0, 3, 1, 2) for k, v in out.items()}  # (B, C, s, s)
+    # (B, C, s, s)
+    maps = {k: torch.cat(v).reshape(b, low, low, -1).permute(0, 3, 1, 2) for k, v in out.items()}
     if u == 1:
         images = {k: v for k, v in maps.items() if k != "opacity"}
     else:
-        plates = [cameras.plates(s)[person].reshape(b, s, s, 3).permute(0, 3, 1, 2).to(device) for s in (size, low)]
+        plates = [cameras.plates(s)[person].reshape(b, s, s, 3).permute(0, 3, 1, 2).to(device)
+                  for s in (size, low)]  # fmt: skip
         images = {"colour": model.upsampler(maps["colour"], maps["opacity"], *plates)}
         for k in ("head", "torso") if parts else ():
             images[k] = torch.nn.functional.interpolate(maps[k][:, :3], size=(size, size), mode="bilinear")
         if parts:  # the CNN's inputs: (B, s, s, F) and (B, s, s, 1)
             images["features"], images["opacity"] = maps["colour"], maps["opacity"]
     images = {k: v.permute(0, 2, 3, 1) for k, v in images.items()}  # (B, S, S, C)
-    images = {k: (v if k in ("features", "opacity") else v.clamp(0, 1)).cpu().numpy() for k, v in images.items()}
+    images = {k: (v if k in ("features", "opacity") else v.clamp(0, 1)).cpu().numpy()
+              for k, v in images.items()}  # fmt: skip
     return images if parts else images["colour"]
 
 

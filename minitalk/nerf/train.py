@@ -74,7 +74,7 @@ class TrainConfig:
     teacher_forcing: float = 0.25  # share of speaker frames rendered from the tracked, not predicted, state
     min_transmittance: float = 1e-3  # samples hidden behind this get no pass with gradients (0: all do)
     mask_weight: float = 0.1  # silhouettes: opacity 1 on the person and 0 elsewhere, the head's on the head
-    low_res_weight: float = 1.0  # neural renderer: the feature map's colour channels against the image at its size
+    low_res_weight: float = 1.0  # neural renderer: the feature map's colour channels against the image
     edge_weight: float = 0.5  # neural renderer: L1 between the image's and the truth's pixel differences
     face_weight: float = 4.0  # head pixels are drawn this much more often
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again
@@ -253,8 +253,8 @@ def check_neural_renderer(folder, size: int, mcfg: DialogueNeRFConfig, cfg: Trai
     if u == 1:
         return
     if size % u:
-        raise TrainingError(f"{folder}: frames of {size} px cannot be upsampled {u}x from a whole feature map "
-                            f"(prepare with a --size that is a multiple of {u})")  # fmt: skip
+        raise TrainingError(f"{folder}: frames of {size} px cannot be upsampled {u}x from a whole "
+                            f"feature map (prepare with a --size that is a multiple of {u})")  # fmt: skip
     side = int(round(cfg.rays_per_frame**0.5))
     if side * side != cfg.rays_per_frame or side > size // u:
         raise SettingError("rays_per_frame", f"a square of at most {(size // u) ** 2} with --upsample {u}",
@@ -275,7 +275,8 @@ def patch_pixels(frames: Frames, person_f, frame_f, side: int, factor: int) -> t
     corner_x = (torch.div(centre % size, factor, rounding_mode="floor") - side // 2).clamp(0, low - side)
     steps, fine = torch.arange(side), torch.arange(side * factor)
     low_px = (corner_y[:, None, None] + steps[:, None]) * low + corner_x[:, None, None] + steps
-    high_px = (corner_y[:, None, None] * factor + fine[:, None]) * size + corner_x[:, None, None] * factor + fine
+    high_px = (corner_y[:, None, None] * factor + fine[:, None]) * size
+    high_px = high_px + corner_x[:, None, None] * factor + fine
     return low_px, high_px
 
 
@@ -310,8 +311,10 @@ def render_batch(model, frames: Frames, person_f, frame_f, low_px, high_px, face
     u, n_f = model.config.upsample, len(person_f)
     per_frame = low_px[0].numel()
     person, frame = person_f.repeat_interleave(per_frame), frame_f.repeat_interleave(per_frame)
-    rays = {k: v.to(device) for k, v in frames.rays(person, frame, low_px.reshape(-1), frames.size // u).items()}
-    out = render_rays(model, rays, face_state.repeat_interleave(per_frame, dim=0), min_transmittance=cfg.min_transmittance)
+    rays = frames.rays(person, frame, low_px.reshape(-1), frames.size // u)
+    rays = {k: v.to(device) for k, v in rays.items()}
+    states = face_state.repeat_interleave(per_frame, dim=0)
+    out = render_rays(model, rays, states, min_transmittance=cfg.min_transmittance)
     per_high = high_px[0].numel()
     person_h, frame_h = person_f.repeat_interleave(per_high), frame_f.repeat_interleave(per_high)
     target = frames.target(person_h, frame_h, high_px.reshape(-1)).to(device)
@@ -333,7 +336,8 @@ def render_batch(model, frames: Frames, person_f, frame_f, low_px, high_px, face
         target_low = torch.nn.functional.avg_pool2d(target, u)
         extra["low_res"] = ((feat[:, :3] - target_low) ** 2).mean()
         extra["edge"] = edge_loss(image, target)
-        shares = torch.nn.functional.avg_pool2d(square(shares, side * u), u).permute(0, 2, 3, 1).reshape(-1, 2)
+        shares = torch.nn.functional.avg_pool2d(square(shares, side * u), u)
+        shares = shares.permute(0, 2, 3, 1).reshape(-1, 2)
     return image, target, out, shares, extra
 
 
