@@ -5,6 +5,9 @@ Stages are timed as `render_dialogue` runs them (reading, audio features, roles,
 states), then the frames are rendered without the encoder thread under cProfile, and the time
 inside the renderer's parts is summed: casting rays, drawing samples (box and occupancy tests),
 the head and torso fields, compositing, the 2D neural renderer, and encoding the video alone.
+Then what each speed step buys, without the profiler: frame pairs per second with 1, 2, 4 and 8
+frames per model call, and the whole frames-and-encoding loop with the encoder in the same thread
+as rendering against the encoder in its own thread (`utils.in_background`, as `render` runs it on a GPU).
 
     python benchmarks/profile_render.py [--avatar data_samples/avatars.pt] [--seconds 4] [--size S]
 """
@@ -24,6 +27,7 @@ import torch
 import minitalk as mt
 from minitalk.dialogue import render as dialogue
 from minitalk.dialogue.avatar import load_avatar
+from minitalk.utils import in_background
 
 PARTS = {  # (file suffix, function name) -> the part it belongs to
     ("frames.py", "rays"): "cast rays",
@@ -34,6 +38,24 @@ PARTS = {  # (file suffix, function name) -> the part it belongs to
     ("render.py", "composite"): "composite",
     ("upsampler.py", "forward"): "neural renderer",
 }
+
+
+def pairs_per_second(avatar, plan, states, size: int, batch: int) -> float:
+    """Frame pairs per second of `dialogue_frames` with `batch` frames per model call."""
+    clock = time.perf_counter()
+    for _ in dialogue.dialogue_frames(avatar, plan, states, size, torch.device("cpu"), batch=batch):
+        pass
+    return round(plan.n_frames / (time.perf_counter() - clock), 2)
+
+
+def frames_and_encoding_seconds(avatar, plan, states, size: int, background: bool) -> float:
+    """Seconds to render every frame and write the clip, the encoder beside rendering or after it."""
+    frames = dialogue.dialogue_frames(avatar, plan, states, size, torch.device("cpu"))
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = time.perf_counter()
+        mt.io.write_video(Path(tmp) / "clip.mp4", in_background(frames) if background else frames, plan.fps,
+                          audio=plan.audio)  # fmt: skip
+        return round(time.perf_counter() - clock, 3)
 
 
 def main() -> None:
@@ -78,6 +100,13 @@ def main() -> None:
         "frames_seconds_by_part": {k: round(v, 3) for k, v in parts.items()},
         "frame_pairs_per_second": round(plan.n_frames / seconds["frames"], 2),
         "total_seconds": round(time.perf_counter() - start, 2),
+        "pairs_per_second_by_batch": {
+            b: pairs_per_second(avatar, plan, states, size, b) for b in (1, 2, 4, 8)
+        },
+        "frames_and_encoding_seconds": {
+            name: frames_and_encoding_seconds(avatar, plan, states, size, background)
+            for name, background in (("encoder_in_same_thread", False), ("encoder_in_own_thread", True))
+        },
         "note": "under cProfile, which slows the Python-heavy parts; the rest of `frames` is the "
         "front-to-back loop's own bookkeeping and the tensors' way back to images",
     }

@@ -225,7 +225,9 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None,
     plan.seconds["face_states"] = time.perf_counter() - clock
     clock = time.perf_counter()
     with stop_on_interrupt() as stop:
-        frames = in_background(dialogue_frames(avatar, plan, states, size, device, stop))  # encoder beside
+        frames = dialogue_frames(avatar, plan, states, size, device, stop)
+        if device.type == "cuda":  # the GPU renders while the CPU encodes; on a CPU the two would
+            frames = in_background(frames)  # only contend for the same cores (docs/results.md)
         bar = tqdm(frames, total=plan.n_frames, desc="render", unit="frame", disable=not progress)
         io.write_video(out, bar, plan.fps, audio=plan.audio)
     plan.seconds["frames"] = time.perf_counter() - clock
