@@ -51,9 +51,7 @@ def sync_errors(prepared: Path, tracks: dict, seconds: float = 20.0) -> dict:
     for k in SHIFTS:
         env = sync.speech_envelope(degrade.shift_audio(audio, k, fps), fps, n)
         found[k] = [
-            sync.av_sync(sync.mouth_signal(r.opening, r.interior), env, tracks["speaking"][p, :n])[
-                "av_offset"
-            ]
+            sync.lip_sync(r.opening, r.interior, env, tracks["speaking"][p, :n])["av_offset"]
             for p, r in enumerate(readings)
         ]
     worst = max(abs(v - k) for k, vs in found.items() for v in vs)

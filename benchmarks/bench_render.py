@@ -10,8 +10,12 @@ per-pixel's, its CPBD at least per-pixel's. Also: the rendered speaker is the vo
 >= 95% of frames (`turn_accuracy`, against the exact turns of the sample's new speech); audio and
 video lengths within one frame; the rendered speaker's mouth, read from pixels, following the
 speech loudness at >= 0.6; the generated listener's pitch following the speaker's loudness at a
-lag of 0.1-0.8 s, as the sample's listener does; peak memory for 10 minutes of audio <= 1.5 GB
-and flat in the audio's length.
+lag of 0.1-0.8 s, as the sample's listener does; each person's blinks, read from the rendered
+pixels as the evaluator reads them (`rendered_blinks_per_second`), within 50% of the footage's
+rate (`real_blinks_per_second`); `minitalk evaluate` of the clip against the sample's footage: each
+talking row's |AVOffset| <= 1 frame with AVConf >= 0.5 (`talking_av_offset_conf`), and every row
+of what a viewer checks passing (`viewer_checks`: clip, footage, verdict); peak memory for 10
+minutes of audio <= 1.5 GB and flat in the audio's length.
 
     python benchmarks/bench_render.py [--size S] [--speed-sizes 128,256,512] [--paths MINUTES]
 """
@@ -34,8 +38,10 @@ import minitalk as mt
 from minitalk import metrics
 from minitalk.dialogue import render as dialogue
 from minitalk.dialogue.avatar import load_avatar
+from minitalk.evaluate.clip import evaluate_clip
 from minitalk.nerf.frames import mouth_boxes
-from minitalk.prepare.face import detect_landmarks
+from minitalk.prepare.expression import blink_from_ear
+from minitalk.prepare.face import detect_landmarks, eye_aspect_ratio
 from minitalk.synthetic import motion, speech
 
 NEURAL_FACTOR = 4  # the 2D neural renderer's upsampling in the path comparison (the shipped avatar's)
@@ -58,19 +64,23 @@ def listener_response(pose: np.ndarray, speaking: np.ndarray, rms: np.ndarray, f
     return lagged_corr(listener_pitch - listener_pitch.mean(), rms, fps)
 
 
-def mouth_from_pixels(clip: Path, size: int):
-    """Each person's mouth opening read from the rendered pixels (2, T): FaceMesh tracks the face,
-    its mouth box is measured by `metrics.mouth_interior`; NaN where no face is found."""
+def read_rendered_faces(clip: Path, size: int):
+    """Each person's mouth opening and blink read from the rendered pixels, (2, T) each: FaceMesh
+    tracks the face, its mouth box is measured by `metrics.mouth_interior`, the eye aspect ratio
+    becomes a blink as the evaluator reads one (`blink_from_ear`); NaN where no face is found."""
     frames = np.stack(list(mt.io.iter_frames(clip)))
-    out = np.full((2, len(frames)), np.nan)
+    mouth = np.full((2, len(frames)), np.nan)
+    blink = np.full((2, len(frames)), np.nan)
     for p in range(2):
         crops = frames[:, :, p * size : (p + 1) * size]
         landmarks = detect_landmarks(crops, static=False)
         boxes = mouth_boxes(landmarks, size)
+        found = np.isfinite(landmarks).all(axis=(1, 2))
         for t, (image, box) in enumerate(zip(crops, boxes, strict=True)):
-            if np.isfinite(landmarks[t]).all():
-                out[p, t] = metrics.mouth_interior(image, box)
-    return out
+            if found[t]:
+                mouth[p, t] = metrics.mouth_interior(image, box)
+        blink[p, found] = blink_from_ear(eye_aspect_ratio(landmarks[found]))
+    return mouth, blink
 
 
 def listener_expression_scores(prepared: Path) -> dict:
@@ -138,8 +148,10 @@ def whole_render_speed(avatar, wav_path: Path, size: int) -> dict:
         summary = dialogue.render_dialogue(avatar, wav_path, Path(tmp) / "clip.mp4", size=size, device="cpu",
                                            progress=False)  # fmt: skip
         wall = time.perf_counter() - start
-    return {"realtime_factor": round(summary["seconds"] / wall, 3),
-            "frame_pairs_per_second": summary["frames_per_second"]}
+    return {
+        "realtime_factor": round(summary["seconds"] / wall, 3),
+        "frame_pairs_per_second": summary["frames_per_second"],
+    }
 
 
 def compare_paths(sizes: list[int], minutes: float, work: Path) -> dict:
@@ -203,7 +215,8 @@ def main() -> None:
             float((plan.roles.speaking[:, :n] == truth["speaking"][:, :n]).all(0).mean()), 4
         )
 
-        mouth = mouth_from_pixels(clip, args.size)[:, :n]
+        mouth, rendered_blink = read_rendered_faces(clip, args.size)
+        mouth = mouth[:, :n]
         loud, speaking = plan.rms[:n], truth["speaking"][:, :n]
         per_person, per_person_truth, pooled = [], [], ([], [], [])
         for p in range(2):
@@ -220,6 +233,15 @@ def main() -> None:
         result["speaker_mouth_truth_corr"] = round(metrics.correlation(m, g), 4)
         result["speaker_mouth_truth_corr_per_person"] = per_person_truth
         result["mouth_frames_read"] = int(sum(len(x) for x in pooled[0]))
+        report = evaluate_clip(clip, prepared=mt.prepare.data.prepare_sample(avatar.size), progress=False)
+        result["talking_av_offset_conf"] = [
+            [person["talking"].get("av_offset"), round(person["talking"].get("av_conf", float("nan")), 3)]
+            for person in report["per_person"]
+        ]
+        result["viewer_checks"] = {
+            f"{c['check']}, person {c['person']}": [round(c["clip"], 4), round(c["footage"], 4), c["verdict"]]
+            for c in report["viewer_checks"]
+        }
 
     result["listener_lag_s_corr"] = listener_response(plan.pose, plan.roles.speaking, plan.rms, plan.fps)
     with np.load(mt.SAMPLE_DIR / "dialogue_gt.npz") as z:
@@ -230,8 +252,13 @@ def main() -> None:
     result["sample_listener_lag_s_corr"] = listener_response(
         gt["pose"], gt["speaking"], sample_rms, float(gt["fps"])
     )
-    blinks = [(np.diff((b > 0.5).astype(int)) == 1).sum() for b in plan.blink]
-    result["blinks_per_second"] = [round(b / (plan.n_frames / plan.fps), 3) for b in blinks]
+
+    def rates(blinks, fps):  # blinks per second of each person's blink signal (T,), NaN frames dropped
+        return [round(metrics.blink_statistics(b[np.isfinite(b)], fps)["blink_rate"], 3) for b in blinks]
+
+    result["blinks_per_second"] = rates(plan.blink, plan.fps)  # planned
+    result["rendered_blinks_per_second"] = rates(rendered_blink, plan.fps)  # read from the pixels
+    result["real_blinks_per_second"] = rates(gt["blink"], float(gt["fps"]))  # the sample's footage
     result["avatar_blink_rates"] = np.round(avatar.blinks.rate.astype(float), 3).tolist()
     with tempfile.TemporaryDirectory() as tmp:
         prepared = mt.prepare.prepare(mt.SAMPLE_DIR / "dialogue.mp4", Path(tmp) / "prepared", progress=False)

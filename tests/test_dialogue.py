@@ -239,3 +239,22 @@ def test_a_third_voice_goes_to_the_nearer_person_with_a_warning(avatar, new_spee
     first = [t["speaker"] for t in plan.roles.turns(plan.fps) if t["speaker"] >= 0][:2]
     assert first == [1, 0]
     assert any("unlike either person's" in w for w in plan.roles.warnings)
+
+
+def test_a_planned_blink_closes_the_rendered_eyes_as_far_as_a_counted_blink(avatar, new_speech):
+    """The blink value alone closes the eyes: the same face states with blink 0 and with blink 1,
+    rendered at the avatar's size and read by FaceMesh, must differ by at least what the
+    evaluator counts as a blink (`blink_from_ear`: above 0.5 means an eye aspect ratio below
+    0.65 of the open one)."""
+    from minitalk.prepare.face import detect_landmarks, eye_aspect_ratio
+
+    plan = dialogue_render.plan_dialogue(avatar, new_speech[: 2 * io.SAMPLE_RATE])
+    plan.blink[:] = 0.0
+    plan.blink[:, 1::2] = 1.0  # every other frame closed
+    states = dialogue_render.face_states(avatar, plan, torch.device("cpu"))
+    frames = np.stack(list(dialogue_render.dialogue_frames(avatar, plan, states, avatar.size, "cpu")))[:12]
+    for p in range(2):
+        ear = eye_aspect_ratio(detect_landmarks(frames[:, :, p * avatar.size : (p + 1) * avatar.size]))
+        assert np.isfinite(ear).all(), f"person {p}: FaceMesh lost the rendered face"
+        open_, closed = ear[0::2].mean(), ear[1::2].mean()
+        assert closed < 0.65 * open_, f"person {p}: eye aspect ratio {closed:.3f} closed, {open_:.3f} open"

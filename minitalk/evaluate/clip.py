@@ -9,7 +9,9 @@ Score paper, Table 1) are computed from the readings:
 - with real frames of the same moments (`--reference`, or `--prepared` of the same length):
   PSNR, SSIM, LMD over the face and over the lips, ExpL1 and PoseL1;
 - with any real footage of the people (`--prepared`, or a reference of another length): PoseFD
-  and ExpFD, which compare distributions, not frames.
+  and ExpFD, which compare distributions, not frames, and what a viewer checks (blinks, a mouth
+  closed in silence, flicker, faces present; `minitalk.evaluate.viewer`), pass or short against
+  the footage.
 
 Who speaks when comes from the clip's `CLIP.json` (written by `minitalk render`), else from the
 prepared folder when it is the same length, else from the avatar's voice prints, else from whose
@@ -30,6 +32,7 @@ from minitalk.evaluate import sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings, ThreadedReader
 from minitalk.evaluate.report import ROLES
 from minitalk.evaluate.scores import Derived, preference_scores, role_metrics
+from minitalk.evaluate.viewer import viewer_checks
 from minitalk.utils import MinitalkWarning
 
 
@@ -234,7 +237,7 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         from minitalk.prepare import data
 
         tracks = data.load_tracks(prepared)
-    people = []
+    people, clip_derived, footage_derived = [], [], []
     for p in range(n_people):
         r = readings[p]
         missing = ~r.found
@@ -259,6 +262,8 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
             )
         derived = Derived.of(r, model)
         ref_derived = Derived.of(ref_readings[p], model) if ref_readings else None
+        clip_derived.append(derived)
+        footage_derived.append(ref_derived)
         person = {"person": p, "frames_without_face": int(missing.sum())}
         for role in ("all", *ROLES):
             mask = np.ones(n_frames, bool) if role == "all" else speaking[p] if role == "talking" else (
@@ -276,8 +281,21 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
                 derived, mask, fps, envelope if role == "talking" else None,
                 image_scores[p] if aligned else None, ref_derived, ref_mask, aligned,
             )  # fmt: skip
+            if person[role].get("sync_note"):
+                note(f"person {p}, {role}: {person[role]['sync_note']}")
         people.append(person)
 
+    checks = []
+    if ref_readings:
+        footage_speaking = None  # who speaks in the footage: its prepared tracks, or the clip's own moments
+        if tracks is not None and tracks["speaking"].shape[1] == n_ref:
+            footage_speaking = tracks["speaking"]
+        elif aligned and n_ref <= n_frames:
+            footage_speaking = speaking[:, :n_ref]
+        checks = viewer_checks(clip_derived, footage_derived, fps, speaking, footage_speaking)
+        short = [f"person {c['person']}: {c['check']}" for c in checks if c["verdict"] == "short"]
+        if short:
+            remarks.append("short of the footage on what a viewer checks: " + "; ".join(short))
     if aligned:
         remarks += preference_scores(people)
     else:
@@ -297,6 +315,7 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         "frame_aligned": bool(aligned),
         "speaking_from": speaking_from,
         "per_person": people,
+        "viewer_checks": checks,
         "remarks": remarks,
         "warnings": notes,
         "seconds": round(time.perf_counter() - clock, 2),

@@ -64,6 +64,7 @@ class FaceReadings:
     interior: np.ndarray  # (T,) dark share of the mouth box (`minitalk.metrics.mouth_interior`)
     ear: np.ndarray  # (T,) eye aspect ratio
     cpbd: np.ndarray  # (T,) sharpness of the panel
+    change: np.ndarray  # (T,) mean |panel_t - panel_t-1| / 255 inside the face's box (NaN: first frame)
 
     @property
     def found(self) -> np.ndarray:
@@ -101,6 +102,18 @@ class FaceReadings:
         return expression.blink_from_ear(ear)
 
 
+def face_change(panel: np.ndarray, previous: np.ndarray, landmarks: np.ndarray) -> float:
+    """Mean absolute difference (0..1) of two panels (S, S, 3) uint8 inside the face's bounding box
+    (the landmarks' extent, clipped to the panel): how much the face changes from one frame to the
+    next, which a viewer sees as flicker where the head is still."""
+    size = panel.shape[0]
+    x0, y0 = np.clip(np.floor(landmarks[:, :2].min(0)).astype(int), 0, size - 1)
+    x1, y1 = np.clip(np.ceil(landmarks[:, :2].max(0)).astype(int) + 1, 1, size)
+    a = panel[y0:y1, x0:x1].astype(np.float32)
+    b = previous[y0:y1, x0:x1].astype(np.float32)
+    return float(np.abs(a - b).mean() / 255) if a.size else float("nan")
+
+
 class FaceReader:
     """Reads panels one frame at a time (a video is streamed, never held whole): `reader(panel)`.
 
@@ -111,6 +124,7 @@ class FaceReader:
     def __init__(self):
         self._tracker = face.LandmarkTracker(static=False)
         self._last = None
+        self._previous: np.ndarray | None = None  # the last panel, for the frame-to-frame change
         self.rows: list[tuple] = []
 
     def __enter__(self) -> FaceReader:
@@ -127,15 +141,18 @@ class FaceReader:
             self._last = lm
         opening = float(face.mouth_opening(lm)) if found else np.nan
         ear = float(face.eye_aspect_ratio(lm)) if found else np.nan
-        interior = np.nan
+        interior = change = np.nan
         if self._last is not None:
             box = mouth_boxes(self._last, panel.shape[0])
             if box.any():
                 interior = metrics.mouth_interior(panel, box)
-        self.rows.append((lm, opening, interior, ear, cpbd(panel)))
+            if self._previous is not None:
+                change = face_change(panel, self._previous, self._last)
+        self._previous = panel
+        self.rows.append((lm, opening, interior, ear, cpbd(panel), change))
 
     def readings(self) -> FaceReadings:
-        cols = list(zip(*self.rows, strict=True)) if self.rows else [[]] * 5
+        cols = list(zip(*self.rows, strict=True)) if self.rows else [[]] * 6
         lm = np.stack(cols[0]) if self.rows else np.zeros((0, face.N_LANDMARKS, 3), np.float32)
         return FaceReadings(lm, *(np.asarray(c, np.float64) for c in cols[1:]))
 

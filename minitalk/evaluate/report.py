@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minitalk.evaluate import sync
+from minitalk.evaluate import sync, viewer
 from minitalk.utils import atomic_path
 
 ROLES = ("talking", "listening")
@@ -59,6 +59,8 @@ def markdown(report: dict) -> str:
                 f"| {role} | " + " | ".join(_cell(person[role].get(k), f) for k, _, f in cols) + " |"
             )
         lines.append("")
+    if report.get("viewer_checks"):
+        lines += viewer.markdown(report["viewer_checks"])
     if report["remarks"]:
         lines += ["## Notes", ""] + [f"- {w}" for w in report["remarks"]] + [""]
     if report["warnings"]:

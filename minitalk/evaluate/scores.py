@@ -69,7 +69,7 @@ def role_metrics(d: Derived, mask, fps, envelope, image_scores, ref: Derived | N
     out.update(metrics.blink_statistics(d.blink[sel], fps))
     out["head_motion_var"] = metrics.head_motion_variance(pose[sel]) if pose is not None else None
     if envelope is not None:
-        out.update(sync.av_sync(sync.mouth_signal(r.opening, r.interior), envelope, mask))
+        out.update(sync.lip_sync(r.opening, r.interior, envelope, mask))
     if ref is None or pose is None:
         return out
     ref_sel = np.flatnonzero(ref_mask) if ref_mask is not None else np.arange(len(ref.blink))

@@ -15,6 +15,12 @@ and the distance by the correlation of the two over the frames where the person 
     AVOffset = argmax_k c(k),   AVConf = max_k c(k) - median_k c(k)
 
 A positive offset means the sound comes k frames after the mouth that makes it.
+
+The two mouth readings are not always the same signal: on a closed smile that shows teeth,
+FaceMesh puts the inner lips on the tooth edges, and the lip gap can run against the dark share.
+`lip_sync` therefore scores each reading on its own, averages them only where they agree
+(correlate above 0 over the talking frames), and reports no offset where the curve is flat
+(AVConf under `MIN_CONFIDENCE`): a maximum of noise is not an offset.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 MAX_OFFSET = 15  # frames, SyncNet's search range
+MIN_CONFIDENCE = 0.1  # AVConf below this: a flat curve, no confident offset (real crops: >= 0.2)
 
 
 def zscore(x: np.ndarray) -> np.ndarray:
@@ -82,3 +89,43 @@ def av_sync(mouth: np.ndarray, envelope: np.ndarray, mask=None, max_offset: int 
         return {"av_offset": float("nan"), "av_conf": float("nan")}
     best = int(np.nanargmax(curve))
     return {"av_offset": float(offsets[best]), "av_conf": float(curve[best] - np.nanmedian(curve))}
+
+
+def lip_sync(opening: np.ndarray, interior: np.ndarray, envelope: np.ndarray, mask=None,
+             max_offset: int = MAX_OFFSET) -> dict:  # fmt: skip
+    """AVOffset and AVConf of one person from both mouth readings (T,) each, and of each alone.
+
+    The readings are averaged (`mouth_signal`) when they agree, correlating above 0 over the
+    frames in `mask`; otherwise the reading with the clearer peak (larger AVConf) is reported and
+    `sync_note` says so. With AVConf under `MIN_CONFIDENCE` the offset is NaN: no confident offset.
+    Keys: av_offset, av_conf, av_offset_lip_gap, av_conf_lip_gap, av_offset_dark_share,
+    av_conf_dark_share, mouth_readings_agreement (the correlation), sync_note (None or a sentence)."""
+    mask = np.ones(len(opening), bool) if mask is None else np.asarray(mask, bool)
+    out: dict = {"sync_note": None}
+    alone = {}
+    for name, reading in (("lip_gap", opening), ("dark_share", interior)):
+        alone[name] = av_sync(zscore(reading), envelope, mask, max_offset)
+        out[f"av_offset_{name}"], out[f"av_conf_{name}"] = alone[name]["av_offset"], alone[name]["av_conf"]
+    both = mask & np.isfinite(opening) & np.isfinite(interior)
+    agreement = float("nan")
+    if both.sum() >= 10 and np.std(opening[both]) > 1e-12 and np.std(interior[both]) > 1e-12:
+        agreement = float(np.corrcoef(opening[both], interior[both])[0, 1])
+    out["mouth_readings_agreement"] = agreement
+    if np.isfinite(agreement) and agreement <= 0:
+        confs = {k: v["av_conf"] if np.isfinite(v["av_conf"]) else -np.inf for k, v in alone.items()}
+        chosen = max(confs, key=confs.get)
+        found = dict(alone[chosen])
+        out["sync_note"] = (
+            f"the lip gap and the dark share of the mouth disagree (correlation {agreement:+.2f} while "
+            f"talking: teeth or a smile fool one of them); AVOffset from the {chosen.replace('_', ' ')} alone"
+        )
+    else:
+        found = av_sync(mouth_signal(opening, interior), envelope, mask, max_offset)
+    if np.isfinite(found["av_conf"]) and found["av_conf"] < MIN_CONFIDENCE:
+        note = (
+            f"the sync curve is flat (AVConf {found['av_conf']:.2f} < {MIN_CONFIDENCE}): no confident offset"
+        )
+        out["sync_note"] = f"{out['sync_note']}; {note}" if out["sync_note"] else note
+        found["av_offset"] = float("nan")
+    out.update(found)
+    return out

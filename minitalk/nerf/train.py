@@ -78,6 +78,7 @@ class TrainConfig:
     edge_weight: float = 0.5  # neural renderer: L1 between the image's and the truth's pixel differences
     face_weight: float = 4.0  # head pixels are drawn this much more often
     mouth_weight: float = 4.0  # and pixels around the mouth this much more again
+    blink_weight: float = 4.0  # frames drawn in proportion to 1 + this x blink (eyes closed: a few %)
     held_out_s: float = 1.0  # the last second of every ten is never trained on
     held_out_every_s: float = 10.0
     held_out_at: tuple[float, ...] = ()  # and a held_out_s block from each of these seconds
@@ -91,6 +92,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.iters < 1:
             raise SettingError("iters", "at least 1", self.iters)
+        if not self.blink_weight >= 0:
+            raise SettingError("blink_weight", "0 or more", self.blink_weight)
         if self.minutes is not None and not self.minutes > 0:
             raise SettingError("minutes", "positive", self.minutes)
         if self.held_out_s < 0:
@@ -173,6 +176,9 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
         except FileFormatError as err:
             raise TrainingError(f"{err}; resuming needs a good one (start over with --fresh)") from None
     train_pairs = torch.nonzero(~frames.held_out[None].expand(frames.n_people, -1))  # (M, 2): person, frame
+    # closed eyes are a few per cent of the frames: drawn more often, the blink value learns to close
+    # them fully rather than half (the expression coefficients carry no blink, prepare.expression)
+    pair_weights = 1 + cfg.blink_weight * frames.blink[train_pairs[:, 0], train_pairs[:, 1]]
     speaker_pairs = torch.nonzero(frames.speaking & ~frames.held_out[None])
     start = time.perf_counter() - elapsed
     recent: list[float] = []
@@ -183,7 +189,9 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
                 break
             for group, rate in zip(optim.param_groups, (cfg.lr_grid, cfg.lr_mlp), strict=True):
                 group["lr"] = rate * learning_rate_factor(step, cfg.lr_decay_steps)
-            loss, psnr = train_step(model, optim, frames, train_pairs, speaker_pairs, cfg, device)
+            loss, psnr = train_step(
+                model, optim, frames, train_pairs, pair_weights, speaker_pairs, cfg, device
+            )
             step += 1
             if mcfg.skipping and step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
                 refresh_occupancy(model, frames, train_pairs, device)
@@ -341,9 +349,10 @@ def render_batch(model, frames: Frames, person_f, frame_f, low_px, high_px, face
     return image, target, out, shares, extra
 
 
-def train_step(model, optim, frames: Frames, train_pairs, speaker_pairs, cfg: TrainConfig, device):
-    """One optimisation step; returns the loss and the batch's PSNR."""
-    pick = train_pairs[torch.randint(len(train_pairs), (cfg.frames_per_batch,))]
+def train_step(model, optim, frames: Frames, train_pairs, pair_weights, speaker_pairs, cfg: TrainConfig,
+               device):  # fmt: skip
+    """One optimisation step on frames drawn by `pair_weights` (M,); returns the loss and batch PSNR."""
+    pick = train_pairs[torch.multinomial(pair_weights, cfg.frames_per_batch, replacement=True)]
     person_f, frame_f = pick[:, 0], pick[:, 1]
     low_px, high_px = draw_pixels(frames, person_f, frame_f, cfg, model.config.upsample)
     mel, exp, blink, speaking = frames.face_state_inputs(person_f, frame_f)

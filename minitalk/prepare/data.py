@@ -128,10 +128,10 @@ def prepare(
 
             clock = time.perf_counter()
             shapes = [expression.normalise_landmarks(lm_region[p], face3d[p]) for p in range(P)]
-            model = expression.MorphableModel.fit(shapes, cfg.n_expression)
+            blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
+            model = expression.MorphableModel.fit(shapes, cfg.n_expression, blinks=list(blink))
             beta = np.stack([model.coefficients(shapes[p], p) for p in range(P)])
             mouth = np.stack([expression.mouth_opening(s) for s in shapes]).astype(np.float32)
-            blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
             seconds["expression"] = _lap(clock)
 
             clock = time.perf_counter()

@@ -15,6 +15,12 @@ build the same decomposition from the clip itself:
   [T, K] is the expression part of the face state that conditions the NeRF.
 
 Blink (ER-NeRF's AU45 stand-in) comes from the eye aspect ratio, mapped to 0 open .. 1 closed.
+It is a face-state value of its own, so the expression part must not carry it too: at render
+time the coefficients come from the audio (speaker) or the listener model, neither of which
+blinks, and only the blink value is set by the blink planner. Each person's blink direction
+(the shape change per unit of blink) is therefore projected out of the deviations before the
+basis is fitted; the basis is orthogonal to it, and no coefficient of any frame moves with a
+blink (docs/results.md, "blinks carried by the blink value alone").
 """
 
 from __future__ import annotations
@@ -42,12 +48,21 @@ class MorphableModel:
     stddev: np.ndarray  # (K,): the spread of each coefficient over the clip
 
     @classmethod
-    def fit(cls, shapes: list[np.ndarray], n_components: int = 16) -> MorphableModel:
-        """Fit on the normalised landmarks of each person, a list of (T_p, 478, 3)."""
+    def fit(
+        cls, shapes: list[np.ndarray], n_components: int = 16, blinks: list | None = None
+    ) -> MorphableModel:
+        """Fit on the normalised landmarks of each person, a list of (T_p, 478, 3), with the blink
+        directions projected out (`blink_directions`); `blinks` defaults to each person's blink
+        read from the same landmarks (`blink_from_ear`)."""
         flat = [s.reshape(len(s), -1).astype(np.float64) for s in shapes]
         person_means = np.stack([f.mean(0) for f in flat])
         mean = person_means.mean(0)
-        residual = np.concatenate([f - m for f, m in zip(flat, person_means, strict=True)])
+        deviations = [f - m for f, m in zip(flat, person_means, strict=True)]  # (T_p, D) each
+        if blinks is None:
+            blinks = [blink_from_ear(eye_aspect_ratio(s)) for s in shapes]
+        q = blink_directions(deviations, blinks)  # (D, <= P), orthonormal
+        residual = np.concatenate(deviations)
+        residual = residual - (residual @ q) @ q.T  # the deviations with no blink left in them
         _, sv, vt = np.linalg.svd(residual, full_matrices=False)
         k = min(n_components, len(vt))
         stddev = sv[:k] / np.sqrt(max(len(residual) - 1, 1))
@@ -71,6 +86,25 @@ class MorphableModel:
             total += (flat**2).sum()
             kept += ((flat @ self.basis.T) ** 2).sum()
         return float(kept / total)
+
+
+def blink_directions(deviations: list[np.ndarray], blinks: list) -> np.ndarray:
+    """An orthonormal basis (D, n) of the people's blink directions in shape space.
+
+    Person p's direction is the least-squares shape change per unit of blink,
+    d_p = X_p^T (b_p - mean b_p) / |b_p - mean b_p|^2, with X_p (T_p, D) their deviations from
+    their mean shape; removing the span of the d_p leaves every coefficient uncorrelated with each
+    person's blink over the clip. A person who never blinks adds no direction."""
+    directions = []
+    for x, b in zip(deviations, blinks, strict=True):
+        b = np.asarray(b, np.float64)
+        centred = b - b.mean()
+        if np.isfinite(centred).all() and centred @ centred > 1e-9:
+            directions.append(x.T @ centred / (centred @ centred))
+    if not directions:
+        return np.zeros((deviations[0].shape[1], 0))
+    q, r = np.linalg.qr(np.stack(directions, axis=1))
+    return q[:, np.abs(np.diag(r)) > 1e-12]
 
 
 def blink_from_ear(ear: np.ndarray) -> np.ndarray:
@@ -114,6 +148,7 @@ def event_f1(predicted: np.ndarray, truth: np.ndarray, threshold: float = 0.5, t
 
 __all__ = [
     "MorphableModel",
+    "blink_directions",
     "blink_from_ear",
     "event_f1",
     "events",
