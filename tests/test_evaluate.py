@@ -311,10 +311,10 @@ def test_evaluate_command_and_its_bad_inputs(real, capsys):
     assert "not a finished minitalk prepare folder" in capsys.readouterr().err
 
 
-def test_lip_sync_scores_each_reading_and_refuses_to_average_or_trust_what_disagrees():
+def test_lip_sync_reads_the_pixels_warns_where_the_lip_gap_disagrees_and_gives_no_offset_on_a_flat_curve():
     """A mouth that opens with the speech 4 frames before the sound; the two readings agree, then
-    the lip gap runs against the pixels (teeth on a closed smile), then the mouth does not move
-    with the speech at all."""
+    the lip gap runs against the pixels (teeth on a closed smile), then the lip gap is noise, then
+    the pixels cannot be read, then the mouth does not move with the speech at all."""
     rng = np.random.default_rng(0)
     T, shift = 600, 4
     speech = np.convolve(rng.random(T + shift) > 0.7, np.ones(5), "same").astype(float)
@@ -327,8 +327,12 @@ def test_lip_sync_scores_each_reading_and_refuses_to_average_or_trust_what_disag
     teeth = sync.lip_sync(-mouth + noise[0], mouth + noise[1], envelope)
     assert teeth["mouth_readings_agreement"] < 0 and "disagree" in teeth["sync_note"]
     assert teeth["av_offset"] == shift and teeth["av_conf"] == teeth["av_conf_dark_share"]
-    averaged = sync.av_sync(sync.mouth_signal(-mouth + noise[0], mouth + noise[1]), envelope)
+    averaged = sync.av_sync(sync.zscore(-mouth + noise[0]) + sync.zscore(mouth + noise[1]), envelope)
     assert averaged["av_conf"] < teeth["av_conf"] / 2  # what averaging the two would have given
+    noisy_gap = sync.lip_sync(np.roll(mouth, 9) + noise[0], mouth + noise[1], envelope)  # 9 frames late
+    assert noisy_gap["av_offset"] == shift and noisy_gap["av_offset_lip_gap"] == shift - 9
+    unreadable = sync.lip_sync(mouth + noise[0], np.full(T, np.nan), envelope)
+    assert unreadable["av_offset"] == shift and unreadable["av_conf"] == unreadable["av_conf_lip_gap"]
     flat = sync.lip_sync(noise[2], noise[2] + noise[0] * 0.1, envelope)
     assert np.isnan(flat["av_offset"]) and "flat" in flat["sync_note"]
 

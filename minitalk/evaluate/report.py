@@ -91,7 +91,7 @@ def plot(report: dict, path) -> None:
     t = np.arange(report["frames"]) / report["fps"]
     for p in range(n):
         r, talk = rd["clip"][p], rd["speaking"][p]
-        mouth = sync.mouth_signal(r.opening, r.interior)
+        mouth = sync.mouth_reading(r.opening, r.interior)
         ax = axes[p, 0]
         ax.fill_between(t, -3, 3, where=talk, color="C2", alpha=0.15, lw=0, label="talking")
         ax.plot(t, mouth, lw=0.8, label="mouth (z)")
