@@ -39,9 +39,7 @@ from minitalk import metrics
 from minitalk.dialogue import render as dialogue
 from minitalk.dialogue.avatar import load_avatar
 from minitalk.evaluate.clip import evaluate_clip
-from minitalk.nerf.frames import mouth_boxes
 from minitalk.prepare.expression import blink_from_ear
-from minitalk.prepare.face import detect_landmarks, eye_aspect_ratio
 from minitalk.synthetic import motion, speech
 
 NEURAL_FACTOR = 4  # the 2D neural renderer's upsampling in the path comparison (the shipped avatar's)
@@ -64,22 +62,14 @@ def listener_response(pose: np.ndarray, speaking: np.ndarray, rms: np.ndarray, f
     return lagged_corr(listener_pitch - listener_pitch.mean(), rms, fps)
 
 
-def read_rendered_faces(clip: Path, size: int):
-    """Each person's mouth opening and blink read from the rendered pixels, (2, T) each: FaceMesh
-    tracks the face, its mouth box is measured by `metrics.mouth_interior`, the eye aspect ratio
-    becomes a blink as the evaluator reads one (`blink_from_ear`); NaN where no face is found."""
-    frames = np.stack(list(mt.io.iter_frames(clip)))
-    mouth = np.full((2, len(frames)), np.nan)
-    blink = np.full((2, len(frames)), np.nan)
-    for p in range(2):
-        crops = frames[:, :, p * size : (p + 1) * size]
-        landmarks = detect_landmarks(crops, static=False)
-        boxes = mouth_boxes(landmarks, size)
-        found = np.isfinite(landmarks).all(axis=(1, 2))
-        for t, (image, box) in enumerate(zip(crops, boxes, strict=True)):
-            if found[t]:
-                mouth[p, t] = metrics.mouth_interior(image, box)
-        blink[p, found] = blink_from_ear(eye_aspect_ratio(landmarks[found]))
+def rendered_mouth_and_blink(readings) -> tuple[np.ndarray, np.ndarray]:
+    """Each person's mouth opening and blink (2, T) from `minitalk evaluate`'s FaceMesh readings of
+    the rendered panels: the dark share of the mouth box (`metrics.mouth_interior`) and the eye
+    aspect ratio read as a blink, as the evaluator reads one (`blink_from_ear`); NaN where no face."""
+    mouth = np.stack([np.where(r.found, r.interior, np.nan) for r in readings])
+    blink = np.full(mouth.shape, np.nan)
+    for p, r in enumerate(readings):
+        blink[p, r.found] = blink_from_ear(r.ear[r.found])
     return mouth, blink
 
 
@@ -215,7 +205,9 @@ def main() -> None:
             float((plan.roles.speaking[:, :n] == truth["speaking"][:, :n]).all(0).mean()), 4
         )
 
-        mouth, rendered_blink = read_rendered_faces(clip, args.size)
+        report = evaluate_clip(clip, prepared=mt.prepare.data.prepare_sample(avatar.size), progress=False)
+        # the rendered faces are read once, by the evaluation
+        mouth, rendered_blink = rendered_mouth_and_blink(report["_readings"]["clip"])
         mouth = mouth[:, :n]
         loud, speaking = plan.rms[:n], truth["speaking"][:, :n]
         per_person, per_person_truth, pooled = [], [], ([], [], [])
@@ -233,7 +225,6 @@ def main() -> None:
         result["speaker_mouth_truth_corr"] = round(metrics.correlation(m, g), 4)
         result["speaker_mouth_truth_corr_per_person"] = per_person_truth
         result["mouth_frames_read"] = int(sum(len(x) for x in pooled[0]))
-        report = evaluate_clip(clip, prepared=mt.prepare.data.prepare_sample(avatar.size), progress=False)
         result["talking_av_offset_conf"] = [
             [person["talking"].get("av_offset"), round(person["talking"].get("av_conf", float("nan")), 3)]
             for person in report["per_person"]

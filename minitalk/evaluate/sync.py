@@ -1,29 +1,19 @@
 """Lip sync without SyncNet's weights: an audio-visual offset and a confidence, reported as
 SyncNet reports AVOffset and AVConf (the Preference Score paper, Table 1; DialogueNeRF V-A).
 
-SyncNet embeds 0.2 s of mouth pixels and of audio, and slides one against the other over
-+-15 frames: the offset is the shift with the smallest embedding distance, the confidence the
-median distance minus the smallest. Its weights cannot be fetched here, so the embedding is
-replaced by the two signals minitalk can read without a learned model:
-
-    mouth(t)     how open the mouth is (FaceMesh's lip gap, and the dark share of the mouth box),
-    envelope(t)  the speech loudness, log RMS per frame,
-
-and the distance by the correlation of the two over the frames where the person speaks:
+SyncNet slides 0.2 s of mouth pixels against the audio over +-15 frames. Its weights cannot be
+fetched here, so the embedding is replaced by signals read without a learned model, mouth(t)
+(how open the mouth is) and envelope(t) (log RMS loudness per frame), and the distance by their
+correlation over the frames where the person speaks:
 
     c(k) = corr(mouth(t), envelope(t + k)),   k in [-15, 15]
     AVOffset = argmax_k c(k),   AVConf = max_k c(k) - median_k c(k)
 
-A positive offset means the sound comes k frames after the mouth that makes it.
-
-The mouth is read two ways, and they are not equally good. The dark share of the mouth box is
-read from the pixels; FaceMesh's lip gap is read from landmarks that a closed smile showing teeth
-puts on the tooth edges, where it can run against the pixels. Scored alone on real clips with
-known shifts, the dark share found the shift within a frame in 13 of 14 cases, the lip gap in 3,
-their average in 6 (docs/results.md). So `lip_sync` reports the dark share's offset, the lip
-gap's beside it, warns where the two disagree (correlate at or below 0 while talking), falls back
-to the lip gap only where the pixels cannot be read, and reports no offset where the curve is
-flat (AVConf under `MIN_CONFIDENCE`): a maximum of noise is not an offset.
+A positive offset means the sound comes k frames after the mouth that makes it. The mouth is
+read from the pixels (the dark share of the mouth box) and from FaceMesh's lip gap, which a
+smile showing teeth fools; `lip_sync` reports the pixels' offset with the lip gap's beside it,
+warns where they disagree and gives no offset on a flat curve (the evidence: docs/results.md,
+"sync from each mouth reading on its own").
 """
 
 from __future__ import annotations

@@ -4,22 +4,16 @@
     F_theta: (gamma(x), gamma(d), f_l, f_p,l, z_s,l, z_a,l) -> (c_l, sigma_l)     listener, Eq. 7
 
 * The head pose f_p places the camera: rays are cast in the head's canonical frame.
-* Each person owns a shape code z_s (joins the position features: density and colour) and an
-  appearance code z_a (joins the direction encoding: colour only, GRAF-style).
-* Every frame has a face state, Eq. 1 expression coefficients plus blink (`face_state`): a
-  speaker's predicted from the audio (`AudioEncoder`), a listener's tracked. One expression
-  encoder turns it into exp_feat (f_s or f_l, `exp_feature`), optionally weighed per position
-  by ER-NeRF's region attention (section 3.2); expression planes add Eq. 1's linear model in
-  feature space, sum_k e_k B_k(x), so mouths are learned at the speed grids learn.
-* The torso is a second field in camera coordinates, conditioned on gamma(et) (the head pose and
-  the same pose trailed over half a second: a body follows its head with a lag), with a
-  deformation field x' = x + D(gamma(x), gamma(et)) so it follows the head without tearing.
-* A per-person linear map from the tracked face state to a pose offset corrects the tracker's
-  camera (`corrected_rays`): its pose error follows the expression.
-* With `upsample` u > 1 the fields return F feature channels instead of a colour, composited on
-  a grid u times coarser, and a small CNN (`NeuralRenderer`) turns that feature map into the image:
-  the 2D neural renderer of the Disentangling Head NeRF (section 3.2), which divides the rays,
-  the cost that grows with the square of the image's side, by u^2.
+* Each person owns a shape code z_s (position features: density and colour) and an appearance
+  code z_a (direction encoding: colour only, GRAF-style).
+* A face state (Eq. 1 coefficients plus blink; a speaker's predicted from the audio) becomes
+  exp_feat (f_s or f_l), weighed per position by ER-NeRF's region attention (section 3.2);
+  expression planes add Eq. 1's linear model in feature space, sum_k e_k B_k(x).
+* The torso is a second field in camera coordinates, conditioned on the head pose and its lagged
+  trail, with a deformation field x' = x + D(gamma(x), gamma(et)) so it follows the head.
+* A per-person linear map from the face state to a pose offset corrects the tracker's camera.
+* With `upsample` u > 1 the fields return feature channels, composited u times coarser, and
+  `NeuralRenderer` makes the image (the Disentangling Head NeRF's 2D neural renderer, 3.2).
 * The model holds the fields only; `minitalk.nerf.render` samples and composites them.
 """
 

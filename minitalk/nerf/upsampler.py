@@ -1,25 +1,20 @@
 """The 2D neural renderer: a feature map volume-rendered at low resolution, upsampled by a small CNN
-(the Disentangling Head NeRF, section 3.2; HeadNeRF and EG3D before it).
-
-Per-pixel volume rendering costs rays x samples x MLP, and the rays grow with the square of the
-image's side. Here the fields return F channels instead of a colour and are composited, as colours
-are (DialogueNeRF Eq. 4-5), on an s x s grid with s = S / u:
+(the Disentangling Head NeRF, section 3.2; HeadNeRF and EG3D before it). The rays, whose number
+grows with the square of the image's side S, are cut by u^2: the fields return F channels and
+are composited, as colours are (DialogueNeRF Eq. 4-5), on a grid of side s = S / u:
 
     feat(r) = sum_i T_i (1 - exp(-sigma_i delta_i)) f_i + (1 - A(r)) [c_bg, 0, ..., 0]      (F,)
     A(r)    = sum_i T_i (1 - exp(-sigma_i delta_i))                                        (opacity)
 
-The background enters as the last sample with features [c_bg, 0...], so channels 0-2 of the
-map are the low-resolution image itself, which training supervises too: the field stays an image
-field, and the CNN starts from a picture. The CNN (`NeuralRenderer`) refines at s, then doubles
-the size log2(u) times, halving its channels each time, and predicts a correction to the
-bilinearly upsampled person (premultiplied colour and opacity), which is composited over the
-background plate at the full S:
+Channels 0-2 are thus the low-resolution image, which training supervises too, so the field
+stays an image field. The CNN refines at s, doubles the size log2(u) times (halving channels),
+and predicts a correction to the bilinearly upsampled person, composited over the plate at S:
 
     P_S = up(feat[:3] - (1 - A) c_bg) + dP,   A_S = clamp(up(A) + dA, 0, 1)
     I_S = P_S + (1 - A_S) c_bg,S
 
-Zero-initialised corrections make an untrained CNN a bilinear upsampler of the person over a sharp
-background; what it learns is detail (edges, teeth, eyes) that the low-resolution field cannot hold.
+Zero-initialised corrections make an untrained CNN a bilinear upsampler; what it learns is the
+detail (edges, teeth, eyes) the low-resolution field cannot hold.
 """
 
 from __future__ import annotations

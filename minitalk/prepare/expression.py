@@ -1,25 +1,18 @@
 """Expression and blinks from landmarks: a small morphable model (DialogueNeRF Eq. 1).
 
-DialogueNeRF (section III-B, Eq. 1) describes a face shape as
+DialogueNeRF (section III-B, Eq. 1) describes a face shape as S = S_mean + B_id alpha + B_exp
+beta. It fits a 3DMM with licensed bases; we build the same decomposition from the clip:
 
-    S = S_mean + B_id * alpha + B_exp * beta,
+* landmarks are pose-normalised onto the person's canonical face (a similarity fitted on the
+  rigid points), so only the face's own deformation is left;
+* `S_mean` is the mean over both people; `B_id alpha_p` is person p's mean minus it;
+* `B_exp` holds the principal components of the deviations from each person's mean, pooled over
+  both people, so a coefficient means the same motion for each; `beta` [T, K] conditions the NeRF.
 
-a mean shape, an identity part and an expression part. It fits a 3DMM with licensed bases; we
-build the same decomposition from the clip itself:
-
-* every frame's landmarks are pose-normalised onto the person's canonical face by the
-  similarity that fits their rigid points, so only the face's own deformation is left;
-* `S_mean` is the mean over both people; `B_id * alpha_p` is person p's mean minus it;
-* `B_exp` holds the principal components of every frame's deviation from its person's mean,
-  pooled over both people, so one coefficient means the same motion for each of them; `beta`
-  [T, K] is the expression part of the face state that conditions the NeRF.
-
-Blink (ER-NeRF's AU45 stand-in) comes from the eye aspect ratio, mapped to 0 open .. 1 closed.
-It is a face-state value of its own, so the expression part must not carry it too: at render
-time the coefficients come from the audio (speaker) or the listener model, neither of which
-blinks, and only the blink value is set by the blink planner. Each person's blink direction
-(the shape change per unit of blink) is therefore projected out of the deviations before the
-basis is fitted; the basis is orthogonal to it, and no coefficient of any frame moves with a
+Blink (ER-NeRF's AU45 stand-in) comes from the eye aspect ratio, 0 open .. 1 closed, and is a
+face-state value of its own: at render time the coefficients come from the audio or the
+listener model, which never blink, and the blink planner sets only the blink. So each person's
+blink direction is projected out before the basis is fitted, and no coefficient moves with a
 blink (docs/results.md, "blinks carried by the blink value alone").
 """
 
