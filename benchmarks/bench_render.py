@@ -38,6 +38,7 @@ import minitalk as mt
 from minitalk import metrics
 from minitalk.dialogue import render as dialogue
 from minitalk.dialogue.avatar import load_avatar
+from minitalk.evaluate import degrade, sync
 from minitalk.evaluate.clip import evaluate_clip
 from minitalk.prepare.expression import blink_from_ear
 from minitalk.synthetic import motion, speech
@@ -161,6 +162,23 @@ def compare_paths(sizes: list[int], minutes: float, work: Path) -> dict:
     return out
 
 
+KNOWN_SHIFTS = (-6, -3, 3, 6)  # frames the speech is moved later
+
+
+def known_shifts(readings, audio: np.ndarray, speaking: np.ndarray, fps: float) -> dict:
+    """The sync measure on the rendered faces (person 0 smiles with her teeth showing) with the
+    speech moved by known frames: per person, the AVOffset found for each shift (it should be the
+    shift plus the offset found without one) and the largest miss in frames."""
+    n = speaking.shape[1]
+    out = {}
+    for shift in (0, *KNOWN_SHIFTS):
+        envelope = sync.speech_envelope(degrade.shift_audio(audio, shift, fps), fps, n)
+        out[shift] = [sync.lip_sync(r.opening[:n], r.interior[:n], envelope, speaking[p])["av_offset"]
+                      for p, r in enumerate(readings)]  # fmt: skip
+    miss = [max(abs(out[s][p] - out[0][p] - s) for s in KNOWN_SHIFTS) for p in range(len(readings))]
+    return {"found": {str(s): v for s, v in out.items()}, "largest_miss_frames": miss}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, help="pixels per person (default: the avatar's)")
@@ -229,6 +247,7 @@ def main() -> None:
             [person["talking"].get("av_offset"), round(person["talking"].get("av_conf", float("nan")), 3)]
             for person in report["per_person"]
         ]
+        result["talking_known_shifts"] = known_shifts(report["_readings"]["clip"], audio, speaking, plan.fps)
         result["viewer_checks"] = {
             f"{c['check']}, person {c['person']}": [round(c["clip"], 4), round(c["footage"], 4), c["verdict"]]
             for c in report["viewer_checks"]

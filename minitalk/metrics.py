@@ -75,7 +75,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 def mouth_interior(image, box, dark: float = 0.4) -> float:
     """The share of a mouth box's pixels that are open mouth: darker than `dark` times the box's median.
 
-    image (H, W, 3) RGB (any scale), box (H, W) bool around the mouth (`minitalk.nerf.frames.mouth_boxes`,
+    image (H, W, 3) RGB (any scale), box (H, W) bool around the mouth (`minitalk.prepare.face.mouth_boxes`,
     placed by the tracked landmarks, so a rendering and its real frame are read in the same box).
     Lips, teeth and skin fill most of the box, so its median is their brightness; the inside of an
     open mouth is far darker than any of them, whatever the skin's tone, hence a threshold relative

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from minitalk import cli, io, metrics
-from minitalk.evaluate import degrade, preference, ranking, sync, viewer
+from minitalk.evaluate import degrade, faces, preference, ranking, sync, viewer
 from minitalk.evaluate.clip import EvaluateWarning, evaluate_clip
 from minitalk.evaluate.faces import FaceReadings, read_panels
 from minitalk.evaluate.scores import Derived
@@ -338,8 +338,9 @@ def test_lip_sync_reads_the_pixels_warns_where_the_lip_gap_disagrees_and_gives_n
 
 
 def test_viewer_checks_pass_the_footage_and_name_what_a_viewer_would_see_wrong():
-    """Footage that blinks, closes its mouth in silence and changes little per frame; clips that
-    stare, hang their mouth open, shimmer or lose the face are each short on their check only."""
+    """Footage that blinks, closes its mouth in silence, changes little per frame and meets its
+    torso smoothly; clips that stare, hang their mouth open, shimmer, break at the neck or lose the
+    face are each short on their check only."""
     rng = np.random.default_rng(0)
     T, fps = 250, 25.0
     speaking = np.zeros((1, T), bool)
@@ -350,21 +351,46 @@ def test_viewer_checks_pass_the_footage_and_name_what_a_viewer_would_see_wrong()
     opening = np.where(speaking[0], 0.08, 0.005) + rng.random(T) * 0.002
     landmarks = np.zeros((T, 478, 3))
 
-    def derived(blink=blink, opening=opening, change=0.004, found=T):
+    def derived(blink=blink, opening=opening, change=0.004, seam=3.0, found=T):
         lm = landmarks.copy()
         lm[found:] = np.nan
-        zeros = np.zeros(T)
-        readings = FaceReadings(lm, opening, zeros, zeros, zeros, np.full(T, change) + rng.random(T) * 1e-4)
+        zeros, jitter = np.zeros(T), rng.random((2, T))
+        change, seam = change + jitter[0] * 1e-4, seam + jitter[1] * 0.1
+        readings = FaceReadings(lm, opening, zeros, zeros, zeros, change, seam)
         return Derived(readings, None, None, blink)
 
     def verdicts(clip):
         rows = viewer.viewer_checks([clip], [derived()], fps, speaking, speaking)
         return [r["verdict"] for r in rows]
 
-    assert verdicts(derived()) == ["pass"] * 4
-    assert verdicts(derived(blink=np.zeros(T))) == ["short", "pass", "pass", "pass"]
-    assert verdicts(derived(opening=np.full(T, 0.06))) == ["pass", "short", "pass", "pass"]
-    assert verdicts(derived(change=0.02)) == ["pass", "pass", "short", "pass"]
-    assert verdicts(derived(found=T - 5)) == ["pass", "pass", "pass", "short"]
+    assert verdicts(derived()) == ["pass"] * 5
+    assert verdicts(derived(blink=np.zeros(T))) == ["short", "pass", "pass", "pass", "pass"]
+    assert verdicts(derived(opening=np.full(T, 0.06))) == ["pass", "short", "pass", "pass", "pass"]
+    assert verdicts(derived(change=0.02)) == ["pass", "pass", "short", "pass", "pass"]
+    assert verdicts(derived(seam=6.0)) == ["pass", "pass", "pass", "short", "pass"]
+    assert verdicts(derived(found=T - 5)) == ["pass", "pass", "pass", "pass", "short"]
     unknown = viewer.viewer_checks([derived()], [derived()], fps, speaking, None)
     assert unknown[1]["verdict"] == "not measured"
+
+
+def test_the_seam_reading_sees_a_head_moved_off_its_torso(real):
+    """The sample's own frames against the same frames with the head (above the chin) moved
+    sideways. Person 0 (a patterned chin over a bare neck): 8 px (a fifth of the face width) grows
+    the step past the viewer check's ratio, 2 px (hardly visible) stays inside it. Person 1's chin
+    is smooth skin over skin: a sideways shift raises the reading but not past the ratio, a limit
+    of a measure that sees steps in the image, not motion."""
+
+    def seam(frames, lm, shift):
+        moved = degrade.misalign(frames, lm, shift) if shift else frames
+        return np.median([faces.seam_contrast(f, m) for f, m in zip(moved, lm, strict=True)])
+
+    ratios = []
+    for p in range(2):
+        lm = real["tracks"]["landmarks"][p, ::4]
+        ok = np.isfinite(lm).all(axis=(1, 2))
+        frames, lm = real["crops"][p][::4][ok], lm[ok]
+        footage = seam(frames, lm, 0)
+        assert 1 < footage < 10
+        ratios.append([seam(frames, lm, shift) / footage for shift in (2, 8)])
+    assert ratios[0][0] <= viewer.SEAM_RATIO < ratios[0][1], ratios
+    assert ratios[1][1] > ratios[1][0] and ratios[1][1] > 1.1, ratios

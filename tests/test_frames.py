@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minitalk import metrics
-from minitalk.nerf.frames import held_out_frames, mouth_boxes, pose_condition
+from minitalk.nerf.frames import held_out_frames, pose_condition
+from minitalk.prepare.face import mouth_boxes
 
 
 def test_each_frame_is_seen_from_its_own_pose(tensors, prepared_clip):

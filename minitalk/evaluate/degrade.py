@@ -24,8 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from minitalk.nerf.frames import mouth_box_geometry
-from minitalk.prepare.face import CHIN, LIP_LOWER_INNER, LIP_UPPER_INNER
+from minitalk.prepare.face import CHIN, LIP_LOWER_INNER, LIP_UPPER_INNER, mouth_box_geometry
 
 
 @dataclass(frozen=True)

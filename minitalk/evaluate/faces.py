@@ -21,7 +21,6 @@ import numpy as np
 from minitalk import metrics
 from minitalk.camera import focal_from_fov, intrinsics
 from minitalk.evaluate.sharpness import cpbd
-from minitalk.nerf.frames import mouth_boxes
 from minitalk.prepare import expression, face, headpose
 
 
@@ -65,6 +64,7 @@ class FaceReadings:
     ear: np.ndarray  # (T,) eye aspect ratio
     cpbd: np.ndarray  # (T,) sharpness of the panel
     change: np.ndarray  # (T,) mean |panel_t - panel_t-1| / 255 inside the face's box (NaN: first frame)
+    seam: np.ndarray  # (T,) the step across the head-torso boundary over the neck's usual row step
 
     @property
     def found(self) -> np.ndarray:
@@ -114,6 +114,33 @@ def face_change(panel: np.ndarray, previous: np.ndarray, landmarks: np.ndarray) 
     return float(np.abs(a - b).mean() / 255) if a.size else float("nan")
 
 
+def seam_contrast(panel: np.ndarray, landmarks: np.ndarray) -> float:
+    """How sharply the image breaks where the head meets the torso, as a ratio (about 1-5 on real
+    footage): the largest row-to-row step across the neck near the chin over the median step of
+    the rows around it.
+
+    The head and torso fields meet at a horizontal cut just below the chin (`prepare.masks`); a
+    head that does not sit on its torso (shifted, or with background showing between them) adds
+    a step along that line that no row of the neck has. Columns: the chin's x +- 0.3 face widths;
+    rows: 0.1 face heights above the chin to 0.25 below, the boundary zone from 0.02 above to
+    0.12 below. NaN where the band leaves the panel or holds no rows.
+    """
+    size = panel.shape[0]
+    (cx, cy), fw = landmarks[face.CHIN, :2], float(metrics.face_width(landmarks))
+    fh = float(np.linalg.norm(landmarks[face.CHIN, :2] - landmarks[face.FOREHEAD, :2]))
+    x0, x1 = int(max(0, cx - 0.3 * fw)), int(min(size, cx + 0.3 * fw))
+    y0, y1 = int(max(0, cy - 0.1 * fh)), int(min(size - 1, cy + 0.25 * fh))
+    if x1 - x0 < 2 or y1 - y0 < 4:
+        return float("nan")
+    band = panel[y0 : y1 + 1, x0:x1].astype(np.float32)
+    step = np.abs(band[1:] - band[:-1]).mean(axis=(1, 2))  # (rows,): row y to y + 1
+    rows = np.arange(y0, y1)
+    zone = (rows >= cy - 0.02 * fh) & (rows <= cy + 0.12 * fh)
+    if not zone.any():
+        return float("nan")
+    return float(step[zone].max() / max(float(np.median(step)), 1e-3))
+
+
 class FaceReader:
     """Reads panels one frame at a time (a video is streamed, never held whole): `reader(panel)`.
 
@@ -142,17 +169,18 @@ class FaceReader:
         opening = float(face.mouth_opening(lm)) if found else np.nan
         ear = float(face.eye_aspect_ratio(lm)) if found else np.nan
         interior = change = np.nan
+        seam = seam_contrast(panel, lm) if found else np.nan
         if self._last is not None:
-            box = mouth_boxes(self._last, panel.shape[0])
+            box = face.mouth_boxes(self._last, panel.shape[0])
             if box.any():
                 interior = metrics.mouth_interior(panel, box)
             if self._previous is not None:
                 change = face_change(panel, self._previous, self._last)
         self._previous = panel
-        self.rows.append((lm, opening, interior, ear, cpbd(panel), change))
+        self.rows.append((lm, opening, interior, ear, cpbd(panel), change, seam))
 
     def readings(self) -> FaceReadings:
-        cols = list(zip(*self.rows, strict=True)) if self.rows else [[]] * 6
+        cols = list(zip(*self.rows, strict=True)) if self.rows else [[]] * 7
         lm = np.stack(cols[0]) if self.rows else np.zeros((0, face.N_LANDMARKS, 3), np.float32)
         return FaceReadings(lm, *(np.asarray(c, np.float64) for c in cols[1:]))
 

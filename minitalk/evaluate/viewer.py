@@ -2,9 +2,10 @@
 the people were trained on (`minitalk evaluate --prepared`, or `--reference`).
 
 A viewer does not read PSNR; they see eyes that never close, a mouth that hangs open while nobody
-talks, a face that shimmers, a face that is not there. Each check compares the clip with the
-footage of the same person, read the same way (FaceMesh, `minitalk.evaluate.faces`), so the
-footage passes every check by construction and a clip passes where it behaves like the footage:
+talks, a face that shimmers, a head that does not sit on its neck, a face that is not there. Each
+check compares the clip with the footage of the same person, read the same way (FaceMesh,
+`minitalk.evaluate.faces`), so the footage passes every check by construction and a clip passes
+where it behaves like the footage:
 
 - **blinks**: blinks per second within `BLINK_RATE_TOLERANCE` (50%) of the footage's;
 - **mouth closed in silence**: the median lip gap (over face width) on frames where nobody
@@ -13,6 +14,9 @@ footage passes every check by construction and a clip passes where it behaves li
 - **no flicker**: the median change of the face from one frame to the next (`faces.face_change`;
   a median, so that head turns and blinks do not count) at most `FLICKER_RATIO` (1.5) times the
   footage's;
+- **no seam**: the median step across the head-torso boundary (`faces.seam_contrast`) at most
+  `SEAM_RATIO` (1.5) times the footage's (it sees a break in the image, so not a smooth chin
+  slid sideways over a smooth neck);
 - **faces present**: FaceMesh finds the face in at least the share of frames it finds it in the
   footage.
 """
@@ -26,6 +30,7 @@ from minitalk import metrics
 BLINK_RATE_TOLERANCE = 0.5  # |clip - footage| <= this x footage's blinks per second
 SILENT_MOUTH_SHARE = 0.25  # of the footage's silent-to-talking lip-gap range
 FLICKER_RATIO = 1.5  # clip's median frame-to-frame face change over the footage's
+SEAM_RATIO = 1.5  # clip's median head-torso boundary step over the footage's
 
 
 def _median(x: np.ndarray) -> float:
@@ -60,7 +65,8 @@ def viewer_checks(clip, footage, fps: float, clip_speaking: np.ndarray, footage_
             if their_rate > 0
             else ours_rate == 0
         )
-        rows.append(_row("blinks per second", p, ours_rate, their_rate, "within 50% of the footage's", ok))
+        rule = f"within {BLINK_RATE_TOLERANCE:.0%} of the footage's"
+        rows.append(_row("blinks per second", p, ours_rate, their_rate, rule, ok))
 
         ok, ours_gap, their_gap = None, float("nan"), float("nan")
         if footage_speaking is not None:
@@ -70,8 +76,9 @@ def viewer_checks(clip, footage, fps: float, clip_speaking: np.ndarray, footage_
             talking_gap = _median(theirs.readings.opening[footage_speaking[p]])
             if np.isfinite([ours_gap, their_gap, talking_gap]).all():
                 ok = ours_gap <= their_gap + SILENT_MOUTH_SHARE * max(talking_gap - their_gap, 0.0)
+        rule = f"at most the footage's + {SILENT_MOUTH_SHARE:g} of its way to talking"
         rows.append(_row("mouth opening while nobody speaks (lip gap / face width, median)", p, ours_gap,
-                         their_gap, "at most the footage's + 1/4 of its way to talking", ok))  # fmt: skip
+                         their_gap, rule, ok))  # fmt: skip
 
         ours_change, their_change = _median(ours.readings.change), _median(theirs.readings.change)
         ok = (
@@ -80,7 +87,13 @@ def viewer_checks(clip, footage, fps: float, clip_speaking: np.ndarray, footage_
             else None
         )
         rows.append(_row("face change per frame (flicker, median)", p, ours_change, their_change,
-                         "at most 1.5x the footage's", ok))  # fmt: skip
+                         f"at most {FLICKER_RATIO:g}x the footage's", ok))  # fmt: skip
+
+        ours_seam, their_seam = _median(ours.readings.seam), _median(theirs.readings.seam)
+        measured = np.isfinite([ours_seam, their_seam]).all()
+        ok = bool(ours_seam <= SEAM_RATIO * their_seam) if measured else None
+        rows.append(_row("step across the head-torso boundary (seam, median)", p, ours_seam, their_seam,
+                         f"at most {SEAM_RATIO:g}x the footage's", ok))  # fmt: skip
 
         ours_found, their_found = float(ours.readings.found.mean()), float(theirs.readings.found.mean())
         rows.append(_row("frames with the face found", p, ours_found, their_found, "at least the footage's",

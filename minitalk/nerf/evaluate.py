@@ -7,8 +7,9 @@ import numpy as np
 import torch
 
 from minitalk import metrics
-from minitalk.nerf.frames import Frames, mouth_boxes
+from minitalk.nerf.frames import Frames
 from minitalk.nerf.render import render_frame
+from minitalk.prepare.face import mouth_boxes
 
 
 def frame_scores(model, frames: Frames, device, eval_frames: int | None = None) -> list[dict]:

@@ -20,6 +20,7 @@ from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.nerf.rays import pixel_weights
 from minitalk.nerf.rays_torch import pixel_directions_torch
 from minitalk.prepare import data
+from minitalk.prepare.face import mouth_boxes
 from minitalk.prepare.masks import HEAD
 from minitalk.utils import lowpass
 
@@ -182,27 +183,6 @@ def pose_condition(pose: np.ndarray, fps: float, lag_s: float = 0.5, mean_transl
         trail = np.moveaxis(lowpass(np.moveaxis(et, 1, -1), fps, lag_s), -1, 1)  # along time
         et = np.concatenate([et, trail], axis=-1)
     return et.astype(np.float32)
-
-
-def mouth_box_geometry(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The mouth box of landmarks (..., 478, 3) in pixels: its centre (..., 2), between the corners
-    and the lower lip, and its half width (...,), half the mouth's width beyond each corner; its
-    half height is 0.6 of that."""
-    from minitalk.prepare.face import LIP_LOWER_INNER, MOUTH_CORNERS
-
-    corners = landmarks[..., list(MOUTH_CORNERS), :2]  # (..., 2, 2)
-    centre = (corners.mean(axis=-2) + landmarks[..., LIP_LOWER_INNER, :2]) / 2
-    return centre, 0.75 * np.linalg.norm(corners[..., 0, :] - corners[..., 1, :], axis=-1)
-
-
-def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """(..., S, S) bool: each frame's mouth box (`mouth_box_geometry`) from the tracked landmarks
-    (..., 478, 3) in crop pixels."""
-    centre, half = mouth_box_geometry(landmarks)
-    grid = np.arange(size) + 0.5
-    inside_x = np.abs(grid - centre[..., 0, None]) <= half[..., None]  # (..., S)
-    inside_y = np.abs(grid - centre[..., 1, None]) <= 0.6 * half[..., None]
-    return inside_y[..., :, None] & inside_x[..., None, :]
 
 
 def head_box(face3d: np.ndarray) -> np.ndarray:

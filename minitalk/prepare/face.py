@@ -111,6 +111,25 @@ def eye_aspect_ratio(landmarks: np.ndarray) -> np.ndarray:
     return np.mean(ratios, axis=0)
 
 
+def mouth_box_geometry(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mouth box of landmarks (..., 478, 3) in pixels: its centre (..., 2), between the corners
+    and the lower lip, and its half width (...,), half the mouth's width beyond each corner; its
+    half height is 0.6 of that."""
+    corners = landmarks[..., list(MOUTH_CORNERS), :2]  # (..., 2, 2)
+    centre = (corners.mean(axis=-2) + landmarks[..., LIP_LOWER_INNER, :2]) / 2
+    return centre, 0.75 * np.linalg.norm(corners[..., 0, :] - corners[..., 1, :], axis=-1)
+
+
+def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(..., S, S) bool: each frame's mouth box (`mouth_box_geometry`) from the tracked landmarks
+    (..., 478, 3) in crop pixels."""
+    centre, half = mouth_box_geometry(landmarks)
+    grid = np.arange(size) + 0.5
+    inside_x = np.abs(grid - centre[..., 0, None]) <= half[..., None]  # (..., S)
+    inside_y = np.abs(grid - centre[..., 1, None]) <= 0.6 * half[..., None]
+    return inside_y[..., :, None] & inside_x[..., None, :]
+
+
 def detect_faces(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
     """Face boxes (n, 5) as (x0, y0, x1, y1, score) in pixels, left to right, by MediaPipe's face detector."""
     import mediapipe as mp
