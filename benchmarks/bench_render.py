@@ -133,7 +133,8 @@ def long_audio_peak_rss(minutes: float, size: int) -> float:
 
 def whole_render_speed(avatar, wav_path: Path, size: int) -> dict:
     """`render_dialogue` of the whole speech at `size`: the realtime factor (seconds of clip per
-    second of wall time, every stage and the video written) and frame pairs per second."""
+    second of wall time, every stage and the video written), frame pairs per second, and the size
+    the model rendered (a neural-renderer avatar renders its own size and resizes)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         summary = dialogue.render_dialogue(avatar, wav_path, Path(tmp) / "clip.mp4", size=size, device="cpu",
@@ -142,6 +143,7 @@ def whole_render_speed(avatar, wav_path: Path, size: int) -> dict:
     return {
         "realtime_factor": round(summary["seconds"] / wall, 3),
         "frame_pairs_per_second": summary["frames_per_second"],
+        "rendered_at": dialogue.rendering_size(avatar, size),
     }
 
 
@@ -181,6 +183,8 @@ def known_shifts(readings, audio: np.ndarray, speaking: np.ndarray, fps: float) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--avatar", type=Path, default=mt.SAMPLE_DIR / "avatars.pt",
+                        help="avatar file (default: the shipped one, trained on the sample)")  # fmt: skip
     parser.add_argument("--size", type=int, help="pixels per person (default: the avatar's)")
     parser.add_argument("--speed-sizes", default="128,256,512",
                         help="sizes at which the whole render is also timed")  # fmt: skip
@@ -192,14 +196,19 @@ def main() -> None:
     parser.add_argument("--long-size", type=int, default=16, help="pixels per person for the memory run")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    avatar = load_avatar(mt.SAMPLE_DIR / "avatars.pt")
+    avatar = load_avatar(args.avatar)
     args.size = args.size or avatar.size
-    result: dict = {"bench": "render", "size": args.size, "upsample": avatar.model.config.upsample}
+    result: dict = {
+        "bench": "render",
+        "avatar": args.avatar.name,
+        "size": args.size,
+        "upsample": avatar.model.config.upsample,
+    }
     wav_path = mt.SAMPLE_DIR / "new_dialogue.wav"
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip.mp4"
         start = time.perf_counter()
-        avatar = load_avatar(mt.SAMPLE_DIR / "avatars.pt")  # loading counts
+        avatar = load_avatar(args.avatar)  # loading counts
         summary = dialogue.render_dialogue(
             avatar, wav_path, clip, size=args.size, device="cpu", progress=False
         )

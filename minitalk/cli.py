@@ -109,7 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     ren.add_argument(
         "--pose-from", metavar="POSES", help="replay head poses: a .npy (2, T, 6) or a prepared folder"
     )
-    ren.add_argument("--size", type=int, help="pixels per person (default: the avatar's training size)")
+    ren.add_argument(
+        "--size",
+        type=int,
+        help="pixels per person (default: the avatar's training size; a neural-renderer "
+        "avatar renders smaller sizes at its own and resizes)",
+    )
     ren.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")
     ren.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     ren.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from minitalk import io
 from minitalk.dialogue.avatar import Avatar
@@ -159,36 +160,52 @@ def dialogue_frames(avatar: Avatar, plan: Plan, states: torch.Tensor, size: int,
                     batch: int = 4):  # fmt: skip
     """The clip's frames, (size, 2 * size, 3) uint8 each, person 0 on the left. Both people of
     `batch` frames go through the model as one batch of rays (`render_images`): fewer, larger
-    tensor calls, so less of the time goes to Python and to starting each call."""
+    tensor calls, so less of the time goes to Python and to starting each call. A neural-renderer
+    avatar renders at its own size and is resized (`rendering_size`)."""
     cameras = Cameras(avatar.intrinsics, plan.pose, avatar.plates, plan.fps, avatar.model.config.torso_lag_s,
                       avatar.mean_translation)  # fmt: skip
+    native = rendering_size(avatar, size)
     for start in range(0, plan.n_frames, batch):
         if stop is not None and stop.requested:
             raise RenderInterrupted(f"interrupted at frame {start} of {plan.n_frames}")
         t = torch.arange(start, min(start + batch, plan.n_frames)).repeat_interleave(2)  # (2 b,)
         person = torch.arange(2).repeat(len(t) // 2)
-        images = render_images(avatar.model, cameras, person, t, device, states[person, t], size)
+        images = render_images(avatar.model, cameras, person, t, device, states[person, t], native)
+        if native != size:  # (2 b, S, S, 3) -> (2 b, size, size, 3), each pixel the mean of its area
+            images = F.interpolate(
+                torch.from_numpy(images).permute(0, 3, 1, 2), size=(size, size), mode="area"
+            )
+            images = images.clamp(0, 1).permute(0, 2, 3, 1).numpy()
         for pair in images.reshape(-1, 2, *images.shape[1:]):  # (2, S, S, 3) per frame
             yield (np.concatenate(pair, axis=1) * 255 + 0.5).astype(np.uint8)
 
 
+def rendering_size(avatar: Avatar, size: int) -> int:
+    """The size the model renders for a clip of `size` px per person. A per-pixel avatar renders
+    any size (more rays, same field), and so does a neural-renderer avatar above the size it was
+    trained at (a finer feature map through the same CNN: each 2x2 block of a 512 px render averages
+    to the 256 px one, notebook 05). Below it the CNN sees a feature map coarser than any it learned
+    from and makes a broken face, so a smaller clip is the trained size's render, resized."""
+    return avatar.size if avatar.model.config.upsample > 1 and size < avatar.size else size
+
+
 def check_size(avatar: Avatar, size: int) -> None:
-    """A neural-renderer avatar renders multiples of its factor u only (the feature map is size / u
-    pixels); at a size it was not trained for it still renders, through the same CNN from a feature
-    map of another size, and says so. A per-pixel avatar renders any size (more rays, same field)."""
+    """Refuses a size the neural renderer cannot make (not a multiple of its factor u) with both
+    numbers; warns where the clip's size is not the one the avatar was trained at."""
     u = avatar.model.config.upsample
-    if size % u:
+    native = rendering_size(avatar, size)
+    if native % u:
         raise ValueError(
-            f"--size {size}: this avatar's neural renderer upsamples {u}x, so the size must be a multiple "
-            f"of {u} (trained at {avatar.size})"
+            f"--size {size}: this avatar's neural renderer upsamples {u}x, so a size above the "
+            f"{avatar.size} px it was trained at must be a multiple of {u}"
         )
     if u > 1 and size != avatar.size:
-        warnings.warn(
-            f"the avatar was trained at {avatar.size} px; rendering {size} px through its neural renderer "
-            f"from a {size // u} px feature map (detail as trained at {avatar.size})",
-            RenderWarning,
-            stacklevel=3,
+        how = (
+            f"rendering {native} px and resizing to {size} px, at the speed of a {native} px render"
+            if native != size
+            else f"rendering {size} px from a {size // u} px feature map: no detail beyond {avatar.size} px"
         )
+        warnings.warn(f"the avatar was trained at {avatar.size} px; {how}", RenderWarning, stacklevel=3)
 
 
 def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None, device=None,
