@@ -3,7 +3,8 @@
 MediaPipe 0.10.21 ships the FaceMesh models inside its wheel, so this runs
 offline. The "refined" mesh has 468 face points plus 10 iris points; each point
 comes with a relative depth. The data-preparation stages (head pose by PnP, the
-expression basis of DialogueNeRF Eq. 1, blinks, masks) build on this module.
+expression basis of DialogueNeRF Eq. 1, blinks, masks) build on this module, and its landmark
+geometry (mouth opening, eye aspect ratio, mouth boxes) is shared by training and evaluation.
 """
 
 from __future__ import annotations
