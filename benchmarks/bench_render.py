@@ -40,6 +40,7 @@ from minitalk.dialogue import render as dialogue
 from minitalk.dialogue.avatar import load_avatar
 from minitalk.evaluate import degrade, sync
 from minitalk.evaluate.clip import evaluate_clip
+from minitalk.nerf.render import rendered_size
 from minitalk.prepare.expression import blink_from_ear
 from minitalk.synthetic import motion, speech
 
@@ -143,7 +144,7 @@ def whole_render_speed(avatar, wav_path: Path, size: int) -> dict:
     return {
         "realtime_factor": round(summary["seconds"] / wall, 3),
         "frame_pairs_per_second": summary["frames_per_second"],
-        "rendered_at": dialogue.rendering_size(avatar, size),
+        "rendered_at": rendered_size(avatar.model, avatar.size, size),
     }
 
 

@@ -24,13 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from minitalk import io
 from minitalk.dialogue.avatar import Avatar
 from minitalk.dialogue.roles import Roles, assign_roles, parse_roles
 from minitalk.nerf.frames import Cameras
-from minitalk.nerf.render import render_images
+from minitalk.nerf.render import render_images, rendered_size
 from minitalk.pose.generator import speaker_track
 from minitalk.prepare import audio as au
 from minitalk.utils import MinitalkWarning, atomic_path, in_background, stop_on_interrupt
@@ -160,40 +159,24 @@ def dialogue_frames(avatar: Avatar, plan: Plan, states: torch.Tensor, size: int,
                     batch: int = 4):  # fmt: skip
     """The clip's frames, (size, 2 * size, 3) uint8 each, person 0 on the left. Both people of
     `batch` frames go through the model as one batch of rays (`render_images`): fewer, larger
-    tensor calls, so less of the time goes to Python and to starting each call. A neural-renderer
-    avatar renders at its own size and is resized (`rendering_size`)."""
+    tensor calls, so less of the time goes to Python and to starting each call."""
     cameras = Cameras(avatar.intrinsics, plan.pose, avatar.plates, plan.fps, avatar.model.config.torso_lag_s,
                       avatar.mean_translation)  # fmt: skip
-    native = rendering_size(avatar, size)
     for start in range(0, plan.n_frames, batch):
         if stop is not None and stop.requested:
             raise RenderInterrupted(f"interrupted at frame {start} of {plan.n_frames}")
         t = torch.arange(start, min(start + batch, plan.n_frames)).repeat_interleave(2)  # (2 b,)
         person = torch.arange(2).repeat(len(t) // 2)
-        images = render_images(avatar.model, cameras, person, t, device, states[person, t], native)
-        if native != size:  # (2 b, S, S, 3) -> (2 b, size, size, 3), each pixel the mean of its area
-            images = F.interpolate(
-                torch.from_numpy(images).permute(0, 3, 1, 2), size=(size, size), mode="area"
-            )
-            images = images.clamp(0, 1).permute(0, 2, 3, 1).numpy()
+        images = render_images(avatar.model, cameras, person, t, device, states[person, t], size)
         for pair in images.reshape(-1, 2, *images.shape[1:]):  # (2, S, S, 3) per frame
             yield (np.concatenate(pair, axis=1) * 255 + 0.5).astype(np.uint8)
-
-
-def rendering_size(avatar: Avatar, size: int) -> int:
-    """The size the model renders for a clip of `size` px per person. A per-pixel avatar renders
-    any size (more rays, same field), and so does a neural-renderer avatar above the size it was
-    trained at (a finer feature map through the same CNN: each 2x2 block of a 512 px render averages
-    to the 256 px one, notebook 05). Below it the CNN sees a feature map coarser than any it learned
-    from and makes a broken face, so a smaller clip is the trained size's render, resized."""
-    return avatar.size if avatar.model.config.upsample > 1 and size < avatar.size else size
 
 
 def check_size(avatar: Avatar, size: int) -> None:
     """Refuses a size the neural renderer cannot make (not a multiple of its factor u) with both
     numbers; warns where the clip's size is not the one the avatar was trained at."""
     u = avatar.model.config.upsample
-    native = rendering_size(avatar, size)
+    native = rendered_size(avatar.model, avatar.size, size)
     if native % u:
         raise ValueError(
             f"--size {size}: this avatar's neural renderer upsamples {u}x, so a size above the "

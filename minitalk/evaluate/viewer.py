@@ -7,18 +7,14 @@ check compares the clip with the footage of the same person, read the same way (
 `minitalk.evaluate.faces`), so the footage passes every check by construction and a clip passes
 where it behaves like the footage:
 
-- **blinks**: blinks per second within `BLINK_RATE_TOLERANCE` (50%) of the footage's;
-- **mouth closed in silence**: the median lip gap (over face width) on frames where nobody
-  speaks, at most the footage's plus `SILENT_MOUTH_SHARE` (a quarter) of the way from its
-  silent to its talking median;
-- **no flicker**: the median change of the face from one frame to the next (`faces.face_change`;
-  a median, so that head turns and blinks do not count) at most `FLICKER_RATIO` (1.5) times the
-  footage's;
-- **no seam**: the median step across the head-torso boundary (`faces.seam_contrast`) at most
-  `SEAM_RATIO` (1.5) times the footage's (it sees a break in the image, so not a smooth chin
-  slid sideways over a smooth neck);
-- **faces present**: FaceMesh finds the face in at least the share of frames it finds it in the
-  footage.
+- **blinks**: blinks per second within `BLINK_RATE_TOLERANCE` of the footage's;
+- **mouth closed in silence**: the median lip gap (over face width) where nobody speaks, at most
+  the footage's plus `SILENT_MOUTH_SHARE` of the way from its silent to its talking median;
+- **no flicker**: the median frame-to-frame change of the face (`faces.face_change`; a median, so
+  head turns and blinks do not count) at most `FLICKER_RATIO` times the footage's;
+- **no seam**: the median step across the head-torso boundary (`faces.seam_contrast`, which sees
+  a break in the image, not a smooth chin sliding over a smooth neck) at most `SEAM_RATIO` times;
+- **faces present**: the face found in at least the footage's share of frames.
 """
 
 from __future__ import annotations

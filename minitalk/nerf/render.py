@@ -284,6 +284,16 @@ def render_rays_front_to_back(model, rays: dict, face_state: torch.Tensor, slab:
 # --- whole frames of a trained model ------------------------------------------------------------
 
 
+def rendered_size(model, trained: int, size: int) -> int:
+    """The size the fields and the CNN render for an image of `size` px, `trained` the cameras' own.
+    Per-pixel rendering renders any size (more rays, same field), and so does the 2D neural
+    renderer above `trained` (a finer feature map through the same CNN: each 2x2 block of a 512 px
+    render averages to the 256 px one, notebook 05). Below it the CNN would see a feature map
+    coarser than any it learned from and make a broken face (docs/results.md, 2026-12-06), so a
+    smaller image is the `trained` render, area-averaged down."""
+    return trained if model.config.upsample > 1 and size < trained else size
+
+
 @torch.no_grad()
 def render_images(model, cameras, person, frame, device, face_state=None, size: int | None = None,
                   chunk: int = 16384, parts: bool = False) -> dict | np.ndarray:  # fmt: skip
@@ -299,12 +309,23 @@ def render_images(model, cameras, person, frame, device, face_state=None, size: 
     and `DialogueNeRF.upsampler` turns it into the S-pixel image; `parts` are then the feature
     map's colour channels, bilinearly enlarged (the CNN sees only the whole composite), and the
     dict also holds the CNN's inputs: "features" (B, S / u, S / u, F) and "opacity" (B, S / u, S / u, 1).
+    A neural renderer asked for less than the cameras' size renders that size and averages it down
+    (`rendered_size`); its "features" and "opacity" are then the ones of that render.
     """
     keep_freed_memory()
     size = size or cameras.size
     u = model.config.upsample
-    if size % u:
+    native = rendered_size(model, cameras.size, size)
+    if native % u:
         raise ValueError(f"size {size}: not a multiple of the neural renderer's factor {u}")
+    if native != size:
+        out = render_images(model, cameras, person, frame, device, face_state, native, chunk, parts)
+        images = out if parts else {"colour": out}
+        for k in ("colour", "head", "torso") if parts else ("colour",):  # (B, S, S, 3) -> (B, size, size, 3)
+            image = torch.from_numpy(images[k]).permute(0, 3, 1, 2)
+            image = torch.nn.functional.interpolate(image, size=(size, size), mode="area")
+            images[k] = image.permute(0, 2, 3, 1).numpy()
+        return images if parts else images["colour"]
     low = size // u
     person, frame = torch.as_tensor(person).long().reshape(-1), torch.as_tensor(frame).long().reshape(-1)
     b, n = len(person), low * low
