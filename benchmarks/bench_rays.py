@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from minitalk.camera import camera_to_head, intrinsics
+from minitalk.camera import camera_to_head, intrinsic_matrix
 from minitalk.nerf import rays, render
 
 N_SIDE, N_SAMPLES, GRID = 256, 64, 64
@@ -60,7 +60,7 @@ def memcpy_ms(n_bytes):
 
 def inputs():
     rng = np.random.default_rng(0)
-    k = intrinsics(2.2 * N_SIDE, N_SIDE, N_SIDE)
+    k = intrinsic_matrix(2.2 * N_SIDE, N_SIDE, N_SIDE)
     c2w = camera_to_head(np.array([5.0, -10.0, 3.0, 0.0, 0.0, 0.75]))
     pixels = rays.pixel_grid(N_SIDE, N_SIDE)  # 65,536 rays
     rays_o, rays_d = rays.camera_rays_numba(k, c2w, pixels)

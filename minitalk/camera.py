@@ -17,6 +17,7 @@ in a canonical box and the camera moves by the inverse pose, see `camera_to_head
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def euler_to_matrix(pitch, yaw, roll) -> np.ndarray:
@@ -62,8 +63,6 @@ def camera_to_head(pose: np.ndarray) -> np.ndarray:
 def head_rays_torch(pose, d_cam):
     """Differentiable in the pose: ray origins and directions (N, 3) in the head frame for camera
     directions d_cam (N, 3) under head poses (N, 6), as `camera_to_head` places them."""
-    import torch
-
     a = torch.deg2rad(pose[:, :3])
     (cp, cy, cr), (sp, sy, sr) = a.cos().unbind(-1), a.sin().unbind(-1)
     one, zero = torch.ones_like(cp), torch.zeros_like(cp)
@@ -79,12 +78,12 @@ def focal_from_fov(width: float, fov_deg: float) -> float:
     return width / (2.0 * np.tan(np.deg2rad(fov_deg) / 2.0))
 
 
-def intrinsics(focal: float, width: int, height: int) -> np.ndarray:
+def intrinsic_matrix(focal: float, width: int, height: int) -> np.ndarray:
     """3x3 pinhole matrix with square pixels and the principal point at the centre."""
     return np.array([[focal, 0.0, width / 2.0], [0.0, focal, height / 2.0], [0.0, 0.0, 1.0]])
 
 
-def project(points: np.ndarray, k: np.ndarray) -> np.ndarray:
+def project(points: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """Camera points (..., 3) -> pixel coordinates (..., 2)."""
-    uvw = points @ np.asarray(k).T
+    uvw = points @ np.asarray(intrinsics).T
     return uvw[..., :2] / uvw[..., 2:3]

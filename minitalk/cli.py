@@ -15,11 +15,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
+import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 import minitalk
+from minitalk.demo import run_demo
+from minitalk.dialogue.avatar import load_avatar
+from minitalk.dialogue.render import RenderConfig, RenderInterrupted, render_dialogue
+from minitalk.evaluate.clip import EvaluateConfig, evaluate_clip
+from minitalk.evaluate.report import report_paths, summary, write_report
+from minitalk.export import export_avatar
+from minitalk.nerf.model import DialogueNeRFConfig
+from minitalk.nerf.train import TrainConfig, TrainingInterrupted, train
+from minitalk.prepare.data import PrepareConfig, prepare
+from minitalk.settings import add_options, check_setting, from_options
+from minitalk.utils import MinitalkWarning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +43,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=f"minitalk {minitalk.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subs = {
+        "demo": _demo_parser(commands),
+        "prepare": _prepare_parser(commands),
+        "train": _train_parser(commands),
+        "render": _render_parser(commands),
+        "evaluate": _evaluate_parser(commands),
+    }
+    args = parser.parse_args(argv)
+    run = {"demo": _demo, "prepare": _prepare, "train": _train, "render": _render, "evaluate": _evaluate}
+    try:
+        with _warnings_as_lines(args.command):
+            return run[args.command](args, subs[args.command])
+    except KeyboardInterrupt:
+        print(f"minitalk {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, RuntimeError) as exc:
+        # missing or unreadable inputs, bad media, files minitalk did not write, diverged training
+        text = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"minitalk {args.command}: error: {text}", file=sys.stderr)
+        return 1
 
+
+# --- the sub-commands' options: inputs here, settings from each stage's config (minitalk.settings) ---
+
+
+def _demo_parser(commands) -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run every stage on the shipped sample dialogue",
@@ -42,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         help="folder with dialogue.mp4 and dialogue_gt.npz (default: the shipped sample)",
     )
     demo.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
+    return demo
 
+
+def _prepare_parser(commands) -> argparse.ArgumentParser:
     prep = commands.add_parser(
         "prepare",
         help="turn a two-person video into a training-ready folder",
@@ -56,16 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--right", help="the right person's video (instead of VIDEO)")
     prep.add_argument("--audio", help="the conversation's audio (default: the video's own track)")
     prep.add_argument("--out", required=True, help="output folder")
-    prep.add_argument("--size", type=int, default=128, help="crop side in pixels (default: 128)")
-    prep.add_argument("--fps", type=float, default=25.0, help="frame rate to resample to (default: 25)")
-    prep.add_argument("--fov", type=float, default=26.0, help="assumed field of view, degrees (default: 26)")
-    prep.add_argument(
-        "--voice-print", default="auto", choices=("auto", "ge2e", "pitch+mfcc"),
-        help="how voices are told apart: a learned speaker embedding (ge2e), pitch and MFCC, or "
-        "auto: ge2e where its weights are installed (default: auto)",
-    )  # fmt: skip
+    add_options(prep, PrepareConfig)
     prep.add_argument("--quiet", action="store_true", help="no progress bars")
+    return prep
 
+
+def _train_parser(commands) -> argparse.ArgumentParser:
     tr = commands.add_parser(
         "train",
         help="train the two-person DialogueNeRF on a prepared folder",
@@ -75,50 +113,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     tr.add_argument("folder", metavar="DIR", help="a folder written by minitalk prepare")
     tr.add_argument("--run", help="run folder for checkpoints and the report (default: DIR/run)")
-    tr.add_argument("--iters", type=int, default=4000, help="training steps (default: 4000)")
-    tr.add_argument("--minutes", type=float, help="wall-clock budget; stops at whichever comes first")
-    tr.add_argument("--encoding", choices=["grid", "frequency"], default="grid", help="position encoding")
-    tr.add_argument("--no-region-attention", action="store_true", help="turn off ER-NeRF region attention")
-    tr.add_argument("--no-deformation", action="store_true", help="turn off the torso deformation field")
-    tr.add_argument("--no-expression-planes", action="store_true", help="no expression planes in the head")
-    tr.add_argument("--torso-lag", type=float, metavar="SECONDS",
-                    help="the torso also sees the head pose trailed over this time (default: 0.5); 0: the "
-                    "current pose only")  # fmt: skip
-    tr.add_argument("--upsample", type=int, metavar="U",
-                    help="2D neural renderer: the fields render a feature map at 1/U of the prepared size "
-                    "and a small CNN upsamples it to the full size (2, 4 or 8; 1: a colour per pixel; "
-                    "default: 1)")  # fmt: skip
+    add_options(tr, TrainConfig)
+    add_options(tr, DialogueNeRFConfig)
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
     tr.add_argument("--export", metavar="AVATAR", help="also write the avatar file (model, plates, voice "
-                    "prints, motion generators) that minitalk render takes")  # fmt: skip
+                    "prints, motion models) that minitalk render takes")  # fmt: skip
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    return tr
 
+
+def _render_parser(commands) -> argparse.ArgumentParser:
     ren = commands.add_parser(
         "render",
         help="render a new two-person conversation from new speech",
         description="Render a conversation with the avatars of AVATAR (minitalk train --export) speaking "
         "and listening to AUDIO (any audio file, or a video's audio track): who speaks when, head "
         "motion, expressions and blinks are generated. Writes OUT (H.264 + AAC), OUT with .json "
-        "(frames, turns, seconds per stage) and OUT_tracks.png.",
+        "(frames, turns, seconds per stage, settings) and OUT_tracks.png.",
     )
     ren.add_argument("avatar", metavar="AVATAR", help="an avatar file written by minitalk train --export")
     ren.add_argument("audio", metavar="AUDIO", help="the new speech")
     ren.add_argument("--out", required=True, help="the clip to write (.mp4)")
-    ren.add_argument("--roles", help="who speaks when, instead of telling the voices apart: "
-                     "'0-4.2:0,4.2-9:1' (seconds:person) or a file of such entries")  # fmt: skip
-    ren.add_argument(
-        "--pose-from", metavar="POSES", help="replay head poses: a .npy (2, T, 6) or a prepared folder"
-    )
-    ren.add_argument(
-        "--size",
-        type=int,
-        help="pixels per person (default: the avatar's training size; a neural-renderer "
-        "avatar renders smaller sizes at its own and resizes)",
-    )
-    ren.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when available")
+    add_options(ren, RenderConfig)
     ren.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     ren.add_argument("--quiet", action="store_true", help="no progress bar")
+    return ren
 
+
+def _evaluate_parser(commands) -> argparse.ArgumentParser:
     ev = commands.add_parser(
         "evaluate",
         help="score a rendered clip: image, motion and sync metrics per person and role",
@@ -128,55 +150,25 @@ def main(argv: list[str] | None = None) -> int:
         "footage of the people. Writes CLIP.eval.json, CLIP.eval.md and CLIP.eval.png.",
     )
     ev.add_argument("clip", metavar="CLIP", help="the clip to score (.mp4)")
-    real = ev.add_mutually_exclusive_group()
-    real.add_argument("--reference", metavar="REAL", help="a clip of real frames in the same layout")
-    real.add_argument("--prepared", metavar="DIR", help="a folder written by minitalk prepare")
-    ev.add_argument(
-        "--avatar", help="an avatar file: its voice prints say who speaks, when CLIP has no .json"
-    )
+    add_options(ev, EvaluateConfig, exclusive=("reference", "prepared"))
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-
-    args = parser.parse_args(argv)
-    sub = {"demo": demo, "prepare": prep, "train": tr, "render": ren, "evaluate": ev}[args.command]
-    try:
-        with _warnings_as_lines(args.command):
-            if args.command == "demo":
-                return _demo(args)
-            if args.command == "prepare":
-                return _prepare(args, sub)
-            if args.command == "render":
-                return _render(args, sub)
-            if args.command == "evaluate":
-                return _evaluate(args, sub)
-            return _train(args, sub)
-    except KeyboardInterrupt:
-        print(f"minitalk {args.command}: interrupted{_resume_hint(args)}", file=sys.stderr)
-        return 130
-    except (OSError, ValueError, RuntimeError) as exc:
-        # missing or unreadable inputs, bad media, files minitalk did not write, diverged training
-        text = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.strerror else exc
-        print(f"minitalk {args.command}: error: {text}", file=sys.stderr)
-        return 1
+    return ev
 
 
-def _demo(args) -> int:
-    from minitalk.demo import run_demo
+# --- the sub-commands -------------------------------------------------------------------------
 
+
+def _demo(args, sub: argparse.ArgumentParser) -> int:
     run_demo(args.sample, args.out)
     return 0
 
 
 def _prepare(args, sub: argparse.ArgumentParser) -> int:
-    import json
-
-    from minitalk.prepare.data import PrepareConfig, prepare
-
-    settings = {"size": args.size, "fps": args.fps, "fov": args.fov, "voice_print": args.voice_print}
-    _check_settings(sub, lambda: PrepareConfig(**settings))
+    cfg = check_setting(PrepareConfig, lambda: from_options(PrepareConfig, args), sub.error)
     _check_output(sub, "--out", args.out, folder=True)
     out = prepare(
         args.video, args.out, left=args.left, right=args.right, audio=args.audio,
-        progress=not args.quiet, **settings,
+        progress=not args.quiet, **asdict(cfg),
     )  # fmt: skip
     report = json.loads((out / "prepare_report.json").read_text())
     print(
@@ -188,22 +180,8 @@ def _prepare(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _train(args, sub: argparse.ArgumentParser) -> int:
-    from minitalk.dialogue.avatar import build_avatar
-    from minitalk.nerf.model import DialogueNeRFConfig
-    from minitalk.nerf.train import TrainConfig, TrainingInterrupted, train
-
-    def model_config():
-        return DialogueNeRFConfig(
-            encoding=args.encoding,
-            region_attention=not args.no_region_attention,
-            deformation=not args.no_deformation,
-            expression_planes=0 if args.no_expression_planes else DialogueNeRFConfig.expression_planes,
-            torso_lag_s=DialogueNeRFConfig.torso_lag_s if args.torso_lag is None else args.torso_lag,
-            upsample=DialogueNeRFConfig.upsample if args.upsample is None else args.upsample,
-        )
-
-    config = _check_settings(sub, model_config)
-    _check_settings(sub, lambda: TrainConfig(iters=args.iters, minutes=args.minutes))
+    model_cfg = check_setting(DialogueNeRFConfig, lambda: from_options(DialogueNeRFConfig, args), sub.error)
+    train_cfg = check_setting(TrainConfig, lambda: from_options(TrainConfig, args), sub.error)
     folder = Path(args.folder)
     if not (folder / "prepare_report.json").is_file():
         what = "no such folder" if not folder.exists() else "not a finished minitalk prepare folder"
@@ -213,8 +191,8 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
         _check_output(sub, "--export", args.export, folder=False)
     try:
         report = train(
-            args.folder, args.run, config, resume=not args.fresh, progress=not args.quiet,
-            iters=args.iters, minutes=args.minutes,
+            args.folder, args.run, model_cfg, resume=not args.fresh, progress=not args.quiet,
+            **asdict(train_cfg),
         )  # fmt: skip
     except TrainingInterrupted as stop:
         print(
@@ -225,7 +203,7 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
         return 130
     if args.export:
         checkpoint = Path(args.run or folder / "run") / "checkpoint.pt"
-        print(f"wrote the avatar file {build_avatar(checkpoint, folder, args.export)}")
+        print(f"wrote the avatar file {export_avatar(checkpoint, folder, args.export)}")
     print(
         f"trained {report['iterations']} steps in {report['minutes']:.1f} min; held-out PSNR "
         f"{report['psnr']} dB, SSIM {report['ssim']} (person 0, person 1) on "
@@ -241,11 +219,7 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _render(args, sub: argparse.ArgumentParser) -> int:
-    from minitalk.dialogue.avatar import load_avatar
-    from minitalk.dialogue.render import RenderInterrupted, render_dialogue
-
-    if args.size is not None and not 16 <= args.size <= 2048:
-        sub.error(f"argument --size: must be a whole number of pixels from 16 to 2048, got {args.size}")
+    cfg = check_setting(RenderConfig, lambda: from_options(RenderConfig, args), sub.error)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         sub.error(f"argument --out: {out} exists; pass --overwrite to replace it")
@@ -255,9 +229,8 @@ def _render(args, sub: argparse.ArgumentParser) -> int:
     avatar = load_avatar(args.avatar)
     try:
         summary = render_dialogue(
-            avatar, args.audio, out, size=args.size, device=args.device, roles=args.roles,
-            pose_from=args.pose_from, overwrite=args.overwrite, progress=not args.quiet,
-        )  # fmt: skip
+            avatar, args.audio, out, overwrite=args.overwrite, progress=not args.quiet, **asdict(cfg)
+        )
     except RenderInterrupted as stop:
         print(f"minitalk render: {stop}; nothing was written to {out}", file=sys.stderr)
         return 130
@@ -269,9 +242,7 @@ def _render(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _evaluate(args, sub: argparse.ArgumentParser) -> int:
-    from minitalk.evaluate.clip import evaluate_clip
-    from minitalk.evaluate.report import report_paths, summary, write_report
-
+    cfg = check_setting(EvaluateConfig, lambda: from_options(EvaluateConfig, args), sub.error)
     clip = Path(args.clip)
     if not clip.is_file():
         sub.error(f"argument CLIP: {clip}: no such file")
@@ -282,8 +253,7 @@ def _evaluate(args, sub: argparse.ArgumentParser) -> int:
         sub.error(f"argument --prepared: {args.prepared}: not a finished minitalk prepare folder")
     for path in report_paths(clip):
         _check_output(sub, "CLIP", path, folder=False)
-    report = evaluate_clip(clip, reference=args.reference, prepared=args.prepared, avatar=args.avatar,
-                           progress=not args.quiet)  # fmt: skip
+    report = evaluate_clip(clip, progress=not args.quiet, **asdict(cfg))
     paths = write_report(report)
     print(summary(report))
     print(
@@ -294,19 +264,6 @@ def _evaluate(args, sub: argparse.ArgumentParser) -> int:
 
 
 # --- checks made before any work ---------------------------------------------------------------
-
-FLAGS = {"torso_lag_s": "--torso-lag", "n_expression": None, "max_gap_s": None, "crop_scale": None}
-
-
-def _check_settings(sub: argparse.ArgumentParser, make):
-    """Build a config; a setting out of range ends the command as argparse would, naming its flag."""
-    from minitalk.utils import SettingError
-
-    try:
-        return make()
-    except SettingError as err:
-        flag = FLAGS.get(err.name, "--" + err.name.replace("_", "-"))
-        sub.error(f"argument {flag}: must be {err.expected}, got {err.got}")
 
 
 def _check_output(sub: argparse.ArgumentParser, flag: str, path, folder: bool) -> None:
@@ -339,10 +296,6 @@ def _is_virtual_fs(path: Path) -> bool:
 def _warnings_as_lines(command: str):
     """minitalk's own warnings as one console line each (`minitalk prepare: warning: ...`), every
     time they are issued; other libraries' warnings keep Python's usual form. Restored on exit."""
-    import warnings
-
-    from minitalk.utils import MinitalkWarning
-
     with warnings.catch_warnings():
         default = warnings.showwarning
 

@@ -27,8 +27,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
-from minitalk import io
+from minitalk import io, metrics
+from minitalk.dialogue.avatar import load_avatar
+from minitalk.dialogue.render import render_dialogue
+from minitalk.evaluate.clip import evaluate_clip
+from minitalk.evaluate.report import as_json, summary, write_report
+from minitalk.nerf import checkpoint, render
 from minitalk.pose import evaluate as pose_eval
 from minitalk.prepare import data
 from minitalk.prepare import evaluate as prepare_eval
@@ -81,8 +88,6 @@ def draw_preview(frames: np.ndarray, tracks: dict) -> np.ndarray:
 
 def pose_stage(tracks: dict, fps: float, out_dir: Path) -> dict:
     """Train and score the pose model on prepared tracks; plot the listener's generated and tracked pitch."""
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
-
     result = pose_eval.compare(
         tracks["pose"], tracks["speaking"], tracks["zcr"], tracks["rms"], ablations=False
     )
@@ -110,12 +115,6 @@ def pose_stage(tracks: dict, fps: float, out_dir: Path) -> dict:
 
 def nerf_stage(sample_dir: Path, prepared: Path, out_dir: Path) -> dict:
     """Render held-out frames of both people with the shipped model, beside the real ones."""
-    import torch
-    from matplotlib.figure import Figure
-
-    from minitalk import metrics
-    from minitalk.nerf import checkpoint, render
-
     model_path = sample_dir / "avatars.pt"
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: missing; see the README for the command that trains it")
@@ -144,11 +143,6 @@ def nerf_stage(sample_dir: Path, prepared: Path, out_dir: Path) -> dict:
 def render_stage(sample_dir: Path, out_dir: Path) -> dict:
     """`minitalk render` with the shipped avatar file on the new speech; a frame strip at the first
     change of turn (`dialogue_strip.png`)."""
-    from matplotlib.figure import Figure
-
-    from minitalk.dialogue.avatar import load_avatar
-    from minitalk.dialogue.render import render_dialogue
-
     avatar_path = sample_dir / "avatars.pt"
     if not avatar_path.is_file():
         raise FileNotFoundError(f"{avatar_path}: missing; see the README for the command that makes it")
@@ -173,9 +167,6 @@ def render_stage(sample_dir: Path, out_dir: Path) -> dict:
 def evaluate_stage(out_dir: Path) -> dict:
     """`minitalk evaluate` on the rendered conversation, against the real footage it was trained on
     (new speech: no frame matches, so the distribution metrics and the reference-free ones)."""
-    from minitalk.evaluate.clip import evaluate_clip
-    from minitalk.evaluate.report import as_json, summary, write_report
-
     report = evaluate_clip(out_dir / "dialogue.mp4", prepared=out_dir / "prepared", progress=False)
     paths = write_report(report)
     for line in summary(report).splitlines():
@@ -188,8 +179,6 @@ def evaluate_stage(out_dir: Path) -> dict:
 
 def avatar_size(path: Path) -> int:
     """Pixels per person of the avatar file at `path` (its background plates' side)."""
-    from minitalk.dialogue.avatar import load_avatar
-
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing; see the README for the command that makes it")
     return load_avatar(path).size

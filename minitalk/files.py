@@ -18,6 +18,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import torch
 
 FORMAT_VERSION = 1
 
@@ -82,8 +83,6 @@ def load_npz(path, kind: str, required: tuple[str, ...] = ()) -> dict[str, np.nd
 
 def load_torch(path, kind: str, required: tuple[str, ...] = ()) -> dict:
     """A dict saved with `torch.save`, loaded safely (`weights_only=True`) onto the CPU."""
-    import torch
-
     path = Path(path)
     _check_zip(path, kind)
     with zipfile.ZipFile(path) as archive:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import soundfile as sf
 
 from minitalk.utils import atomic_path, temporary_beside
 
@@ -113,12 +114,12 @@ def iter_frames_at(path: str | os.PathLike, fps: float) -> Iterator[np.ndarray]:
     if abs(src_fps - fps) < 1e-3:
         yield from iter_frames(path)
         return
-    k = 0  # next output frame
+    out_frame = 0  # next output frame
     for j, frame in enumerate(iter_frames(path)):
-        # output frame k shows the source frame nearest to its time k / fps
-        while int(np.floor(k * src_fps / fps + 0.5)) == j:
+        # output frame out_frame shows the source frame nearest to its time out_frame / fps
+        while int(np.floor(out_frame * src_fps / fps + 0.5)) == j:
             yield frame
-            k += 1
+            out_frame += 1
 
 
 def read_video(path: str | os.PathLike) -> tuple[np.ndarray, float]:
@@ -274,8 +275,6 @@ def _mux_audio(out, stream, audio: np.ndarray, sample_rate: int) -> None:
 
 def write_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write mono float audio as 16-bit PCM wav, atomically."""
-    import soundfile as sf
-
     path = Path(path)
     with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(audio, -1, 1), sample_rate, subtype="PCM_16", format="WAV")

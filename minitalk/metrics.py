@@ -16,12 +16,14 @@ Score paper, Table 1). Sharpness (CPBD) and sync live in `minitalk.evaluate`.
 from __future__ import annotations
 
 import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from minitalk.prepare.expression import events
+from minitalk.prepare.face import CHEEKS
 
 
 def psnr(a, b, peak: float = 1.0) -> float:
     """Peak signal-to-noise ratio in dB between two images (arrays or tensors) of one scale."""
-    from skimage.metrics import peak_signal_noise_ratio
-
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if np.array_equal(a, b):
         return float("inf")
@@ -97,8 +99,6 @@ def ssim(a, b, peak: float = 1.0) -> float:
     scikit-image's implementation in the paper's form: Gaussian window with sigma 1.5, K1 = 0.01,
     K2 = 0.03, population statistics.
     """
-    from skimage.metrics import structural_similarity
-
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     return float(
         structural_similarity(
@@ -110,8 +110,6 @@ def ssim(a, b, peak: float = 1.0) -> float:
 
 def face_width(landmarks: np.ndarray) -> np.ndarray:
     """Cheek-to-cheek distance (...,) of FaceMesh landmarks (..., 478, 2 or 3): a face's size."""
-    from minitalk.prepare.face import CHEEKS
-
     return np.linalg.norm(landmarks[..., CHEEKS[0], :2] - landmarks[..., CHEEKS[1], :2], axis=-1)
 
 
@@ -145,8 +143,6 @@ def exp_fd(expression: np.ndarray, real: np.ndarray) -> float:
 def blink_statistics(blink: np.ndarray, fps: float, threshold: float = 0.5) -> dict:
     """Blinks per second and the mean seconds between the starts of successive blinks (NaN with
     fewer than two) of a blink signal (T,) in 0..1."""
-    from minitalk.prepare.expression import events
-
     starts = [a for a, _ in events(blink, threshold)]
     seconds = len(blink) / fps
     return {

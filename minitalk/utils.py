@@ -7,15 +7,19 @@ import contextlib
 import ctypes
 import functools
 import os
+import queue
 import random
+import signal
 import sys
 import threading
 import uuid
+import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 
 class MinitalkWarning(UserWarning):
@@ -36,8 +40,6 @@ def get_device(prefer: str | None = None):
     `prefer` ("cpu" or "cuda") overrides the choice; asking for CUDA on a machine
     without it is an error rather than a silent fallback.
     """
-    import torch
-
     if prefer == "cpu":
         return torch.device("cpu")
     if prefer == "cuda" and not torch.cuda.is_available():
@@ -71,12 +73,7 @@ def set_seed(seed: int) -> np.random.Generator:
     """Seed Python, NumPy and torch; return a NumPy Generator for local use."""
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002  (the legacy global state, for code that still uses it)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # torch is a dependency, but seeding must not need it
-        pass
+    torch.manual_seed(seed)
     return np.random.default_rng(seed)
 
 
@@ -132,8 +129,6 @@ class ArrayParts:
 def save_npz_atomic(path: str | os.PathLike, **arrays) -> None:
     """What `np.savez_compressed` writes (a zip of deflated .npy files), written atomically; any
     value may be `ArrayParts`, streamed into its entry."""
-    import zipfile
-
     with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, allowZip64=True) as zf:
         for name, value in arrays.items():
             with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
@@ -218,8 +213,6 @@ def stop_on_interrupt() -> Iterator[StopRequest]:
     state saved after it would be half a step. Outside the main thread (where Python delivers
     no signals) the block runs unchanged.
     """
-    import signal
-
     stop = StopRequest()
     if threading.current_thread() is not threading.main_thread():
         yield stop
@@ -242,8 +235,6 @@ def in_background(items: Iterable, depth: int = 4) -> Iterator:
     (rendering) and the consumer (the video encoder) then run at the same time, as both spend
     their time in native code that releases the GIL. Whatever the producer raises (Ctrl-C
     included) is raised here; if the consumer stops early, the producer stops at its next item."""
-    import queue
-
     box: queue.Queue = queue.Queue(maxsize=depth)
     done, finished = object(), threading.Event()
 

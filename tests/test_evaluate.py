@@ -108,6 +108,7 @@ def test_evaluate_scores_a_clip_against_its_real_frames_and_finds_its_shift(real
     assert all(m.startswith("person 0, talking: the lip gap and the dark share") for m in said), said
     assert report["warnings"] == said
     assert report["frame_aligned"] and report["speaking_from"] == "turns in late.json"
+    assert report["settings"] == {"reference": None, "prepared": str(d / "prep"), "avatar": None}
     for person in report["per_person"]:
         talking, listening = person["talking"], person["listening"]
         assert abs(talking["av_offset"] - 5) <= 1

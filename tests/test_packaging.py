@@ -1,5 +1,6 @@
 """The install files agree with each other and the command line exists."""
 
+import ast
 import re
 import subprocess
 import sys
@@ -91,3 +92,54 @@ def test_every_module_is_reachable_from_the_package():
     assert modules == set(minitalk._SUBMODULES)
     for name in modules:
         assert getattr(minitalk, name).__name__ == f"minitalk.{name}"
+
+
+# Imports run down this order only: a stage may use the ones below it, never one above or beside.
+LAYERS = (
+    {"camera", "files", "io", "utils", "settings"},  # shared foundations
+    {"prepare"},
+    {"metrics", "synthetic"},  # the metrics and the sample generator read landmarks as prepare does
+    {"pose"},
+    {"nerf"},
+    {"dialogue"},
+    {"evaluate"},
+    {"export", "demo"},  # what runs several stages
+    {"cli"},
+)
+
+
+def _minitalk_imports(path: Path) -> set[str]:
+    """The minitalk modules a file imports, at any depth (`from minitalk.a import b` gives a and a.b)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("minitalk"):
+            found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("minitalk")}
+    return found
+
+
+def _layer(module: str) -> int | None:
+    top = module.split(".")[1] if "." in module else None
+    return next((i for i, names in enumerate(LAYERS) if top in names), None)
+
+
+def test_stages_import_downward_only():
+    upward = []
+    for path in (ROOT / "minitalk").rglob("*.py"):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for target in _minitalk_imports(path):
+            here, there = _layer(module), _layer(target)
+            if here is not None and there is not None and there > here:
+                upward.append(f"{module} -> {target}")
+    assert not upward
+
+
+def test_evaluation_and_the_avatar_file_stay_out_of_training():
+    """Evaluation reads faces without the NeRF's dataset; the avatar file packs and loads, and fits
+    nothing (the fitting is `minitalk.export`'s, which calls each stage's own)."""
+    for path in (ROOT / "minitalk" / "evaluate").glob("*.py"):
+        assert "minitalk.nerf.frames" not in _minitalk_imports(path), path.name
+    avatar = _minitalk_imports(ROOT / "minitalk" / "dialogue" / "avatar.py")
+    assert not {m for m in avatar if m.startswith("minitalk.prepare")}
+    assert not {m for m in avatar if m.endswith("fit_motion_models") or m.endswith("voice_prints")}

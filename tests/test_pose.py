@@ -164,7 +164,7 @@ def test_the_listener_expression_responds_to_the_speaker_on_held_out_frames():
     model = ListenerExpression(4, small).fit(expression, pose, speaking, zcr, rms, ~held)
     t = np.arange(len(rms))
     generated = model.generate(zcr, rms, pose[speaker, t], speaking)[:, 0]  # relative to the mean
-    real = expression[1 - speaker, t, 0] - model.exp_mean[1 - speaker, 0]
+    real = expression[1 - speaker, t, 0] - model.expression_mean[1 - speaker, 0]
     assert metrics.correlation(generated[held], real[held]) > 0.7
     state = model.state_dict()
     again = ListenerExpression.from_state_dict(state)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minitalk.camera import camera_to_head, intrinsics
+from minitalk.camera import camera_to_head, intrinsic_matrix
 from minitalk.nerf import rays
 
 BOX_MIN, BOX_MAX = np.array([-1.0, -1.0, -1.0]), np.array([1.0, 1.0, 1.0])
@@ -38,7 +38,7 @@ def assert_same(a, b, atol=1e-5):
 
 
 def test_camera_rays_twins_and_geometry():
-    k = intrinsics(200.0, 64, 48)
+    k = intrinsic_matrix(200.0, 64, 48)
     pose = np.array([10.0, -20.0, 5.0, 0.01, -0.02, 0.7])
     c2w = camera_to_head(pose)
     px = rays.pixel_grid(48, 64)

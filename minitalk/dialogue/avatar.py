@@ -1,12 +1,11 @@
 """The avatar file: everything rendering a new conversation needs, in one small versioned file.
 
-`minitalk train DIR --export avatars.pt` writes it: the DialogueNeRF weights (float16), each
-person's background plate and camera intrinsics, the statistics that turn generated motion into
-the model's inputs (expression scale, mean head position, the range of head poses training saw),
-a voice print per person (whose voice is whose in new audio), and the generators of head pose,
-listener expression and blinks, trained here in seconds on the prepared tracks. It loads with
-`torch.load(weights_only=True)` through `minitalk.files`, so rendering needs neither the
-prepared folder nor the training code.
+`minitalk train DIR --export avatars.pt` writes it (`minitalk.export` gathers the parts, this
+module packs them): the DialogueNeRF weights (float16), each person's background plate and
+camera intrinsics, the statistics that turn generated motion into the model's inputs
+(`nerf.frames.scene_statistics`), a voice print per person (whose voice is whose in new
+audio), and the motion models (`pose.fit`). It loads with `torch.load(weights_only=True)`
+through `minitalk.files`, so rendering needs neither the prepared folder nor the training code.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ import torch
 
 from minitalk.files import FORMAT_VERSION, FileFormatError, load_torch
 from minitalk.nerf.checkpoint import model_from_state, slim_weights
-from minitalk.nerf.frames import frame_poses
 from minitalk.nerf.model import DialogueNeRF
 from minitalk.pose.face_state import BlinkModel, ListenerExpression
+from minitalk.pose.fit import MotionModels
 from minitalk.pose.generator import PoseGenerator
 from minitalk.utils import atomic_path
 
@@ -62,50 +61,42 @@ class Avatar:
         return int(self.plates.shape[1])
 
 
-def build_avatar(model_path, prepared, path) -> Path:
-    """Write the avatar file `path` from a trained model (a run's checkpoint.pt, or an export) and
-    the prepared folder it was trained on; the generators are trained here on its tracks."""
-    from minitalk.dialogue.roles import voice_prints
-    from minitalk.io import read_audio
-    from minitalk.prepare import audio as au
-    from minitalk.prepare import data
+def save_avatar(
+    path,
+    trained: dict,
+    plates: np.ndarray,
+    intrinsics: np.ndarray,
+    fps: float,
+    statistics: dict,
+    motion: MotionModels,
+    voice_prints: np.ndarray,
+    voice_spread: np.ndarray,
+) -> Path:
+    """Pack an avatar file at `path`, atomically: `trained` is a checkpoint's state (model weights
+    and both configs), `statistics` is `nerf.frames.scene_statistics` of its tracks, `motion` the
+    fitted motion models, `voice_prints` (P, 13) and `voice_spread` (13,) from
+    `prepare.diarize.voice_prints`."""
 
-    state = load_torch(model_path, "trained model", ("model", "model_config", "train_config"))
-    tracks = data.load_tracks(prepared)
-    _, plates = data.load_masks(prepared)
-    fps = float(tracks["fps"])
-    pose, speaking, zcr, rms = tracks["pose"], tracks["speaking"], tracks["zcr"], tracks["rms"]
-    expression = tracks["expression"].astype(np.float32)
-    camera_pose = frame_poses(tracks)
-    wav = read_audio(Path(prepared) / "audio.wav")
-    design = np.concatenate(
-        [expression.reshape(-1, expression.shape[-1]), np.ones((expression[..., 0].size, 1))], 1
-    )
-    readout = np.linalg.lstsq(design, tracks["mouth"].reshape(-1), rcond=None)[0].astype(np.float32)
-    prints, spread = voice_prints(wav, au.log_mel(wav), speaking, fps)
+    def tensor(x):
+        return torch.from_numpy(np.asarray(x))
+
     avatar = {
         "kind": KIND,
         "format_version": FORMAT_VERSION,
-        "model": slim_weights(state["model"]),
-        "model_config": state["model_config"],
-        "train_config": state["train_config"],
+        "model": slim_weights(trained["model"]),
+        "model_config": trained["model_config"],
+        "train_config": trained["train_config"],
         "scene": {
-            "plates": torch.from_numpy(plates),
-            "intrinsics": torch.from_numpy(tracks["intrinsics"].astype(np.float32)),
-            "fps": fps,
-            "expression_scale": torch.from_numpy(expression.reshape(-1, expression.shape[-1]).std(0) + 1e-8),
-            "mean_translation": torch.from_numpy(camera_pose[..., 3:].mean(axis=1).astype(np.float32)),
-            "pose_range": torch.from_numpy(
-                np.stack([camera_pose.min(axis=1), camera_pose.max(axis=1)], 1).astype(np.float32)
-            ),
-            "mouth_readout": torch.from_numpy(readout),
+            "plates": tensor(plates),
+            "intrinsics": tensor(intrinsics.astype(np.float32)),
+            "fps": float(fps),
+            **{name: tensor(value) for name, value in statistics.items()},
+            "mouth_readout": tensor(motion.mouth_readout),
         },
-        "pose": PoseGenerator().fit(pose, speaking, zcr, rms).state_dict(),
-        "listener": ListenerExpression(expression.shape[-1])
-        .fit(expression, pose, speaking, zcr, rms)
-        .state_dict(),
-        "blinks": BlinkModel.fit(tracks["blink"], speaking, fps).state_dict(),
-        "voices": {"prints": torch.from_numpy(prints), "spread": torch.from_numpy(spread)},
+        "pose": motion.pose.state_dict(),
+        "listener": motion.listener.state_dict(),
+        "blinks": motion.blinks.state_dict(),
+        "voices": {"prints": tensor(voice_prints), "spread": tensor(voice_spread)},
     }
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from minitalk import io
 from minitalk.dialogue.avatar import Avatar
@@ -32,7 +34,16 @@ from minitalk.nerf.frames import Cameras
 from minitalk.nerf.render import render_images, rendered_size
 from minitalk.pose.generator import speaker_track
 from minitalk.prepare import audio as au
-from minitalk.utils import MinitalkWarning, atomic_path, in_background, stop_on_interrupt
+from minitalk.prepare import data
+from minitalk.settings import as_record, option
+from minitalk.utils import (
+    MinitalkWarning,
+    SettingError,
+    atomic_path,
+    get_device,
+    in_background,
+    stop_on_interrupt,
+)
 
 MAX_SECONDS = 600.0  # longer audio renders too, with a warning: hours of rendering on a CPU
 
@@ -43,6 +54,31 @@ class RenderWarning(MinitalkWarning):
 
 class RenderInterrupted(Exception):
     """Ctrl-C stopped rendering; nothing was written under the clip's name."""
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """The settings of `minitalk render` (`minitalk.settings`), saved in CLIP.json."""
+
+    size: int | None = option(
+        None, "pixels per person (default: the avatar's training size; a neural-renderer avatar "
+        "renders smaller sizes at its own and resizes)", type=int,
+    )  # fmt: skip
+    device: str | None = option(None, "default: CUDA when available", choices=("cpu", "cuda"))
+    roles: str | None = option(
+        None, "who speaks when, instead of telling the voices apart: '0-4.2:0,4.2-9:1' (seconds:person) "
+        "or a file of such entries",
+    )  # fmt: skip
+    pose_from: str | None = option(
+        None, "replay head poses: a .npy (2, T, 6) or a prepared folder", metavar="POSES"
+    )
+    seed: int = option(0, "seed of the generated head motion, listener expressions and blinks")
+
+    def __post_init__(self):
+        if self.size is not None and not 16 <= self.size <= 2048:
+            raise SettingError("size", "a whole number of pixels from 16 to 2048", self.size)
+        if self.device is not None and str(self.device).split(":")[0] not in ("cpu", "cuda"):
+            raise SettingError("device", "cpu or cuda", self.device)
 
 
 @dataclass
@@ -65,7 +101,7 @@ class Plan:
         return self.pose.shape[1]
 
 
-def plan_dialogue(avatar: Avatar, audio: np.ndarray, roles: str | None = None, pose_from=None,
+def plan_dialogue(avatar: Avatar, audio: np.ndarray, given_roles: str | None = None, pose_from=None,
                   seed: int = 0) -> Plan:  # fmt: skip
     """Roles, head poses, listener expressions and blinks for 16 kHz `audio` (steps 1-4)."""
     fps = avatar.fps
@@ -79,13 +115,13 @@ def plan_dialogue(avatar: Avatar, audio: np.ndarray, roles: str | None = None, p
     mel = au.mel_windows(log_mel, fps, n_frames)
     seconds["audio"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    if roles is not None:
-        who = parse_roles(roles, n_frames, fps)
+    if given_roles is not None:
+        roles = parse_roles(given_roles, n_frames, fps)
     else:
-        who = assign_roles(audio, log_mel, n_frames, fps, avatar.voice_prints, avatar.voice_spread)
+        roles = assign_roles(audio, log_mel, n_frames, fps, avatar.voice_prints, avatar.voice_spread)
     seconds["roles"], clock = time.perf_counter() - clock, time.perf_counter()
 
-    notes = list(who.warnings)
+    notes = list(roles.warnings)
     if pose_from is not None:
         pose = replayed_poses(pose_from, n_frames, avatar)
         outside = (pose < avatar.pose_range[:, None, 0] - 1e-6) | (
@@ -97,14 +133,16 @@ def plan_dialogue(avatar: Avatar, audio: np.ndarray, roles: str | None = None, p
                 f"{pose_from}: {100 * share:.0f}% of the frames turn a head beyond what training saw"
             )
     else:
-        pose = avatar.pose.generate(zcr, rms, who.speaking, fps)
+        pose = avatar.pose.generate(zcr, rms, roles.speaking, fps)
         pose = np.clip(pose, avatar.pose_range[:, None, 0], avatar.pose_range[:, None, 1])
-    speaker_pose = pose[speaker_track(who.speaking), np.arange(n_frames)]
-    listening = avatar.listener.generate(zcr, rms, speaker_pose, who.speaking)  # (T, K), relative
-    expression = (listening[None] + avatar.listener.exp_mean[:, None]).astype(np.float32)  # where one listens
-    blink = avatar.blinks.generate(who.speaking, fps, seed)
+    speaker_pose = pose[speaker_track(roles.speaking), np.arange(n_frames)]
+    listening = avatar.listener.generate(zcr, rms, speaker_pose, roles.speaking)  # (T, K), relative
+    expression = (listening[None] + avatar.listener.expression_mean[:, None]).astype(
+        np.float32
+    )  # where one listens
+    blink = avatar.blinks.generate(roles.speaking, fps, seed)
     seconds["motion"] = time.perf_counter() - clock
-    return Plan(fps, audio, who, pose.astype(np.float32), expression, blink, mel, rms, seconds, notes)
+    return Plan(fps, audio, roles, pose.astype(np.float32), expression, blink, mel, rms, seconds, notes)
 
 
 def replayed_poses(source, n_frames: int, avatar: Avatar) -> np.ndarray:
@@ -112,8 +150,6 @@ def replayed_poses(source, n_frames: int, avatar: Avatar) -> np.ndarray:
     moved onto each avatar person's mean pose and looped or cut to `n_frames`."""
     source = Path(source)
     if source.is_dir() or source.suffix == ".npz":
-        from minitalk.prepare import data
-
         pose = data.load_tracks(source if source.is_dir() else source.parent)["pose"]
     elif source.suffix == ".npy":
         pose = np.load(source, allow_pickle=False)
@@ -143,10 +179,10 @@ def face_states(avatar: Avatar, plan: Plan, device, chunk: int = 256) -> torch.T
             t = np.arange(a, min(a + chunk, plan.n_frames))
             idx = np.clip(t[:, None] + offsets, 0, plan.n_frames - 1)
             mel = torch.from_numpy(plan.mel[idx].astype(np.float32))
-            exp = torch.from_numpy(plan.expression[p, t]) / scale
+            expression = torch.from_numpy(plan.expression[p, t]) / scale
             inputs = (
                 mel,
-                exp,
+                expression,
                 torch.from_numpy(plan.blink[p, t]),
                 torch.from_numpy(plan.roles.speaking[p, t]),
             )
@@ -191,20 +227,17 @@ def check_size(avatar: Avatar, size: int) -> None:
         warnings.warn(f"the avatar was trained at {avatar.size} px; {how}", RenderWarning, stacklevel=3)
 
 
-def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None, device=None,
-                    roles: str | None = None, pose_from=None, overwrite: bool = False,
-                    progress: bool = True, seed: int = 0) -> dict:  # fmt: skip
-    """Render a new conversation from the speech in `audio_path` to the mp4 `out`; returns the
-    summary also written to `out` with the suffix .json (frames, seconds, turns, time per stage)."""
-    from tqdm.auto import tqdm
-
-    from minitalk.utils import get_device
-
+def render_dialogue(avatar: Avatar, audio_path, out, *, overwrite: bool = False, progress: bool = True,
+                    **settings) -> dict:  # fmt: skip
+    """Render a new conversation from the speech in `audio_path` to the mp4 `out`; `settings` are
+    the fields of `RenderConfig`. Returns the summary also written to `out` with the suffix .json
+    (frames, seconds, turns, time per stage, the settings)."""
+    cfg = RenderConfig(**settings)
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
-    device = device if isinstance(device, torch.device) else get_device(device)
-    size = size or avatar.size
+    device = cfg.device if isinstance(cfg.device, torch.device) else get_device(cfg.device)
+    size = cfg.size or avatar.size
     check_size(avatar, size)
     start = time.perf_counter()
     wav = io.read_audio(audio_path)
@@ -215,7 +248,7 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None,
             RenderWarning,
             stacklevel=2,
         )
-    plan = plan_dialogue(avatar, wav, roles, pose_from, seed)
+    plan = plan_dialogue(avatar, wav, cfg.roles, cfg.pose_from, cfg.seed)
     plan.seconds = {"read": read_seconds, **plan.seconds}
     for note in plan.warnings:
         warnings.warn(f"{audio_path}: {note}", RenderWarning, stacklevel=2)
@@ -244,6 +277,7 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None,
         "warnings": plan.warnings,
         "stage_seconds": {k: round(v, 2) for k, v in plan.seconds.items()},
         "total_seconds": round(time.perf_counter() - start, 2),
+        "settings": as_record(cfg),
     }
     summary["frames_per_second"] = round(plan.n_frames / max(plan.seconds["frames"], 1e-9), 2)
     with atomic_path(out.with_suffix(".json")) as tmp:
@@ -255,8 +289,6 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, size: int | None = None,
 def plot_tracks(plan: Plan, states: torch.Tensor, avatar: Avatar, path: Path) -> None:
     """Who speaks, each head's pitch and each mouth's opening (the avatar's read-out of the face
     state) over the clip, written atomically as a PNG."""
-    from matplotlib.figure import Figure
-
     t = np.arange(plan.n_frames) / plan.fps
     fig = Figure(figsize=(10, 4.5))
     axes = fig.subplots(3, 1, sharex=True)
@@ -274,5 +306,5 @@ def plot_tracks(plan: Plan, states: torch.Tensor, avatar: Avatar, path: Path) ->
 def mouth_opening(avatar: Avatar, states: torch.Tensor) -> np.ndarray:
     """(T,) mouth opening read linearly from face states (T, K + 1), as fitted on the training
     clip's tracks (`Avatar.mouth_readout`)."""
-    exp = states[:, :-1].numpy() * avatar.expression_scale
-    return exp @ avatar.mouth_readout[:-1] + avatar.mouth_readout[-1]
+    expression = states[:, :-1].numpy() * avatar.expression_scale
+    return expression @ avatar.mouth_readout[:-1] + avatar.mouth_readout[-1]

@@ -42,34 +42,13 @@ class Roles:
 
     def turns(self, fps: float) -> list[dict]:
         """Stretches of one speaker (or nobody, -1) as {"start", "end" (seconds), "speaker"}."""
-        who = np.where(self.speaking[0], 0, np.where(self.speaking[1], 1, -1))
-        cuts = np.flatnonzero(np.diff(who)) + 1
-        bounds = np.concatenate([[0], cuts, [len(who)]])
+        speaker = np.where(self.speaking[0], 0, np.where(self.speaking[1], 1, -1))
+        cuts = np.flatnonzero(np.diff(speaker)) + 1
+        bounds = np.concatenate([[0], cuts, [len(speaker)]])
         return [
-            {"start": round(a / fps, 3), "end": round(b / fps, 3), "speaker": int(who[a])}
+            {"start": round(a / fps, 3), "end": round(b / fps, 3), "speaker": int(speaker[a])}
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
-
-
-def voice_prints(audio: np.ndarray, log_mel: np.ndarray, speaking: np.ndarray, fps: float):
-    """Each person's voice print (2, 13) and the clip's spread of voice features (13,), from the
-    training clip's 16 kHz audio, its log-mel and who speaks when (2, T). A person who never
-    speaks has a print of NaN."""
-    pieces = split_pieces(voice_activity(audio))
-    prints = np.full((2, 13), np.nan)
-    if not pieces:
-        return prints, np.ones(13)
-    feats = voice_features(audio, pieces, log_mel)
-    owner = []
-    for a, b in pieces:  # the person who speaks over most of the piece's frames, if anyone does
-        frames = slice(int(a * fps), max(int(b * fps), int(a * fps) + 1))
-        share = speaking[:, frames].mean(axis=1)
-        owner.append(int(np.argmax(share)) if share.max() > 0.5 else -1)
-    owner = np.asarray(owner)
-    for p in (0, 1):
-        if (owner == p).any():
-            prints[p] = feats[owner == p].mean(0)
-    return prints, feats.std(0) + 1e-8
 
 
 def assign_roles(

@@ -23,21 +23,46 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
 from minitalk import io, metrics
+from minitalk.dialogue.avatar import load_avatar
+from minitalk.dialogue.roles import assign_roles
 from minitalk.evaluate import sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings, ThreadedReader
 from minitalk.evaluate.report import ROLES
 from minitalk.evaluate.scores import Derived, preference_scores, role_metrics
 from minitalk.evaluate.viewer import viewer_checks
-from minitalk.utils import MinitalkWarning
+from minitalk.prepare import data
+from minitalk.prepare.audio import log_mel, voice_activity
+from minitalk.prepare.expression import events
+from minitalk.settings import as_record, option
+from minitalk.utils import MinitalkWarning, SettingError, lowpass
 
 
 class EvaluateWarning(MinitalkWarning):
     """Some metrics could not be computed; the others were."""
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The settings of `minitalk evaluate` (`minitalk.settings`), saved in CLIP.eval.json: what the
+    clip is compared with, which decides the metrics that apply (see the module docstring)."""
+
+    reference: str | None = option(None, "a clip of real frames in the same layout", metavar="REAL")
+    prepared: str | None = option(None, "a folder written by minitalk prepare", metavar="DIR")
+    avatar: str | None = option(
+        None, "an avatar file: its voice prints say who speaks, when CLIP has no .json", metavar="AVATAR"
+    )
+
+    def __post_init__(self):
+        if self.reference is not None and self.prepared is not None:
+            raise SettingError("prepared", "not given with a reference clip", self.prepared)
 
 
 def panels_of(frame: np.ndarray, n_people: int) -> list[np.ndarray]:
@@ -58,8 +83,6 @@ def clip_layout(path, info: io.VideoInfo) -> int:
 
 
 def _fit_panel(panel: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
     if panel.shape[0] == size:
         return panel
     return cv2.resize(panel, (size, size), interpolation=cv2.INTER_AREA)
@@ -79,8 +102,6 @@ def _reference_frames(reference, prepared, fps: float, size: int, n_people: int)
         )
         return frames, count, f"{Path(reference).name} ({info.n_frames} frames at {info.fps:g} fps)"
     if prepared is not None:
-        from minitalk.prepare import data
-
         tracks = data.load_tracks(prepared)
         if abs(float(tracks["fps"]) - fps) > 1e-3:
             raise io.MediaError(
@@ -110,18 +131,12 @@ def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, 
             warnings.warn(f"{sidecar}: not a render report; who speaks is read another way", EvaluateWarning,
                           stacklevel=3)  # fmt: skip
     if prepared is not None and aligned:
-        from minitalk.prepare import data
-
         return data.load_tracks(prepared)["speaking"][
             :n_people, :n_frames
         ], f"the tracks in {Path(prepared).name}"
     if audio is None:
         return np.zeros((n_people, n_frames), bool), "nobody (no audio)"
     if avatar is not None and n_people == 2:
-        from minitalk.dialogue.avatar import load_avatar
-        from minitalk.dialogue.roles import assign_roles
-        from minitalk.prepare.audio import log_mel
-
         av = load_avatar(avatar)
         roles = assign_roles(audio, log_mel(audio), n_frames, fps, av.voice_prints, av.voice_spread)
         return roles.speaking, f"voice prints in {Path(avatar).name}"
@@ -131,9 +146,6 @@ def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, 
 def speaking_from_mouths(audio: np.ndarray, readings: list[FaceReadings], fps: float, n_frames: int):
     """(P, T): during voiced stretches (silero-vad), the person whose mouth moves most over the
     surrounding second speaks (preparation's mouth cue, without its voice clustering)."""
-    from minitalk.prepare.audio import voice_activity
-    from minitalk.utils import lowpass
-
     voiced = np.zeros(n_frames, bool)
     for a, b in voice_activity(audio):
         voiced[int(a * fps) : int(np.ceil(b * fps))] = True
@@ -148,20 +160,18 @@ def speaking_from_mouths(audio: np.ndarray, readings: list[FaceReadings], fps: f
 
 
 def _frame_ranges(mask: np.ndarray, fps: float) -> str:
-    from minitalk.prepare.expression import events
-
     runs = events(mask.astype(float))
     text = ", ".join(f"{a}-{b} ({a / fps:.2f}-{(b + 1) / fps:.2f} s)" for a, b in runs[:5])
     return text + (f" and {len(runs) - 5} more" if len(runs) > 5 else "")
 
 
-def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bool = True) -> dict:
-    """Every metric that applies to `clip`, per person and role (see the module docstring).
+def evaluate_clip(clip, *, progress: bool = True, **settings) -> dict:
+    """Every metric that applies to `clip`, per person and role (see the module docstring);
+    `settings` are the fields of `EvaluateConfig`.
 
     Returns the report (what CLIP.eval.json holds) with the readings under "_readings".
     """
-    from tqdm.auto import tqdm
-
+    cfg = EvaluateConfig(**settings)
     clip = Path(clip)
     clock = time.perf_counter()
     info = io.probe(clip)
@@ -174,125 +184,31 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         notes.append(message)
         warnings.warn(message, EvaluateWarning, stacklevel=3)
 
-    ref = _reference_frames(reference, prepared, fps, size, n_people)
-    readers = [ThreadedReader() for _ in range(n_people)]  # one thread per panel: FaceMesh in parallel
-    ref_readers = [ThreadedReader() for _ in range(n_people)] if ref is not None else []
-    image_scores = [[] for _ in range(n_people)]  # per person: (psnr, ssim) per compared frame
-    ref_iter = ref[0] if ref is not None else None
-    n_frames = 0
-    for r in readers + ref_readers:
-        r.__enter__()
-    try:
-        bar = tqdm(
-            io.iter_frames(clip), total=info.n_frames, desc="evaluate", unit="frame", disable=not progress
-        )
-        for frame in bar:
-            panels = panels_of(frame, n_people)
-            for p in range(n_people):
-                readers[p](panels[p])
-            real = next(ref_iter, None) if ref_iter is not None else None
-            if real is not None:
-                for p in range(n_people):
-                    ref_readers[p](real[p])
-                    a, b = panels[p].astype(np.float64) / 255, real[p].astype(np.float64) / 255
-                    image_scores[p].append((metrics.psnr(a, b), metrics.ssim(a, b)))
-            n_frames += 1
-        if ref_iter is not None:  # the reference's frames past the clip's end, read for the FD metrics
-            for real in ref_iter:
-                for p in range(n_people):
-                    ref_readers[p](real[p])
-    finally:
-        for r in readers + ref_readers:
-            r.__exit__(None, None, None)
-    readings = [r.readings() for r in readers]
-    ref_readings = [r.readings() for r in ref_readers]
+    ref = _reference_frames(cfg.reference, cfg.prepared, fps, size, n_people)
+    readings, ref_readings, image_scores = _read_panels(clip, info, n_people, ref, progress)
+    n_frames = len(readings[0])
     read_seconds = time.perf_counter() - clock
 
-    n_ref = len(ref_readings[0]) if ref_readings else 0
-    aligned = ref is not None and abs(n_ref - n_frames) <= max(1, round(fps))  # within a second
-    if ref is not None and not aligned:
-        message = (
-            f"{n_frames} frames against {n_ref} in {ref[2]}: not the same moments, so only the distribution "
-            "metrics (PoseFD, ExpFD) compare them with real footage; PSNR, SSIM, LMD, ExpL1 and PoseL1 "
-            "need real frames of the clip's own moments"
-        )
-        if reference is not None:  # a reference is meant to match; a prepared folder need not
-            note(f"{clip}: {message}")
-        else:
-            remarks.append(message)
-    elif ref is not None and n_ref != n_frames:
-        shared = min(n_ref, n_frames)
-        note(f"{clip}: {n_frames} frames against {n_ref} in {ref[2]}: the first {shared} compared")
+    aligned = _aligned(clip, n_frames, ref, ref_readings, fps, cfg.reference is not None, note, remarks)
 
     audio = None
     if not info.has_audio:
         note(f"{clip}: no audio track: the sync metrics (AVOffset, AVConf) are skipped")
     else:
         audio = io.read_audio(clip)
-    speaking, speaking_from = _speaking(clip, n_frames, fps, audio, readings, prepared, aligned, avatar)
+    speaking, speaking_from = _speaking(
+        clip, n_frames, fps, audio, readings, cfg.prepared, aligned, cfg.avatar
+    )
     envelope = sync.speech_envelope(audio, fps, n_frames) if audio is not None else None
 
-    tracks = None
-    if prepared is not None:
-        from minitalk.prepare import data
-
-        tracks = data.load_tracks(prepared)
-    people, clip_derived, footage_derived = [], [], []
-    for p in range(n_people):
-        r = readings[p]
-        missing = ~r.found
-        if missing.all():
-            note(f"{clip}: person {p}: no face found in any frame; only CPBD is measured")
-        elif missing.any():
-            note(f"{clip}: person {p}: no face found in frames {_frame_ranges(missing, fps)}")
-        if tracks is not None:
-            model = FaceModel.from_tracks(tracks, p, size)
-        elif ref_readings and ref_readings[p].found.sum() >= 2:
-            model = FaceModel.fit(ref_readings[p].landmarks, size)
-        elif r.found.sum() >= 2:
-            model = FaceModel.fit(r.landmarks, size)
-        else:
-            model = None
-        ref_speaking = None
-        if tracks is not None:
-            ref_speaking = tracks["speaking"][p]
-        elif aligned:
-            ref_speaking = (
-                speaking[p][:n_ref] if n_ref <= n_frames else np.pad(speaking[p], (0, n_ref - n_frames))
-            )
-        derived = Derived.of(r, model)
-        ref_derived = Derived.of(ref_readings[p], model) if ref_readings else None
-        clip_derived.append(derived)
-        footage_derived.append(ref_derived)
-        person = {"person": p, "frames_without_face": int(missing.sum())}
-        for role in ("all", *ROLES):
-            mask = np.ones(n_frames, bool) if role == "all" else speaking[p] if role == "talking" else (
-                speaking.any(0) & ~speaking[p])  # fmt: skip
-            ref_mask = None
-            if ref_speaking is not None:
-                ref_mask = (
-                    np.ones(n_ref, bool)
-                    if role == "all"
-                    else ref_speaking
-                    if role == "talking"
-                    else ~ref_speaking
-                )
-            person[role] = role_metrics(
-                derived, mask, fps, envelope if role == "talking" else None,
-                image_scores[p] if aligned else None, ref_derived, ref_mask, aligned,
-            )  # fmt: skip
-            if person[role].get("sync_note"):
-                note(f"person {p}, {role}: {person[role]['sync_note']}")
-        people.append(person)
+    tracks = data.load_tracks(cfg.prepared) if cfg.prepared is not None else None
+    people, clip_derived, footage_derived = _score_people(
+        clip, readings, ref_readings, tracks, speaking, envelope, image_scores, aligned, fps, size, note
+    )
 
     checks = []
     if ref_readings:
-        footage_speaking = None  # who speaks in the footage: its prepared tracks, or the clip's own moments
-        if tracks is not None and tracks["speaking"].shape[1] == n_ref:
-            footage_speaking = tracks["speaking"]
-        elif aligned and n_ref <= n_frames:
-            footage_speaking = speaking[:, :n_ref]
-        checks = viewer_checks(clip_derived, footage_derived, fps, speaking, footage_speaking)
+        checks = _viewer_checks(clip_derived, footage_derived, speaking, tracks, aligned, fps)
         short = [f"person {c['person']}: {c['check']}" for c in checks if c["verdict"] == "short"]
         if short:
             remarks.append("short of the footage on what a viewer checks: " + "; ".join(short))
@@ -311,7 +227,7 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         "size": size,
         "people": n_people,
         "reference": ref[2] if ref is not None else None,
-        "reference_path": str(reference or prepared) if ref is not None else None,
+        "reference_path": str(cfg.reference or cfg.prepared) if ref is not None else None,
         "frame_aligned": bool(aligned),
         "speaking_from": speaking_from,
         "per_person": people,
@@ -320,6 +236,7 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         "warnings": notes,
         "seconds": round(time.perf_counter() - clock, 2),
         "read_seconds": round(read_seconds, 2),
+        "settings": as_record(cfg),
     }
     report["_readings"] = {
         "clip": readings,
@@ -328,3 +245,131 @@ def evaluate_clip(clip, reference=None, prepared=None, avatar=None, progress: bo
         "envelope": envelope,
     }
     return report
+
+
+def _aligned(clip, n_frames: int, ref, ref_readings, fps: float, is_reference: bool, note, remarks) -> bool:
+    """Whether the reference shows the clip's own moments (the same length within a second), which
+    the frame metrics need; says so where it does not (a warning for a reference clip, meant to
+    match; a remark for a prepared folder, which need not)."""
+    n_ref = len(ref_readings[0]) if ref_readings else 0
+    aligned = ref is not None and abs(n_ref - n_frames) <= max(1, round(fps))
+    if ref is not None and not aligned:
+        message = (
+            f"{n_frames} frames against {n_ref} in {ref[2]}: not the same moments, so only the distribution "
+            "metrics (PoseFD, ExpFD) compare them with real footage; PSNR, SSIM, LMD, ExpL1 and PoseL1 "
+            "need real frames of the clip's own moments"
+        )
+        if is_reference:
+            note(f"{clip}: {message}")
+        else:
+            remarks.append(message)
+    elif ref is not None and n_ref != n_frames:
+        shared = min(n_ref, n_frames)
+        note(f"{clip}: {n_frames} frames against {n_ref} in {ref[2]}: the first {shared} compared")
+    return aligned
+
+
+def _score_people(clip, readings, ref_readings, tracks, speaking, envelope, image_scores, aligned: bool,
+                  fps: float, size: int, note) -> tuple[list, list, list]:  # fmt: skip
+    """Per person: the metrics of every role (`role_metrics`), and what the viewer checks compare
+    (the clip's `Derived` readings and the reference's); `note` takes a warning."""
+    n_frames = len(readings[0])
+    n_ref = len(ref_readings[0]) if ref_readings else 0
+    people, clip_derived, footage_derived = [], [], []
+    for p in range(len(readings)):
+        missing = ~readings[p].found
+        if missing.all():
+            note(f"{clip}: person {p}: no face found in any frame; only CPBD is measured")
+        elif missing.any():
+            note(f"{clip}: person {p}: no face found in frames {_frame_ranges(missing, fps)}")
+        model = _face_model(readings[p], ref_readings[p] if ref_readings else None, tracks, p, size)
+        derived = Derived.of(readings[p], model)
+        ref_derived = Derived.of(ref_readings[p], model) if ref_readings else None
+        ref_speaking = None  # who speaks in the reference's frames
+        if tracks is not None:
+            ref_speaking = tracks["speaking"][p]
+        elif aligned:
+            ref_speaking = (
+                speaking[p][:n_ref] if n_ref <= n_frames else np.pad(speaking[p], (0, n_ref - n_frames))
+            )
+        person = {"person": p, "frames_without_face": int(missing.sum())}
+        for role in ("all", *ROLES):
+            person[role] = role_metrics(
+                derived, _role_mask(role, speaking[p], speaking.any(0)), fps,
+                envelope if role == "talking" else None, image_scores[p] if aligned else None,
+                ref_derived, None if ref_speaking is None else _role_mask(role, ref_speaking), aligned,
+            )  # fmt: skip
+            if person[role].get("sync_note"):
+                note(f"person {p}, {role}: {person[role]['sync_note']}")
+        people.append(person)
+        clip_derived.append(derived)
+        footage_derived.append(ref_derived)
+    return people, clip_derived, footage_derived
+
+
+def _viewer_checks(clip_derived, footage_derived, speaking, tracks, aligned: bool, fps: float) -> list:
+    """`viewer_checks` against the footage, whose speakers come from its prepared tracks, or from
+    the clip's own moments where the footage is the same frames."""
+    n_frames, n_ref = speaking.shape[1], len(footage_derived[0].readings)
+    footage_speaking = None
+    if tracks is not None and tracks["speaking"].shape[1] == n_ref:
+        footage_speaking = tracks["speaking"]
+    elif aligned and n_ref <= n_frames:
+        footage_speaking = speaking[:, :n_ref]
+    return viewer_checks(clip_derived, footage_derived, fps, speaking, footage_speaking)
+
+
+def _read_panels(clip: Path, info: io.VideoInfo, n_people: int, ref, progress: bool):
+    """Stream the clip (and the reference beside it) through FaceMesh, one thread per panel.
+    Returns each person's readings of the clip and of the reference, and per person the (PSNR,
+    SSIM) of each frame both have; the reference's frames past the clip's end are read too, for
+    the distribution metrics."""
+    readers = [ThreadedReader() for _ in range(n_people)]
+    ref_readers = [ThreadedReader() for _ in range(n_people)] if ref is not None else []
+    image_scores = [[] for _ in range(n_people)]  # per person: (psnr, ssim) per compared frame
+    ref_iter = ref[0] if ref is not None else None
+    for r in readers + ref_readers:
+        r.__enter__()
+    try:
+        bar = tqdm(
+            io.iter_frames(clip), total=info.n_frames, desc="evaluate", unit="frame", disable=not progress
+        )
+        for frame in bar:
+            panels = panels_of(frame, n_people)
+            for p in range(n_people):
+                readers[p](panels[p])
+            real = next(ref_iter, None) if ref_iter is not None else None
+            if real is not None:
+                for p in range(n_people):
+                    ref_readers[p](real[p])
+                    a, b = panels[p].astype(np.float64) / 255, real[p].astype(np.float64) / 255
+                    image_scores[p].append((metrics.psnr(a, b), metrics.ssim(a, b)))
+        for real in ref_iter or ():
+            for p in range(n_people):
+                ref_readers[p](real[p])
+    finally:
+        for r in readers + ref_readers:
+            r.__exit__(None, None, None)
+    return [r.readings() for r in readers], [r.readings() for r in ref_readers], image_scores
+
+
+def _face_model(readings: FaceReadings, ref_readings, tracks, person: int, size: int) -> FaceModel | None:
+    """The face model that turns a person's landmarks into pose and expression: the prepared
+    tracks' own, else one fitted on the reference's faces, else on the clip's."""
+    if tracks is not None:
+        return FaceModel.from_tracks(tracks, person, size)
+    for r in (ref_readings, readings):
+        if r is not None and r.found.sum() >= 2:
+            return FaceModel.fit(r.landmarks, size)
+    return None
+
+
+def _role_mask(role: str, speaking: np.ndarray, anyone: np.ndarray | None = None) -> np.ndarray:
+    """The frames of a role for one person who speaks at `speaking` (T,): every frame ("all"),
+    their own speech ("talking"), or the others' (listening: where `anyone` speaks but not they;
+    without `anyone`, every frame they do not speak)."""
+    if role == "all":
+        return np.ones(len(speaking), bool)
+    if role == "talking":
+        return speaking
+    return (anyone & ~speaking) if anyone is not None else ~speaking

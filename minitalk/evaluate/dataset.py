@@ -22,13 +22,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 import minitalk
 from minitalk import io, metrics
 from minitalk.evaluate import degrade, sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings, read_panels
-from minitalk.evaluate.preference import LISTENING, TALKING, PreferenceData, vector
+from minitalk.evaluate.preference import (
+    LISTENING,
+    TALKING,
+    PreferenceData,
+    save_data,
+    save_scores,
+    train_score,
+    vector,
+)
 from minitalk.evaluate.scores import PREFERENCE_FILE, Derived, role_metrics
+from minitalk.nerf import checkpoint
+from minitalk.nerf.render import render_frame
+from minitalk.pose.generator import speaker_track, turn_segments
+from minitalk.prepare import data
 
 
 @dataclass
@@ -48,8 +61,6 @@ def choose_segments(
     speaking: np.ndarray, n_segments: int, length: int, margin: int = 3
 ) -> list[tuple[int, int]]:
     """`n_segments` windows (start, speaker) of `length` frames inside turns, spread over the clip."""
-    from minitalk.pose.generator import speaker_track, turn_segments
-
     speaker = speaker_track(speaking)
     windows = []
     for a, b in turn_segments(speaker):
@@ -84,33 +95,16 @@ def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: 
     """The preference data of both tracks, {"talking": PreferenceData, "listening": ...}, plus
     "segments" and "examples" (per family, the frame of its first segment where the mouth is
     widest, clean and at each level, for figures)."""
-    from tqdm.auto import tqdm
-
-    from minitalk.nerf import checkpoint
-    from minitalk.nerf.render import render_frame
-    from minitalk.prepare import data
-
     rng = np.random.default_rng(seed)
     tracks = data.load_tracks(prepared)
     fps = float(tracks["fps"])
     net, frames = checkpoint.load_exported(avatar, prepared)
-    device = torch.device("cpu")
     size = frames.size
     audio = io.read_audio(f"{prepared}/audio.wav")
     segments = choose_segments(tracks["speaking"], n_segments, length)
     models = [FaceModel.from_tracks(tracks, p, size) for p in range(2)]
 
-    renders, reals = {}, {}  # (segment, person) -> (T, S, S, 3) uint8
-    bar = tqdm(total=len(segments) * 2 * length, desc="render segments", unit="frame", disable=not progress)
-    for s, (start, _) in enumerate(segments):
-        for p in range(2):
-            out = []
-            for t in range(start, start + length):
-                out.append((render_frame(net, frames, p, t, device) * 255).round().astype(np.uint8))
-                bar.update()
-            renders[s, p] = np.stack(out)
-            reals[s, p] = frames.images[p, start : start + length].numpy()
-    bar.close()
+    renders, reals = render_segments(net, frames, segments, length, progress)
     # the real frames' readings, pose and expression: computed once, compared with every clip
     real_derived = {(s, p): Derived.of(read_panels(img), models[p]) for (s, p), img in reals.items()}
 
@@ -162,36 +156,54 @@ def build(prepared, avatar, n_segments: int = 12, length: int = 40, n_stitched: 
             clips[s, track] = group
             bar.update()
     bar.close()
-    for s, (_, speaker) in enumerate(segments):  # fakes: the person's render from a segment of the other role
-        for track, p in (("talking", speaker), ("listening", 1 - speaker)):
-            other = [o for o, (_, sp) in enumerate(segments) if (sp == p) != (track == "talking")]
-            if not other:
-                continue
-            o = other[s % len(other)]
-            src = clips[o, "talking" if track == "listening" else "listening"][0]
-            snd_env = clips[s, track][0].envelope
-            psnr, ssim = _image_scores(renders[o, p], reals[s, p])
-            clips[s, track].append(Clip("fake", 0, 10.0 - 100, src.readings, psnr, ssim, snd_env))
-
+    add_fakes(clips, segments, renders, reals)
     out = {"segments": segments, "examples": examples, "clips": clips, "fps": fps}
     for track, names in (("talking", TALKING), ("listening", LISTENING)):
         rows = []
         for s, (_, speaker) in enumerate(segments):
             p = speaker if track == "talking" else 1 - speaker
             for c in clips[s, track]:
-                rows.append(
-                    (
-                        metric_vector(track, c, real_derived[s, p], models[p], fps),
-                        c.score,
-                        s,
-                        c.family,
-                        c.level,
-                    )
-                )
+                row = metric_vector(track, c, real_derived[s, p], models[p], fps)
+                rows.append((row, c.score, s, c.family, c.level))
         X, score, seg, fam, lev = zip(*rows, strict=True)
         out[track] = PreferenceData(track, names, np.stack(X), np.array(score), np.array(seg), np.array(seg),
                                     np.array(fam), np.array(lev))  # fmt: skip
     return out
+
+
+def render_segments(net, frames, segments, length: int, progress: bool = True) -> tuple[dict, dict]:
+    """Each segment's frames of both people rendered on the CPU and their real frames, keyed
+    (segment, person): (length, S, S, 3) uint8."""
+    renders, reals = {}, {}
+    bar = tqdm(total=len(segments) * 2 * length, desc="render segments", unit="frame", disable=not progress)
+    for s, (start, _) in enumerate(segments):
+        for p in range(2):
+            out = []
+            for t in range(start, start + length):
+                out.append(
+                    (render_frame(net, frames, p, t, torch.device("cpu")) * 255).round().astype(np.uint8)
+                )
+                bar.update()
+            renders[s, p] = np.stack(out)
+            reals[s, p] = frames.images[p, start : start + length].numpy()
+    bar.close()
+    return renders, reals
+
+
+def add_fakes(clips: dict, segments, renders: dict, reals: dict) -> None:
+    """Append to each (segment, track) group a fake: the person's render from a segment of the
+    other role, score 10 - 100 (item 4 above)."""
+    for s, (_, speaker) in enumerate(segments):
+        for track, p in (("talking", speaker), ("listening", 1 - speaker)):
+            other = [o for o, (_, sp) in enumerate(segments) if (sp == p) != (track == "talking")]
+            if not other:
+                continue
+            o = other[s % len(other)]
+            src = clips[o, "talking" if track == "listening" else "listening"][0]
+            psnr, ssim = _image_scores(renders[o, p], reals[s, p])
+            clips[s, track].append(
+                Clip("fake", 0, 10.0 - 100, src.readings, psnr, ssim, clips[s, track][0].envelope)
+            )
 
 
 def stitched(group: list[Clip], n: int, rng: np.random.Generator) -> list[Clip]:
@@ -227,8 +239,6 @@ def train_shipped(prepared, avatar, out_dir, n_segments: int = 24, length: int =
     (`preference_data.npz`: up to `n_segments` segments, every 40-frame window inside the sample's
     turns when there are fewer) and the Preference Score of both tracks trained on all of it
     (`preference.pt`)."""
-    from minitalk.evaluate.preference import save_data, save_scores, train_score
-
     built = build(prepared, avatar, n_segments, length, seed=seed, progress=True)
     about = BUILT_FROM.format(segments=len(built["segments"]), length=length, seed=seed)
     out_dir = Path(out_dir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from minitalk.prepare.face import CHIN, LIP_LOWER_INNER, LIP_UPPER_INNER, mouth_box_geometry
@@ -48,13 +49,11 @@ FAMILIES = (
 
 
 def blur(frames: np.ndarray, sigma: float) -> np.ndarray:
-    import cv2
 
     return np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in frames])
 
 
 def low_res(frames: np.ndarray, factor: int) -> np.ndarray:
-    import cv2
 
     s = frames.shape[1]
     small = max(1, s // factor)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from minitalk import metrics
-from minitalk.camera import focal_from_fov, intrinsics
+from minitalk.camera import focal_from_fov, intrinsic_matrix
 from minitalk.evaluate.sharpness import cpbd
 from minitalk.prepare import expression, face, headpose
 
@@ -35,13 +35,13 @@ class FaceModel:
     @classmethod
     def from_tracks(cls, tracks: dict, person: int, size: int) -> FaceModel:
         """The face model preparation fitted (`tracks.npz`), its camera scaled to `size` px panels."""
-        k = np.array(tracks["intrinsics"][person], np.float64)
-        scale = size / (2 * k[0, 2])  # the crop's principal point sits at its centre
-        k[:2] *= scale
+        intrinsics = np.array(tracks["intrinsics"][person], np.float64)
+        scale = size / (2 * intrinsics[0, 2])  # the crop's principal point sits at its centre
+        intrinsics[:2] *= scale
         model = expression.MorphableModel(
             tracks["exp_mean"], tracks["exp_identity"][person : person + 1], tracks["exp_basis"], np.ones(1)
         )
-        return cls(np.asarray(tracks["face3d"][person], np.float64), k, model)
+        return cls(np.asarray(tracks["face3d"][person], np.float64), intrinsics, model)
 
     @classmethod
     def fit(cls, landmarks: np.ndarray, size: int, fov: float = 26.0, n_components: int = 16) -> FaceModel:
@@ -50,8 +50,8 @@ class FaceModel:
         face3d = headpose.canonical_face(landmarks)
         found = np.isfinite(landmarks).all(axis=(1, 2))
         shapes = expression.normalise_landmarks(landmarks[found], face3d)
-        k = intrinsics(focal_from_fov(size, fov), size, size)
-        return cls(face3d, k, expression.MorphableModel.fit([shapes], n_components))
+        intrinsics = intrinsic_matrix(focal_from_fov(size, fov), size, size)
+        return cls(face3d, intrinsics, expression.MorphableModel.fit([shapes], n_components))
 
 
 @dataclass

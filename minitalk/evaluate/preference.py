@@ -26,6 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from minitalk.files import FORMAT_VERSION, load_npz, load_torch
+from minitalk.utils import atomic_path, save_npz_atomic
+
 TALKING = ("psnr", "ssim", "cpbd", "lmd", "lip_lmd", "exp_l1", "pose_l1", "av_offset_abs", "av_conf")
 LISTENING = ("psnr", "ssim", "cpbd", "lmd", "exp_l1", "pose_l1", "exp_fd", "pose_fd")
 HIGHER_IS_BETTER = frozenset({"psnr", "ssim", "cpbd", "av_conf"})
@@ -164,9 +167,6 @@ SCORE_FILE_KEYS = ("kind", "talking", "listening", "trained_on")
 
 def save_scores(path, scores: dict[str, TrainedScore], trained_on: str) -> None:
     """The two tracks' trained scores in one file (atomically), with what they were trained on."""
-    from minitalk.files import FORMAT_VERSION
-    from minitalk.utils import atomic_path
-
     state = {"kind": "minitalk preference score", "trained_on": trained_on, "format_version": FORMAT_VERSION}
     state.update({track: scores[track].state_dict() for track in ("talking", "listening")})
     with atomic_path(path) as tmp:
@@ -175,8 +175,6 @@ def save_scores(path, scores: dict[str, TrainedScore], trained_on: str) -> None:
 
 def load_scores(path) -> tuple[dict[str, TrainedScore], str]:
     """The scores `save_scores` wrote, checked (`minitalk.files.load_torch`), and what they learned from."""
-    from minitalk.files import load_torch
-
     state = load_torch(path, "preference score file", SCORE_FILE_KEYS)
     return {t: TrainedScore.from_state_dict(state[t]) for t in ("talking", "listening")}, state["trained_on"]
 
@@ -190,9 +188,6 @@ def save_data(path, data: dict[str, PreferenceData], built_from: str) -> None:
     the data is fixed: the comparisons made on it (notebook 07, `benchmarks/bench_eval.py`) then
     vary only with the training of the learned methods, not with FaceMesh's readings of the
     renders, which move in their last digits from one CPU to another."""
-    from minitalk.files import FORMAT_VERSION
-    from minitalk.utils import save_npz_atomic
-
     arrays = {"built_from": np.array(built_from), "format_version": np.array(FORMAT_VERSION)}
     for track in ("talking", "listening"):
         d = data[track]
@@ -203,8 +198,6 @@ def save_data(path, data: dict[str, PreferenceData], built_from: str) -> None:
 
 def load_data(path) -> tuple[dict[str, PreferenceData], str]:
     """The data `save_data` wrote, checked (`minitalk.files.load_npz`), and what it was built from."""
-    from minitalk.files import load_npz
-
     required = ("built_from", *(f"{t}_{f}" for t in ("talking", "listening") for f in DATA_FIELDS))
     z = load_npz(path, "preference data file", required)
     data = {}

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
 from minitalk.evaluate import sync, viewer
 from minitalk.utils import atomic_path
@@ -82,8 +83,6 @@ def as_json(x):
 
 def plot(report: dict, path) -> None:
     """Per person: the mouth against the speech envelope, and the sync curve c(k) while talking."""
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
-
     rd = report["_readings"]
     n = report["people"]
     fig = Figure(figsize=(11, 2.6 * n))

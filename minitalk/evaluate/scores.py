@@ -18,7 +18,9 @@ import minitalk
 from minitalk import metrics
 from minitalk.evaluate import sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings
+from minitalk.evaluate.preference import load_scores, vector
 from minitalk.evaluate.report import ROLES
+from minitalk.prepare.face import lip_indices
 
 PREFERENCE_FILE = minitalk.SAMPLE_DIR / "preference.pt"  # python -m minitalk.evaluate.dataset writes it
 
@@ -26,8 +28,6 @@ PREFERENCE_FILE = minitalk.SAMPLE_DIR / "preference.pt"  # python -m minitalk.ev
 def preference_scores(people: list[dict], path=PREFERENCE_FILE) -> list[str]:
     """The Preference Score of each person's talking and listening frames (0 to 6, higher is
     preferred), added to their figures; returns what the report should say about it."""
-    from minitalk.evaluate.preference import load_scores, vector
-
     if not Path(path).is_file():
         return [f"no Preference Score: {path} is missing (python -m minitalk.evaluate.dataset writes it)"]
     scores, trained_on = load_scores(path)
@@ -63,7 +63,7 @@ def role_metrics(d: Derived, mask, fps, envelope, image_scores, ref: Derived | N
     out: dict = {"frames": int(mask.sum())}
     if not mask.any():
         return out
-    r, pose, exp = d.readings, d.pose, d.expression
+    r, pose, expression = d.readings, d.pose, d.expression
     sel = np.flatnonzero(mask)
     out["cpbd"] = _mean(r.cpbd[sel])
     out.update(metrics.blink_statistics(d.blink[sel], fps))
@@ -73,31 +73,29 @@ def role_metrics(d: Derived, mask, fps, envelope, image_scores, ref: Derived | N
     if ref is None or pose is None:
         return out
     ref_sel = np.flatnonzero(ref_mask) if ref_mask is not None else np.arange(len(ref.blink))
-    ref_pose, ref_exp = ref.pose, ref.expression
+    ref_pose, ref_expression = ref.pose, ref.expression
     ours, theirs = _finite(pose[sel]), _finite(ref_pose[ref_sel])
     if len(ours) > 1 and len(theirs) > 1:  # a distribution needs more than one frame on each side
         out["pose_fd"] = metrics.pose_fd(ours, theirs)
-        out["exp_fd"] = metrics.exp_fd(exp[sel], ref_exp[ref_sel])
+        out["exp_fd"] = metrics.exp_fd(expression[sel], ref_expression[ref_sel])
         out["real_blink_rate"] = metrics.blink_statistics(ref.blink[ref_sel], fps)["blink_rate"]
     if aligned and image_scores:
         both = sel[sel < min(len(ref.blink), len(image_scores))]
         scores = np.asarray(image_scores)[both]
         out["psnr"], out["ssim"] = _mean(scores[:, 0]), _mean(scores[:, 1])
-        out.update(frame_metrics(r.take(both), ref.readings.take(both), exp[both], ref_exp[both], pose[both],
-                                 ref_pose[both]))  # fmt: skip
+        out.update(frame_metrics(r.take(both), ref.readings.take(both), expression[both],
+                                 ref_expression[both], pose[both], ref_pose[both]))  # fmt: skip
     return out
 
 
-def frame_metrics(r: FaceReadings, ref: FaceReadings, exp, ref_exp, pose, ref_pose) -> dict:
+def frame_metrics(r: FaceReadings, ref: FaceReadings, expression, ref_expression, pose, ref_pose) -> dict:
     """The metrics that compare a clip with real frames of the same moments, frame by frame:
     LMD over the face and the lips, ExpL1 and PoseL1 (readings, expression and pose aligned)."""
-    from minitalk.prepare.face import lip_indices
-
     ok = np.isfinite(pose).all(-1) & np.isfinite(ref_pose).all(-1)
     return {
         "lmd": metrics.lmd(r.landmarks, ref.landmarks),
         "lip_lmd": metrics.lmd(r.landmarks, ref.landmarks, lip_indices()),
-        "exp_l1": metrics.exp_l1(exp, ref_exp),
+        "exp_l1": metrics.exp_l1(expression, ref_expression),
         "pose_l1": metrics.pose_l1(pose[ok], ref_pose[ok]) if ok.any() else None,
     }
 

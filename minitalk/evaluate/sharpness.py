@@ -17,6 +17,7 @@ published package no longer imports with current SciPy.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 BETA = 3.6
@@ -58,8 +59,6 @@ def cpbd(image: np.ndarray) -> float:
 
     An image without an edge block scores 0: it holds no edge a viewer would call sharp.
     """
-    import cv2
-
     img = np.asarray(image)
     if img.dtype != np.uint8:
         img = (np.clip(img, 0, 1) * 255).round().astype(np.uint8)

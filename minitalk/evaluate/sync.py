@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from minitalk.prepare.audio import zcr_rms
+
 MAX_OFFSET = 15  # frames, SyncNet's search range
 MIN_CONFIDENCE = 0.1  # AVConf below this: a flat curve, no confident offset (real crops: >= 0.2)
 
@@ -36,8 +38,6 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 def speech_envelope(audio: np.ndarray, fps: float, n_frames: int, sample_rate: int = 16_000) -> np.ndarray:
     """Log RMS loudness per video frame (n_frames,), in dB over the clip's quietest tenth."""
-    from minitalk.prepare.audio import zcr_rms
-
     _, rms = zcr_rms(np.asarray(audio, np.float32), sample_rate, fps, n_frames)
     db = 20 * np.log10(np.maximum(rms, 1e-5))
     return db - np.percentile(db, 10)

@@ -8,7 +8,8 @@ its training.
     render.py      compositing (Eq. 4-5) and the renderer, which takes the fields as callables
     static.py      a small static NeRF, the from-scratch example of notebook 04
     model.py       DialogueNeRF: head and torso fields for every person, their conditions
-    frames.py      a prepared folder as tensors: images, pixel weights, cameras, face states
+    frames.py      a prepared folder as tensors: images, pixel weights, cameras, face states; the
+                   scene statistics that turn new motion into the model's inputs
     train.py       the training loop (resumable, Ctrl-C safe)
     evaluate.py    held-out PSNR / SSIM per person and role, mouth measures
     checkpoint.py  checkpoints, the slimmed export, and loading either to render

@@ -9,6 +9,7 @@ import torch
 from minitalk import metrics
 from minitalk.nerf.frames import Frames
 from minitalk.nerf.render import render_frame
+from minitalk.prepare import face
 from minitalk.prepare.face import mouth_boxes
 
 
@@ -71,8 +72,6 @@ def mouth_measures(frames: Frames, model=None, device=None) -> tuple[np.ndarray,
 
     Returns (person, frame) pairs (M, 2) and {name: (M,)}.
     """
-    from minitalk.prepare import face
-
     pairs = torch.nonzero(frames.speaking & frames.held_out[None]).numpy()
     openings, interiors = np.full(len(pairs), np.nan), np.empty(len(pairs))  # NaN: no face found
     with face.LandmarkTracker(static=True) as track:

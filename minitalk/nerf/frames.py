@@ -119,8 +119,10 @@ class Frames(Cameras):
         self.mel_index = torch.from_numpy(
             np.clip(np.arange(self.n_frames)[:, None] + offsets, 0, self.n_frames - 1)
         )
-        exp = tracks["expression"].astype(np.float32)
-        self.expression = torch.from_numpy(exp / (exp.reshape(-1, exp.shape[-1]).std(0) + 1e-8))
+        expression = tracks["expression"].astype(np.float32)
+        self.expression = torch.from_numpy(
+            expression / expression_scale(expression)
+        )  # (P, T, K), unit spread
         self.blink = torch.from_numpy(tracks["blink"].astype(np.float32))
         self.speaking = torch.from_numpy(tracks["speaking"])
         self.mouth = tracks["mouth"]
@@ -165,6 +167,25 @@ def frame_poses(tracks: dict) -> np.ndarray:
     match their images (docs/results.md, "Cameras from each frame's own PnP pose").
     """
     return tracks["pose_raw"].astype(np.float64)
+
+
+def expression_scale(expression: np.ndarray) -> np.ndarray:
+    """The spread (K,) of each expression coefficient over every person and frame of (P, T, K):
+    the model sees expression / scale, so no coefficient outweighs the others in its condition."""
+    return expression.reshape(-1, expression.shape[-1]).std(0) + 1e-8
+
+
+def scene_statistics(tracks: dict) -> dict[str, np.ndarray]:
+    """What turns generated motion into the model's inputs as training saw them, from the tracks:
+    `expression_scale` (K,), each person's `mean_translation` (P, 3) (centres the torso's
+    condition, `pose_condition`), and `pose_range` (P, 2, 6), the lowest and highest head pose
+    of the training cameras (`frame_poses`)."""
+    pose = frame_poses(tracks)
+    return {
+        "expression_scale": expression_scale(tracks["expression"].astype(np.float32)),
+        "mean_translation": pose[..., 3:].mean(axis=1).astype(np.float32),
+        "pose_range": np.stack([pose.min(axis=1), pose.max(axis=1)], 1).astype(np.float32),
+    }
 
 
 def pose_condition(pose: np.ndarray, fps: float, lag_s: float = 0.5, mean_translation=None) -> np.ndarray:

@@ -28,12 +28,17 @@ from minitalk.camera import head_rays_torch
 from minitalk.nerf.encoding import TriPlane, make_encoder, positional_encoding
 from minitalk.nerf.rays import Occupancy
 from minitalk.nerf.upsampler import FACTORS, NeuralRenderer
+from minitalk.settings import option
 from minitalk.utils import SettingError
 
 
 @dataclass(frozen=True)
 class DialogueNeRFConfig:
-    encoding: str = "grid"  # "grid" (tri-planes) or "frequency" (Eq. 2)
+    """The model's settings, saved in every checkpoint and avatar file; `minitalk train` offers
+    some of them as options (`minitalk.settings`)."""
+
+    encoding: str = option("grid", "position encoding: tri-plane grids or sinusoids (Eq. 2)",
+                           choices=("grid", "frequency"))  # fmt: skip
     levels: int = 4  # tri-plane pyramid
     features: int = 4
     min_res: int = 16
@@ -45,18 +50,29 @@ class DialogueNeRFConfig:
     cond_dim: int = 32  # audio / expression feature
     n_expression: int = 16
     smooth_frames: int = 8  # audio windows weighed together per frame
-    region_attention: bool = True
-    expression_planes: int = 1  # features per expression coefficient in the head's expression planes; 0: none
+    region_attention: bool = option(True, "turn off ER-NeRF region attention", flag="--no-region-attention",
+                                    const=False)  # fmt: skip
+    # features per expression coefficient in the head's expression planes; 0: none
+    expression_planes: int = option(
+        1, "no expression planes in the head", flag="--no-expression-planes", const=0
+    )
     expression_res: int = 64
-    deformation: bool = True
-    torso_lag_s: float = 0.5  # the torso also sees the head's pose smoothed over the past this long; 0: not
+    deformation: bool = option(True, "turn off the torso deformation field", flag="--no-deformation",
+                               const=False)  # fmt: skip
+    torso_lag_s: float = option(
+        0.5, "the torso also sees the head pose trailed over this time; 0: the current pose only",
+        flag="--torso-lag", metavar="SECONDS",
+    )  # fmt: skip
     head_samples: int = 32
     torso_samples: int = 16
     grid_res: int = 48  # occupancy grid cells per side
     skipping: bool = True  # empty-space skipping with the occupancy grids
     n_people: int = 2
     camera_correction: bool = True  # a per-person pose correction learned from the tracked expression
-    upsample: int = 1  # 2D neural renderer: a feature map at 1/upsample of the side; 1: colours per pixel
+    upsample: int = option(
+        1, "2D neural renderer: the fields render a feature map at 1/U of the prepared size and a small "
+        "CNN upsamples it to the full size (2, 4 or 8; 1: a colour per pixel)", metavar="U",
+    )  # fmt: skip
     feature_channels: int = 16  # channels of that feature map (the first three are a colour)
 
     def __post_init__(self):
@@ -210,8 +226,8 @@ class DialogueNeRF(nn.Module):
         learns of mouths from either role serves the other.
         """
         predicted = self.audio_to_expression(self.audio(mel))
-        e = torch.where(speaking[:, None], predicted, expression)
-        return torch.cat([e, blink[:, None]], dim=-1)
+        coefficients = torch.where(speaking[:, None], predicted, expression)
+        return torch.cat([coefficients, blink[:, None]], dim=-1)
 
     def exp_feature(self, face_state: torch.Tensor) -> torch.Tensor:
         """The expression feature of Eq. 6-7, exp_feat (f_s for a speaker, f_l for a listener), from a
@@ -230,10 +246,10 @@ class DialogueNeRF(nn.Module):
         """
         predicted = self.audio_to_expression(self.audio(mel))
         regression = ((predicted - expression) ** 2).mean()
-        a = nn.functional.normalize(self.expression(predicted), dim=-1)
-        e = nn.functional.normalize(self.expression(expression), dim=-1)
-        logits = a @ e.T / temperature  # (B, B): the diagonal holds the positives
-        contrastive = nn.functional.cross_entropy(logits, torch.arange(len(a), device=a.device))
+        audio_feat = nn.functional.normalize(self.expression(predicted), dim=-1)
+        exp_feat = nn.functional.normalize(self.expression(expression), dim=-1)
+        logits = audio_feat @ exp_feat.T / temperature  # (B, B): the diagonal holds the positives
+        contrastive = nn.functional.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
         return regression + contrastive
 
     # -- fields -----------------------------------------------------------------------------
@@ -282,10 +298,10 @@ class DialogueNeRF(nn.Module):
         """Torso field at unit-box points (M, 3) of rays ray_of (M,); per ray: person (N,), et (N, 6 or
         12) the head's pose, normalised (`minitalk.nerf.frames.pose_condition`). Returns density (M,) and
         colour (M, 3), or None for the colour when `colour` is False."""
-        e = positional_encoding(et, 4)
+        gamma_et = positional_encoding(et, 4)
         if self.deform is not None:  # x' = x + D(gamma(x), gamma(et))
-            unit = unit + self.deform(self.deform_in(positional_encoding(unit, 4), e, ray_of))
-        per_ray = torch.cat([e, self.z_shape.index_select(0, person)], dim=-1)
+            unit = unit + self.deform(self.deform_in(positional_encoding(unit, 4), gamma_et, ray_of))
+        per_ray = torch.cat([gamma_et, self.z_shape.index_select(0, person)], dim=-1)
         h = torch.relu(self.torso_in(self.torso_enc(unit), per_ray, ray_of))
         out = self.torso_out(h)
         sigma = nn.functional.softplus(out[:, 0] - 1.0) * 40.0

@@ -18,8 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from minitalk.camera import camera_to_head
 from minitalk.nerf import rays, render
 from minitalk.nerf.encoding import positional_encoding
+from minitalk.utils import set_seed
 
 
 @dataclass
@@ -96,9 +98,6 @@ def fit_static(
     biases the pixel sampling (e.g. toward the face), uniform if None.
     Returns the model and its history [(step, training PSNR)].
     """
-    from minitalk.camera import camera_to_head
-    from minitalk.utils import set_seed
-
     set_seed(seed)
     rng = np.random.default_rng(seed)
     f, h, w = images.shape[:3]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from minitalk.files import FileFormatError
 from minitalk.nerf.checkpoint import read_checkpoint, save_checkpoint
@@ -34,6 +35,7 @@ from minitalk.nerf.evaluate import evaluate
 from minitalk.nerf.frames import MIN_HELD_OUT_FRAMES, Frames
 from minitalk.nerf.model import DialogueNeRF, DialogueNeRFConfig
 from minitalk.nerf.render import render_rays
+from minitalk.settings import option
 from minitalk.utils import (
     MinitalkWarning,
     SettingError,
@@ -63,8 +65,10 @@ class TrainingWarning(MinitalkWarning):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    iters: int = 4000
-    minutes: float | None = None  # wall-clock budget; stops at whichever of iters / minutes comes first
+    """The training loop's settings (`minitalk train`; the model's are `DialogueNeRFConfig`)."""
+
+    iters: int = option(4000, "training steps")
+    minutes: float | None = option(None, "wall-clock budget; stops at whichever comes first", type=float)
     frames_per_batch: int = 16
     rays_per_frame: int = 256
     lr_grid: float = 2e-2
@@ -141,8 +145,6 @@ def learning_rate_factor(step: int, decay_steps: int) -> float:
 def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, resume: bool = True,
           progress: bool = True, **train_settings) -> dict:  # fmt: skip
     """Train (or resume) a DialogueNeRF on prepared `folder`; returns the report also written to the run."""
-    from tqdm.auto import tqdm
-
     cfg = TrainConfig(**train_settings)
     mcfg = model_config or DialogueNeRFConfig()
     frames = Frames.for_run(folder, asdict(cfg), mcfg)  # checks the folder before anything is written
@@ -161,13 +163,7 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     keep_freed_memory()
     set_seed(cfg.seed)
     model = DialogueNeRF(mcfg, frames.head_box, frames.torso_boxes).to(device)
-    optim = torch.optim.Adam(
-        [
-            {"params": model.grid_parameters(), "lr": cfg.lr_grid},
-            {"params": model.mlp_parameters(), "lr": cfg.lr_mlp},
-        ],
-        betas=(0.9, 0.99),
-    )
+    optim = make_optimizer(model, cfg)
     step, elapsed, history = 0, 0.0, []
     ckpt = run / "checkpoint.pt"
     if resume and ckpt.is_file():
@@ -216,18 +212,41 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
         minutes = (time.perf_counter() - start) / 60
         save_checkpoint(ckpt, model, optim, mcfg, asdict(cfg), step, minutes * 60, history)
         interrupted = stop.requested
-    if interrupted:  # the scores wait for a finished run: the user asked to stop now
+    report = run_report(model, frames, device, mcfg, cfg, step, minutes, history, interrupted)
+    with atomic_path(run / "train_report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1) + "\n")
+    if interrupted:
+        raise TrainingInterrupted(step, ckpt)
+    return report
+
+
+def make_optimizer(model: DialogueNeRF, cfg: TrainConfig) -> torch.optim.Adam:
+    """Adam with two rates: the tri-plane grids learn faster than the MLPs (as in ER-NeRF)."""
+    return torch.optim.Adam(
+        [
+            {"params": model.grid_parameters(), "lr": cfg.lr_grid},
+            {"params": model.mlp_parameters(), "lr": cfg.lr_mlp},
+        ],
+        betas=(0.9, 0.99),
+    )
+
+
+def run_report(model, frames: Frames, device, mcfg: DialogueNeRFConfig, cfg: TrainConfig, step: int,
+               minutes: float, history: list, interrupted: bool) -> dict:  # fmt: skip
+    """What train_report.json holds: held-out scores per person and role (none for an interrupted
+    run: the user asked to stop now), the poses training saw, memory, both configs, the history."""
+    if interrupted:
         roles = ("", "_speaker", "_listener", "_by_role")
         no_scores = dict.fromkeys(f"{k}{r}" for k in ("psnr", "ssim") for r in roles)
         scores = {**no_scores, "note": f"interrupted at step {step}; run the same command again to resume"}
     else:
         scores = evaluate(model, frames, device, cfg.eval_frames)
-    report = {
+    return {
         "iterations": step,
         "interrupted": interrupted,
         "minutes": round(minutes, 2),
         **scores,
-        "held_out_frames": n_held,
+        "held_out_frames": int(frames.held_out.sum()),
         "pose_seen": pose_seen(frames),
         "peak_mem_gb": round(peak_memory_gb(device), 3),
         "device": str(device),
@@ -235,11 +254,6 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
         "train": asdict(cfg),
         "history": history[:: max(1, len(history) // 200)],
     }
-    with atomic_path(run / "train_report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-    if interrupted:
-        raise TrainingInterrupted(step, ckpt)
-    return report
 
 
 def pose_seen(frames: Frames) -> list[dict]:
@@ -355,9 +369,9 @@ def train_step(model, optim, frames: Frames, train_pairs, pair_weights, speaker_
     pick = train_pairs[torch.multinomial(pair_weights, cfg.frames_per_batch, replacement=True)]
     person_f, frame_f = pick[:, 0], pick[:, 1]
     low_px, high_px = draw_pixels(frames, person_f, frame_f, cfg, model.config.upsample)
-    mel, exp, blink, speaking = frames.face_state_inputs(person_f, frame_f)
+    mel, expression, blink, speaking = frames.face_state_inputs(person_f, frame_f)
     speaking = speaking & (torch.rand(len(speaking)) >= cfg.teacher_forcing)  # forced: tracked coefficients
-    state_f = model.face_state(mel.to(device), exp.to(device), blink.to(device), speaking.to(device))
+    state_f = model.face_state(mel.to(device), expression.to(device), blink.to(device), speaking.to(device))
     image, target, out, shares, extra = render_batch(
         model, frames, person_f, frame_f, low_px, high_px, state_f, cfg, device
     )
@@ -371,8 +385,8 @@ def train_step(model, optim, frames: Frames, train_pairs, pair_weights, speaker_
         loss = loss + cfg.mask_weight * silhouette
     if cfg.audio_weight > 0 and len(speaker_pairs) >= 2:
         sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]
-        mel, exp, _, _ = frames.face_state_inputs(sp[:, 0], sp[:, 1])
-        loss = loss + cfg.audio_weight * model.audio_loss(mel.to(device), exp.to(device))
+        mel, expression, _, _ = frames.face_state_inputs(sp[:, 0], sp[:, 1])
+        loss = loss + cfg.audio_weight * model.audio_loss(mel.to(device), expression.to(device))
     optim.zero_grad(set_to_none=True)
     loss.backward()
     optim.step()

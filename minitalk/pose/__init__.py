@@ -2,6 +2,8 @@
 from the speaker's audio (DialogueNeRF IV-A).
 
     generator.py   the temporal convolutional network and `PoseGenerator` (training, generation)
+    face_state.py  the listener's expression TCN and the blink model
+    fit.py         every motion model fitted on a prepared clip's tracks (what the avatar file keeps)
     evaluate.py    held-out scoring against the tracked poses, with replay and mean-pose baselines
 """
 
@@ -33,4 +35,4 @@ __all__ = [
 ]
 
 
-__getattr__ = lazy_submodules(__name__, ("generator", "evaluate"))
+__getattr__ = lazy_submodules(__name__, ("generator", "face_state", "fit", "evaluate"))

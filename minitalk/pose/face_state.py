@@ -47,8 +47,8 @@ class ListenerExpression:
         self.audio_scale = np.ones(2, np.float32)
         self.pose_mean = np.zeros((2, 6), np.float32)
         self.pose_std = np.ones(6, np.float32)
-        self.exp_mean = np.zeros((2, n_expression), np.float32)
-        self.exp_std = np.ones(n_expression, np.float32)
+        self.expression_mean = np.zeros((2, n_expression), np.float32)
+        self.expression_std = np.ones(n_expression, np.float32)
 
     def _inputs(self, zcr, rms, speaker_pose_rel) -> np.ndarray:
         return np.concatenate(
@@ -65,11 +65,11 @@ class ListenerExpression:
         self.audio_scale = np.array([np.percentile(zcr, 95), np.percentile(rms, 95)], np.float32) + 1e-8
         self.pose_mean = pose[:, train_mask].mean(1).astype(np.float32)
         self.pose_std = (pose - self.pose_mean[:, None])[:, train_mask].reshape(-1, 6).std(0) + 1e-6
-        self.exp_mean = expression[:, train_mask].mean(1).astype(np.float32)
-        rel = expression - self.exp_mean[:, None]
-        self.exp_std = (rel[:, train_mask].reshape(-1, rel.shape[-1]).std(0) + 1e-6).astype(np.float32)
+        self.expression_mean = expression[:, train_mask].mean(1).astype(np.float32)
+        rel = expression - self.expression_mean[:, None]
+        self.expression_std = (rel[:, train_mask].reshape(-1, rel.shape[-1]).std(0) + 1e-6).astype(np.float32)
         x = self._inputs(zcr, rms, pose[speaker, t] - self.pose_mean[speaker]).astype(np.float32)
-        y = (rel[1 - speaker, t] / self.exp_std).astype(np.float32)  # the listener's, per frame
+        y = (rel[1 - speaker, t] / self.expression_std).astype(np.float32)  # the listener's, per frame
         windows = [
             (max(a, end - c.window), end)
             for a, b in turn_segments(speaker)
@@ -99,15 +99,15 @@ class ListenerExpression:
     @torch.no_grad()
     def generate(self, zcr, rms, speaker_pose, speaking) -> np.ndarray:
         """The listener's expression (T, K) for each turn of new speech, from its start, relative to
-        the listener's mean (add a person's `exp_mean` to place it on their face); `speaker_pose`
+        the listener's mean (add a person's `expression_mean` to place it on their face); `speaker_pose`
         (T, 6) is the speaker's (generated) head pose."""
         speaker = speaker_track(speaking)
-        out = np.zeros((len(speaker), len(self.exp_std)), np.float32)
+        out = np.zeros((len(speaker), len(self.expression_std)), np.float32)
         for a, b in turn_segments(speaker):
             s = speaker[a]
             x = self._inputs(zcr[a:b], rms[a:b], speaker_pose[a:b] - self.pose_mean[s]).astype(np.float32)
             y = self.net(torch.from_numpy(x).T[None])[0].T.numpy()
-            out[a:b] = y * self.exp_std
+            out[a:b] = y * self.expression_std
         return out
 
     def state_dict(self) -> dict:
@@ -115,17 +115,20 @@ class ListenerExpression:
         return {
             "config": asdict(self.config),
             "net": self.net.state_dict(),
-            **{k: to_t(np.asarray(getattr(self, k), np.float32)) for k in self.ARRAYS},
+            **{name: to_t(np.asarray(getattr(self, name), np.float32)) for name in self.ARRAYS},
         }
 
-    ARRAYS = ("audio_scale", "pose_mean", "pose_std", "exp_mean", "exp_std")
+    ARRAYS = ("audio_scale", "pose_mean", "pose_std", "expression_mean", "expression_std")
+
+    EARLIER_NAMES = {"expression_mean": "exp_mean", "expression_std": "exp_std"}  # in older avatar files
 
     @classmethod
     def from_state_dict(cls, state: dict) -> ListenerExpression:
-        model = cls(int(state["exp_std"].shape[0]), ListenerConfig(**state["config"]))
+        state = {new: state[old] for new, old in cls.EARLIER_NAMES.items() if old in state} | state
+        model = cls(int(state["expression_std"].shape[0]), ListenerConfig(**state["config"]))
         model.net.load_state_dict(state["net"])
-        for k in cls.ARRAYS:
-            setattr(model, k, state[k].numpy())
+        for name in cls.ARRAYS:
+            setattr(model, name, state[name].numpy())
         model.net.eval()
         return model
 

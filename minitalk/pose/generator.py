@@ -113,11 +113,11 @@ PAPER_CONFIG = PoseConfig(lr=5e-5, epochs=200, stride=1)
 
 def speaker_track(speaking: np.ndarray) -> np.ndarray:
     """Who holds the floor at each frame (T,): the last person who spoke, through pauses."""
-    who = np.where(speaking[0], 0, np.where(speaking[1], 1, -1))
-    first = who[who >= 0][0] if np.any(who >= 0) else 0
-    out = np.empty(len(who), np.int64)
+    speaker_now = np.where(speaking[0], 0, np.where(speaking[1], 1, -1))
+    first = speaker_now[speaker_now >= 0][0] if np.any(speaker_now >= 0) else 0
+    out = np.empty(len(speaker_now), np.int64)
     current = first
-    for t, w in enumerate(who):
+    for t, w in enumerate(speaker_now):
         current = w if w >= 0 else current
         out[t] = current
     return out

@@ -18,7 +18,9 @@ comes from silero-vad, whose model ships inside its wheel.
 
 from __future__ import annotations
 
+import librosa
 import numpy as np
+import torch
 
 
 def frame_windows(
@@ -70,8 +72,6 @@ def log_mel(audio: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
     A 50 ms Hann window, 80 bands from 55 Hz to 7.6 kHz, power in decibels
     clipped 80 dB below the loudest step and scaled to about [-4, 0].
     """
-    import librosa
-
     spec = librosa.feature.melspectrogram(
         y=np.asarray(audio, dtype=np.float32),
         sr=sample_rate,
@@ -103,12 +103,10 @@ def voice_activity(
     audio: np.ndarray, sample_rate: int = 16_000, threshold: float = 0.5, min_silence_s: float = 0.1
 ) -> list[tuple[float, float]]:
     """Voiced stretches (start, end) in seconds, by silero-vad (offline: the model is in its wheel)."""
-    import torch
-
     if sample_rate != 16_000:
         raise ValueError(f"voice_activity expects 16 kHz audio, got {sample_rate} Hz")
     threads = torch.get_num_threads()
-    try:  # importing silero_vad sets torch's thread count to 1 for the whole process: undone below
+    try:  # lazy (a 1.5 s import); importing silero_vad sets torch's thread count to 1: undone below
         from silero_vad import get_speech_timestamps, load_silero_vad
 
         model = load_silero_vad()

@@ -21,18 +21,28 @@ on inputs, settings and code, so a re-run resumes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import tempfile
 import time
 import warnings
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
+import minitalk
 from minitalk import io
+from minitalk.camera import focal_from_fov, intrinsic_matrix
 from minitalk.files import FORMAT_VERSION, FileFormatError, load_npz
-from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source, scene_cuts
+from minitalk.prepare import audio as au
+from minitalk.prepare import diarize, expression, headpose, masks
+from minitalk.prepare.face import square_crop
+from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source, scene_cuts, thumbnail
+from minitalk.settings import option
 from minitalk.utils import ArrayParts, SettingError, atomic_path, save_npz_atomic
 
 P = 2  # people in a conversation
@@ -40,13 +50,18 @@ P = 2  # people in a conversation
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    size: int = 128  # crop side in pixels
-    fps: float = 25.0  # output frame rate; other rates are resampled
-    fov: float = 26.0  # assumed horizontal field of view of each person's camera, degrees
+    """The settings of `minitalk prepare` (`minitalk.settings`)."""
+
+    size: int = option(128, "crop side in pixels")
+    fps: float = option(25.0, "frame rate to resample to")
+    fov: float = option(26.0, "assumed horizontal field of view of each person's camera, degrees")
     max_gap_s: float = 0.5  # face lost for up to this long: interpolated; longer: an error
     n_expression: int = 16  # K, the expression coefficients per frame
     crop_scale: float = 2.4  # crop side in face heights (takes in the shoulders)
-    voice_print: str = "auto"  # who speaks: "ge2e" (learned), "pitch+mfcc" (fallback) or "auto"
+    voice_print: str = option(
+        "auto", "how voices are told apart: a learned speaker embedding (ge2e), pitch and MFCC, or "
+        "auto: ge2e where its weights are installed", choices=("auto", "ge2e", "pitch+mfcc"),
+    )  # fmt: skip
 
     def __post_init__(self):
         checks = (
@@ -71,10 +86,6 @@ def prepare(
     `settings` are the fields of `PrepareConfig`. Returns the folder. Warnings
     (trimmed lengths, resampling, silence) are issued and kept in the report.
     """
-    from minitalk.camera import focal_from_fov, intrinsics
-    from minitalk.prepare import diarize, expression, headpose
-    from minitalk.prepare.face import square_crop
-
     cfg = PrepareConfig(**settings)
     out = Path(out)
     seconds: dict[str, float] = {}
@@ -87,22 +98,19 @@ def prepare(
             out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be there
             (out / "prepare_report.json").unlink(missing_ok=True)  # unfinished until the end
             cache = _Cache(out / ".cache", src.key(), cfg)
-            clock = time.perf_counter()
-            regions = src.find_people()
-            seconds["faces"] = _lap(clock)
+            with _timed(seconds, "faces"):
+                regions = src.find_people()
 
-            clock = time.perf_counter()
-            lm_region = cache.get("landmarks", lambda: {"landmarks": src.track_landmarks(regions, progress)})[
-                "landmarks"
-            ]
-            seconds["landmarks"] = _lap(clock)
+            with _timed(seconds, "landmarks"):
+                lm_region = cache.get(
+                    "landmarks", lambda: {"landmarks": src.track_landmarks(regions, progress)}
+                )["landmarks"]
 
-            clock = time.perf_counter()
-            start, end = src.faces_in_view(lm_region)  # a clip may begin or end without both faces
-            wav, n_frames = src.read_audio(end)
-            wav, n_frames = wav[int(round(start / cfg.fps * io.SAMPLE_RATE)) :], n_frames - start
-            a = cache.get("audio", lambda: _audio_features(wav, n_frames, cfg.fps))
-            seconds["audio"] = _lap(clock)
+            with _timed(seconds, "audio"):
+                start, end = src.faces_in_view(lm_region)  # a clip may begin or end without both faces
+                wav, n_frames = src.read_audio(end)
+                wav, n_frames = wav[int(round(start / cfg.fps * io.SAMPLE_RATE)) :], n_frames - start
+                a = cache.get("audio", lambda: _audio_features(wav, n_frames, cfg.fps))
 
             lm_region = lm_region[:, start : start + n_frames]
             max_gap = int(round(cfg.max_gap_s * cfg.fps))
@@ -112,76 +120,42 @@ def prepare(
                 np.float32
             )
 
-            clock = time.perf_counter()
-            boxes = np.array([square_crop(lm_region[p], regions[p], cfg.crop_scale) for p in range(P)])
-            k_region = [
-                intrinsics(focal_from_fov(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions
-            ]
-            face3d = np.stack([headpose.canonical_face(lm_region[p]) for p in range(P)])
-            raw = np.stack([headpose.solve_pose(lm_region[p], face3d[p], k_region[p]) for p in range(P)])
-            pose = np.stack([headpose.smooth_pose(raw[p], cfg.fps) for p in range(P)])
-            k_crop = np.stack([crop_intrinsics(k_region[p], boxes[p], cfg.size) for p in range(P)])
-            lm_crop = np.stack([to_crop(lm_region[p], boxes[p], cfg.size) for p in range(P)])
-            for p in range(P):
-                src.warn_turned(p, pose[p])
-            seconds["pose"] = _lap(clock)
+            with _timed(seconds, "pose"):
+                heads = _head_poses(lm_region, regions, cfg)
+                for p in range(P):
+                    src.warn_turned(p, heads["pose"][p])
 
-            clock = time.perf_counter()
-            shapes = [expression.normalise_landmarks(lm_region[p], face3d[p]) for p in range(P)]
-            blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
-            model = expression.MorphableModel.fit(shapes, cfg.n_expression, blinks=list(blink))
-            beta = np.stack([model.coefficients(shapes[p], p) for p in range(P)])
-            mouth = np.stack([expression.mouth_opening(s) for s in shapes]).astype(np.float32)
-            seconds["expression"] = _lap(clock)
+            with _timed(seconds, "expression"):
+                model, shapes, faces = _face_states(lm_region, heads["face3d"], cfg.n_expression)
 
-            clock = time.perf_counter()
-            who = diarize.diarize(
-                wav, a["log_mel"], n_frames, cfg.fps, mouth=mouth, voice_print=cfg.voice_print
-            )
-            if not who.pieces:
-                warnings.warn(
-                    f"{src.audio_path}: no speech found; nobody is marked as speaking",
-                    PrepareWarning,
-                    stacklevel=2,
+            with _timed(seconds, "who_speaks"):
+                diarization = diarize.diarize(
+                    wav, a["log_mel"], n_frames, cfg.fps, mouth=faces["mouth"], voice_print=cfg.voice_print
                 )
-            seconds["who_speaks"] = _lap(clock)
+                if not diarization.pieces:
+                    warnings.warn(
+                        f"{src.audio_path}: no speech found; nobody is marked as speaking",
+                        PrepareWarning,
+                        stacklevel=2,
+                    )
 
-            clock = time.perf_counter()
-            frames = src.crops(regions, boxes, cfg.size, start, n_frames)
-            cuts = cache.get(
-                "crops",
-                lambda: write_crops_and_masks(frames, lm_crop, n_frames, cfg.fps, out, progress),
-                outputs=[out / "masks.npz"] + [out / f"frames_p{p}.mp4" for p in range(P)],
-            )
-            for p in range(P):
-                src.warn_cuts(p, cuts[f"cuts_p{p}"].tolist())
-            seconds["crops_masks"] = _lap(clock)
+            with _timed(seconds, "crops_masks"):
+                frames = src.crops(regions, heads["boxes"], cfg.size, start, n_frames)
+                cuts = cache.get(
+                    "crops",
+                    lambda: write_crops_and_masks(
+                        frames, heads["landmarks"], n_frames, cfg.fps, out, progress
+                    ),
+                    outputs=[out / "masks.npz"] + [out / f"frames_p{p}.mp4" for p in range(P)],
+                )
+                for p in range(P):
+                    src.warn_cuts(p, cuts[f"cuts_p{p}"].tolist())
 
-            clock = time.perf_counter()
-            io.write_audio(out / "audio.wav", wav)
-            save_npz_atomic(
-                out / "tracks.npz",
-                pose=pose.astype(np.float32),
-                pose_raw=raw.astype(np.float32),
-                speaking=who.speaking,
-                blink=blink.astype(np.float32),
-                fps=np.float32(cfg.fps),
-                expression=beta,
-                mouth=mouth,
-                landmarks=lm_crop.astype(np.float32),
-                crop_box=(boxes + [[r[0], r[1], 0] for r in regions]).astype(np.int32),  # frame pixels
-                region=np.asarray(regions, np.int32),
-                intrinsics=k_crop.astype(np.float32),
-                face3d=face3d.astype(np.float32),
-                exp_mean=model.mean.astype(np.float32),
-                exp_identity=model.identity.astype(np.float32),
-                exp_basis=model.basis.astype(np.float32),
-                zcr=a["zcr"],
-                rms=a["rms"],
-                mel=a["mel"].astype(np.float16),
-                format_version=FORMAT_VERSION,
-            )
-            seconds["write"] = _lap(clock)
+            with _timed(seconds, "write"):
+                io.write_audio(out / "audio.wav", wav)
+                _write_tracks(
+                    out / "tracks.npz", heads, faces, diarization.speaking, model, regions, a, cfg.fps
+                )
     except BaseException:  # a folder this run made and left nothing in is taken away again
         if created and out.is_dir() and not any(p.is_file() for p in out.rglob("*")):
             shutil.rmtree(out)
@@ -192,7 +166,17 @@ def prepare(
         for note in notes:
             warnings.warn(note, PrepareWarning, stacklevel=3)
 
-    report = {
+    report = _report(src, cfg, start, n_frames, found, diarization, model, shapes, notes, seconds, cache)
+    with atomic_path(out / "prepare_report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    return out
+
+
+def _report(src, cfg: PrepareConfig, start: int, n_frames: int, found, diarization, model, shapes,
+            notes: list[str], seconds: dict, cache: _Cache) -> dict:  # fmt: skip
+    """What prepare_report.json holds: the inputs and settings, the frames kept, faces found, how
+    who speaks was decided, the expression model's share of the variance, warnings and timings."""
+    return {
         "complete": True,
         "inputs": src.describe(),
         "settings": asdict(cfg),
@@ -201,18 +185,77 @@ def prepare(
         "fps": cfg.fps,
         "seconds": round(n_frames / cfg.fps, 3),
         "faces_found": [round(float(f), 4) for f in found],
-        "who_speaks": {"method": who.method, "voice_print": who.voice_print,
-                       "voice_mouth_agreement": _num(who.agreement),
-                       "voiced_pieces": len(who.pieces)},
+        "who_speaks": {"method": diarization.method, "voice_print": diarization.voice_print,
+                       "voice_mouth_agreement": _num(diarization.agreement),
+                       "voiced_pieces": len(diarization.pieces)},
         "expression_variance_kept": round(model.explained(shapes), 4),
         "warnings": notes,
         "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "total_seconds": round(sum(seconds.values()), 2),
         "cached_stages": sorted(cache.hits),
     }  # fmt: skip
-    with atomic_path(out / "prepare_report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    return out
+
+
+def _write_tracks(path: Path, heads: dict, faces: dict, speaking: np.ndarray, model, regions, audio: dict,
+                 fps: float) -> None:  # fmt: skip
+    """tracks.npz (the module docstring lists its arrays), written atomically."""
+    save_npz_atomic(
+        path,
+        pose=heads["pose"].astype(np.float32),
+        pose_raw=heads["pose_raw"].astype(np.float32),
+        speaking=speaking,
+        blink=faces["blink"].astype(np.float32),
+        fps=np.float32(fps),
+        expression=faces["expression"],
+        mouth=faces["mouth"],
+        landmarks=heads["landmarks"].astype(np.float32),
+        crop_box=(heads["boxes"] + [[r[0], r[1], 0] for r in regions]).astype(np.int32),  # in frame pixels
+        region=np.asarray(regions, np.int32),
+        intrinsics=heads["intrinsics"].astype(np.float32),
+        face3d=heads["face3d"].astype(np.float32),
+        exp_mean=model.mean.astype(np.float32),  # the expression model (docs/conventions.md)
+        exp_identity=model.identity.astype(np.float32),
+        exp_basis=model.basis.astype(np.float32),
+        zcr=audio["zcr"],
+        rms=audio["rms"],
+        mel=audio["mel"].astype(np.float16),
+        format_version=FORMAT_VERSION,
+    )
+
+
+def _head_poses(landmarks: np.ndarray, regions, cfg: PrepareConfig) -> dict[str, np.ndarray]:
+    """Each person's square crop box (P, 3), canonical face (P, 478, 3), head pose by PnP per frame
+    (`pose_raw`) and smoothed (`pose`) (P, T, 6), and the crop's camera `intrinsics` (P, 3, 3) and
+    `landmarks` (P, T, 478, 3), from landmarks (P, T, 478, 3) in each person's region's pixels."""
+    boxes = np.array([square_crop(landmarks[p], regions[p], cfg.crop_scale) for p in range(P)])
+    region_cameras = [
+        intrinsic_matrix(focal_from_fov(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions
+    ]
+    face3d = np.stack([headpose.canonical_face(landmarks[p]) for p in range(P)])
+    raw = np.stack([headpose.solve_pose(landmarks[p], face3d[p], region_cameras[p]) for p in range(P)])
+    return {
+        "boxes": boxes,
+        "face3d": face3d,
+        "pose_raw": raw,
+        "pose": np.stack([headpose.smooth_pose(raw[p], cfg.fps) for p in range(P)]),
+        "intrinsics": np.stack([crop_intrinsics(region_cameras[p], boxes[p], cfg.size) for p in range(P)]),
+        "landmarks": np.stack([to_crop(landmarks[p], boxes[p], cfg.size) for p in range(P)]),
+    }
+
+
+def _face_states(landmarks: np.ndarray, face3d: np.ndarray, n_expression: int):
+    """The expression model fitted on both people's landmarks (P, T, 478, 3) with their canonical
+    faces, the normalised shapes it was fitted on, and per person and frame its `expression`
+    code (P, T, K), `blink` (P, T) and `mouth` opening (P, T)."""
+    shapes = [expression.normalise_landmarks(landmarks[p], face3d[p]) for p in range(P)]
+    blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
+    model = expression.MorphableModel.fit(shapes, n_expression, blinks=list(blink))
+    faces = {
+        "expression": np.stack([model.coefficients(shapes[p], p) for p in range(P)]),
+        "blink": blink,
+        "mouth": np.stack([expression.mouth_opening(s) for s in shapes]).astype(np.float32),
+    }
+    return model, shapes, faces
 
 
 def write_crops_and_masks(frames, landmarks: np.ndarray, n_frames: int, fps: float, out: Path,
@@ -222,14 +265,6 @@ def write_crops_and_masks(frames, landmarks: np.ndarray, n_frames: int, fps: flo
     into `masks.npz` beside the background plates. Only the frames the plates are taken from
     (about `plate_frames` per person) and a thumbnail per frame are kept, so memory does not grow
     with the clip. Returns the cuts found per person (`cuts_p0`, ...)."""
-    import tempfile
-    from contextlib import ExitStack
-
-    from tqdm.auto import tqdm
-
-    from minitalk.prepare import masks
-    from minitalk.prepare.sources import thumbnail
-
     n_people = len(landmarks)
     step = max(1, n_frames // plate_frames)
     kept: list[list[tuple[np.ndarray, np.ndarray]]] = [[] for _ in range(n_people)]  # (image, person)
@@ -269,10 +304,6 @@ def prepare_sample(size: int = PrepareConfig.size) -> Path:
     """The shipped sample conversation (`data_samples/dialogue.mp4`) prepared at `size` pixels per
     person, in a temporary folder that the notebooks, benchmarks and tools share (its cache makes
     a second call quick). The shipped avatar needs it at the size it was trained at (`Avatar.size`)."""
-    import tempfile
-
-    import minitalk
-
     name = "minitalk_sample_prepared" + ("" if size == PrepareConfig.size else f"_{size}")
     return prepare(minitalk.SAMPLE_DIR / "dialogue.mp4", Path(tempfile.gettempdir()) / name, size=size,
                    progress=False)  # fmt: skip
@@ -309,15 +340,14 @@ def load_masks(folder) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _audio_features(wav: np.ndarray, n_frames: int, fps: float) -> dict[str, np.ndarray]:
-    from minitalk.prepare import audio as au
 
     log_mel = au.log_mel(wav)
     zcr, rms = au.zcr_rms(wav, io.SAMPLE_RATE, fps, n_frames)
     return {"log_mel": log_mel, "mel": au.mel_windows(log_mel, fps, n_frames), "zcr": zcr, "rms": rms}
 
 
-def crop_intrinsics(k: np.ndarray, box, size: int) -> np.ndarray:
-    """The camera `k` seen through a square crop `box` = (x0, y0, side) resized to `size` pixels.
+def crop_intrinsics(intrinsics: np.ndarray, box, size: int) -> np.ndarray:
+    """The camera `intrinsics` seen through a square crop `box` = (x0, y0, side) resized to `size` pixels.
 
     Pixel coordinates here run from 0 at an image's edge (FaceMesh's
     convention), so cropping shifts the principal point and resizing scales
@@ -325,7 +355,7 @@ def crop_intrinsics(k: np.ndarray, box, size: int) -> np.ndarray:
     """
     x0, y0, side = box
     s = size / side
-    out = np.array(k, dtype=np.float64)
+    out = np.array(intrinsics, dtype=np.float64)
     out[0, 2] -= x0
     out[1, 2] -= y0
     out[:2] *= s
@@ -338,8 +368,12 @@ def to_crop(landmarks: np.ndarray, box, size: int) -> np.ndarray:
     return (landmarks - np.array([x0, y0, 0.0])) * (size / side)
 
 
-def _lap(start: float) -> float:
-    return time.perf_counter() - start
+@contextmanager
+def _timed(seconds: dict, stage: str):
+    """Add the seconds the block takes to `seconds[stage]` (the report's `stage_seconds`)."""
+    clock = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - clock
 
 
 def _num(x: float):
@@ -353,9 +387,6 @@ class _Cache:
             "prepare/data.py")  # fmt: skip
 
     def __init__(self, folder: Path, source_key: str, cfg: PrepareConfig):
-        import hashlib
-
-        import minitalk
 
         # the code that computes the cached stages is part of the key, so an edit invalidates them
         code = [(Path(minitalk.__file__).parent / m).read_bytes() for m in self.CODE]

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import librosa
 import numpy as np
+from scipy.fft import dct
 
+from minitalk.prepare import voices
 from minitalk.prepare.audio import MEL_HOP, voice_activity, zcr_rms
 
 
@@ -53,8 +56,6 @@ def pitch_track(audio: np.ndarray, sample_rate: int = 16_000, block_s: float = 3
     """YIN pitch (Hz) every `MEL_HOP` samples, one frame centred on each hop as `librosa.yin`
     centres them, computed `block_s` at a time with a frame's margin either side, so memory stays
     flat for audio of any length (librosa frames the whole signal at once)."""
-    import librosa
-
     frame, hop = 1024, MEL_HOP
     n_hops = 1 + len(audio) // hop
     block = int(block_s * sample_rate) // hop  # hops per block
@@ -74,8 +75,6 @@ def pitch_track(audio: np.ndarray, sample_rate: int = 16_000, block_s: float = 3
 def voice_features(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
     """(n_pieces, 13) [log median pitch, MFCC 1..12 means] per piece, in their own units, so the
     features of one recording can be compared with another's (a person's voice print)."""
-    from scipy.fft import dct
-
     f0 = pitch_track(audio, sample_rate)
     n = min(len(f0), len(mel))  # one pitch and one mel step per hop
     f0, mel = f0[:n], mel[:n]
@@ -88,6 +87,27 @@ def voice_features(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int 
         sel = loud[i:j] if loud[i:j].any() else np.ones(len(loud[i:j]), bool)
         feats.append([np.log(np.median(f0[i:j][sel])), *mfcc[i:j][sel].mean(0)])
     return np.asarray(feats)
+
+
+def voice_prints(audio: np.ndarray, log_mel: np.ndarray, speaking: np.ndarray, fps: float):
+    """Each person's voice print (2, 13) and the clip's spread of voice features (13,), from the
+    training clip's 16 kHz audio, its log-mel and who speaks when (2, T). A person who never
+    speaks has a print of NaN."""
+    pieces = split_pieces(voice_activity(audio))
+    prints = np.full((2, 13), np.nan)
+    if not pieces:
+        return prints, np.ones(13)
+    feats = voice_features(audio, pieces, log_mel)
+    owner = []
+    for a, b in pieces:  # the person who speaks over most of the piece's frames, if anyone does
+        frames = slice(int(a * fps), max(int(b * fps), int(a * fps) + 1))
+        share = speaking[:, frames].mean(axis=1)
+        owner.append(int(np.argmax(share)) if share.max() > 0.5 else -1)
+    owner = np.asarray(owner)
+    for p in (0, 1):
+        if (owner == p).any():
+            prints[p] = feats[owner == p].mean(0)
+    return prints, feats.std(0) + 1e-8
 
 
 def voice_signatures(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
@@ -112,8 +132,6 @@ PIECE_S = {"ge2e": 0.25, "pitch+mfcc": 1.0}
 def choose_voice_print(voice_print: str = "auto") -> str:
     """The voice print to use: for "auto", the learned embedding where its weights are installed,
     else pitch and MFCC."""
-    from minitalk.prepare import voices
-
     if voice_print == "auto":
         return "ge2e" if voices.available() else "pitch+mfcc"
     if voice_print not in VOICE_PRINTS:
@@ -139,7 +157,7 @@ def two_voices(prints: np.ndarray, labels: np.ndarray, voice_print: str) -> bool
     if len(set(labels.tolist())) < 2:
         return False
     if voice_print == "ge2e":
-        centres = np.stack([prints[labels == k].mean(0) for k in (0, 1)])
+        centres = np.stack([prints[labels == c].mean(0) for c in (0, 1)])
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
         return float(centres[0] @ centres[1]) < MAX_VOICE_COSINE
     return separation(prints, labels) >= MIN_SEPARATION
@@ -157,7 +175,7 @@ def two_means(x: np.ndarray, iterations: int = 50) -> np.ndarray:
     labels = np.zeros(len(x), np.int64)
     for _ in range(iterations):
         labels = np.argmin(np.linalg.norm(x[:, None] - centres[None], axis=-1), axis=1)
-        new = np.stack([x[labels == k].mean(0) if (labels == k).any() else centres[k] for k in (0, 1)])
+        new = np.stack([x[labels == c].mean(0) if (labels == c).any() else centres[c] for c in (0, 1)])
         if np.allclose(new, centres):
             break
         centres = new
@@ -175,13 +193,13 @@ def mouth_sync(
     speaker's mouth that moves with the sound, whatever the other mouth does.
     """
     out = np.zeros((len(pieces), 2))
-    for k, (a, b) in enumerate(pieces):
+    for piece, (a, b) in enumerate(pieces):
         i, j = int(max(a - context_s, 0) * fps), int(np.ceil((b + context_s) * fps))
         env = loudness[i:j]
         for p in (0, 1):
             m = mouth[p, i:j]
             if len(m) > 2 and np.isfinite(m).all() and m.std() > 1e-6 and env.std() > 1e-9:
-                out[k, p] = np.corrcoef(m, env)[0, 1]
+                out[piece, p] = np.corrcoef(m, env)[0, 1]
     return out
 
 
@@ -217,8 +235,6 @@ def diarize(
         empty = np.zeros(0, np.int64)
         return Diarization(np.zeros((2, n_frames), bool), [], empty, empty, empty, 1.0, "none", voice_print)
     if voice_print == "ge2e":
-        from minitalk.prepare import voices
-
         signatures = voices.embed_pieces(audio, pieces, bounds=bounds)
     else:
         signatures = voice_signatures(audio, pieces, mel, sample_rate)

@@ -27,7 +27,7 @@ EYES = ((33, 133, 159, 145), (362, 263, 386, 374))
 
 
 def _face_mesh(static: bool):
-    import mediapipe as mp
+    import mediapipe as mp  # lazy: a 0.7 s import (TensorFlow Lite), needed only where faces are tracked
 
     return mp.solutions.face_mesh.FaceMesh(
         static_image_mode=static,
@@ -79,7 +79,7 @@ def detect_landmarks(images: Iterable[np.ndarray], static: bool = True) -> np.nd
 
 def face_oval_indices() -> list[int]:
     """FaceMesh's face-oval contour as an ordered ring of landmark indices."""
-    import mediapipe as mp
+    import mediapipe as mp  # lazy: a 0.7 s import (TensorFlow Lite), needed only where faces are tracked
 
     edges = dict(mp.solutions.face_mesh.FACEMESH_FACE_OVAL)
     ring = [FOREHEAD]
@@ -90,7 +90,7 @@ def face_oval_indices() -> list[int]:
 
 def lip_indices() -> list[int]:
     """The 40 FaceMesh landmarks on the lips' outer and inner contours (Lip LMD's points)."""
-    import mediapipe as mp
+    import mediapipe as mp  # lazy: a 0.7 s import (TensorFlow Lite), needed only where faces are tracked
 
     return sorted({i for edge in mp.solutions.face_mesh.FACEMESH_LIPS for i in edge})
 
@@ -133,7 +133,7 @@ def mouth_boxes(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 def detect_faces(image: np.ndarray, min_confidence: float = 0.5) -> np.ndarray:
     """Face boxes (n, 5) as (x0, y0, x1, y1, score) in pixels, left to right, by MediaPipe's face detector."""
-    import mediapipe as mp
+    import mediapipe as mp  # lazy: a 0.7 s import (TensorFlow Lite), needed only where faces are tracked
 
     h, w = image.shape[:2]
     with (

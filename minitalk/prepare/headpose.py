@@ -19,6 +19,7 @@ Poses follow `minitalk.camera`: (pitch, yaw, roll) in degrees, then translation 
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from minitalk.camera import matrix_to_euler
@@ -80,17 +81,15 @@ def canonical_face(landmarks: np.ndarray, iterations: int = 3) -> np.ndarray:
     return mean * EYE_CORNER_DISTANCE / np.linalg.norm(mean[EYE_OUTER[0]] - mean[EYE_OUTER[1]])
 
 
-def solve_pose(landmarks: np.ndarray, face3d: np.ndarray, k: np.ndarray) -> np.ndarray:
+def solve_pose(landmarks: np.ndarray, face3d: np.ndarray, intrinsics: np.ndarray) -> np.ndarray:
     """Per-frame head pose (T, 6) by PnP of the canonical face onto the landmarks' x, y.
 
     Frames without a face give NaN. Each solve starts from the previous
     frame's answer, which keeps the iterative solver on the right branch.
     """
-    import cv2
-
     idx = list(RIGID)
     obj = np.ascontiguousarray(face3d[idx], dtype=np.float64)
-    k = np.asarray(k, dtype=np.float64)
+    intrinsics = np.asarray(intrinsics, dtype=np.float64)
     out = np.full((len(landmarks), 6), np.nan)
     guess = None
     for i, lm in enumerate(np.asarray(landmarks, dtype=np.float64)):
@@ -98,10 +97,10 @@ def solve_pose(landmarks: np.ndarray, face3d: np.ndarray, k: np.ndarray) -> np.n
         if not np.isfinite(img).all():
             continue
         if guess is None:
-            ok, rvec, tvec = cv2.solvePnP(obj, img, k, None, flags=cv2.SOLVEPNP_SQPNP)
+            ok, rvec, tvec = cv2.solvePnP(obj, img, intrinsics, None, flags=cv2.SOLVEPNP_SQPNP)
         else:
             ok, rvec, tvec = cv2.solvePnP(
-                obj, img, k, None, rvec=guess[0].copy(), tvec=guess[1].copy(), useExtrinsicGuess=True
+                obj, img, intrinsics, None, rvec=guess[0].copy(), tvec=guess[1].copy(), useExtrinsicGuess=True
             )
         if not ok:
             continue

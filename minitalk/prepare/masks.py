@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 
 from minitalk.prepare.face import CHIN, FOREHEAD, face_oval_indices
@@ -35,7 +36,7 @@ class PersonSegmenter:
     `with PersonSegmenter() as seg: prob = seg(image)`, (H, W) float32 in 0..1 for RGB uint8."""
 
     def __enter__(self) -> PersonSegmenter:
-        import mediapipe as mp
+        import mediapipe as mp  # lazy: a 0.7 s import (TensorFlow Lite), needed only where faces are tracked
 
         self._quiet = quiet_native_stderr()
         self._quiet.__enter__()
@@ -64,8 +65,6 @@ def head_region(landmarks: np.ndarray, shape: tuple[int, int], grow: float = 1.7
     in hair without taking in background. Hair hanging below the chin counts
     as torso, a limit of this landmark-based split.
     """
-    import cv2
-
     oval = landmarks[face_oval_indices(), :2].astype(np.float64)
     centre = oval.mean(0)
     face_h = np.linalg.norm(landmarks[CHIN, :2] - landmarks[FOREHEAD, :2])
@@ -95,8 +94,6 @@ def background_plate(
     images: np.ndarray, person: np.ndarray, max_frames: int = 200, margin: int = 3
 ) -> np.ndarray:
     """(H, W, 3) uint8: median of each pixel over the frames where the person leaves it uncovered."""
-    import cv2
-
     step = max(1, len(images) // max_frames)
     imgs, cover = images[::step], person[::step] > 0.1
     kernel = np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)
@@ -121,8 +118,6 @@ def fill_unseen(image: np.ndarray, unseen: np.ndarray) -> np.ndarray:
     Inpainting by propagation (Telea) draws the border's colours inwards as streaks, which show
     wherever the rendered person is not fully opaque; a guess should be plain.
     """
-    import cv2
-
     weight = (~unseen).astype(np.float32)
     levels = [(image.astype(np.float32) * weight[..., None], weight)]
     while min(levels[-1][1].shape) > 1 and (levels[-1][1] == 0).any():  # pull

@@ -14,9 +14,13 @@ import itertools
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
 from minitalk import io
+from minitalk.prepare.face import LandmarkTracker, detect_faces
+from minitalk.prepare.headpose import fill_gaps
 from minitalk.utils import MinitalkWarning
 
 FIND_SAMPLES = 16  # people are looked for in this many frames spread over the whole clip
@@ -91,8 +95,6 @@ class Source:
 
     def find_people(self) -> list[tuple[int, int, int, int, int]]:
         """One region (x0, y0, x1, y1, video index) per person, left to right."""
-        from minitalk.prepare.face import detect_faces
-
         step = max(1, self._estimate() // FIND_SAMPLES)  # the whole clip: a face may come in late
         with warnings.catch_warnings():  # the full pass warns of a trimmed video; this one need not
             warnings.simplefilter("ignore", PrepareWarning)
@@ -143,10 +145,6 @@ class Source:
 
     def track_landmarks(self, regions, progress: bool = True) -> np.ndarray:
         """FaceMesh landmarks (P, T, 478, 3) in each region's pixels, NaN where the face is lost."""
-        from tqdm.auto import tqdm
-
-        from minitalk.prepare.face import LandmarkTracker
-
         out: list[list[np.ndarray]] = [[] for _ in regions]
         trackers = [LandmarkTracker(static=False) for _ in regions]
         for t in trackers:
@@ -160,8 +158,6 @@ class Source:
                     img = self._region_image(frames, region)
                     scale = min(1.0, TRACK_MAX_SIDE / max(img.shape[:2]))
                     if scale < 1.0:
-                        import cv2
-
                         img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
                     out[p].append(trackers[p](img) / scale)
         finally:
@@ -172,8 +168,6 @@ class Source:
     def crops(self, regions, boxes, size: int, start: int, n_frames: int):
         """Each frame's square crops, a list of P (size, size, 3) uint8, for frames start ..
         start + n_frames, one frame at a time."""
-        import cv2
-
         for f in itertools.islice(self.frames(), start, start + n_frames):
             yield [
                 cv2.resize(self._region_image(f, region)[y0 : y0 + side, x0 : x0 + side], (size, size),
@@ -188,8 +182,6 @@ class Source:
 
     def check_tracked(self, landmarks: np.ndarray, max_gap: int) -> None:
         """Raise on a face lost for more than `max_gap` frames, naming the person and the frames."""
-        from minitalk.prepare.headpose import fill_gaps
-
         for p, lm in enumerate(landmarks):
             _, long_runs = fill_gaps(lm[:, :1, :1], max_gap)
             if long_runs:
@@ -297,8 +289,6 @@ class Source:
 
 def thumbnail(frame: np.ndarray) -> np.ndarray:
     """A frame (H, W, 3) uint8 as the 16 x 16 grey float32 thumbnail `scene_cuts` compares."""
-    import cv2
-
     return cv2.resize(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), (16, 16), interpolation=cv2.INTER_AREA).astype(
         np.float32
     )

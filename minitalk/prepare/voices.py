@@ -19,6 +19,7 @@ import functools
 import importlib.util
 from pathlib import Path
 
+import librosa
 import numpy as np
 import torch
 from torch import nn
@@ -57,8 +58,8 @@ class SpeakerEncoder(nn.Module):
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
         _, (hidden, _) = self.lstm(mel)  # hidden: (layers, B, hidden)
-        e = torch.relu(self.linear(hidden[-1]))  # (B, size)
-        return e / e.norm(dim=1, keepdim=True).clamp_min(1e-8)
+        embedding = torch.relu(self.linear(hidden[-1]))  # (B, size)
+        return embedding / embedding.norm(dim=1, keepdim=True).clamp_min(1e-8)
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,8 +75,6 @@ def load_encoder() -> SpeakerEncoder:
 
 def encoder_mel(audio: np.ndarray) -> np.ndarray:
     """(frames, 40) power mel spectrogram, no log: the input the encoder was trained on."""
-    import librosa
-
     mel = librosa.feature.melspectrogram(y=audio.astype(np.float32), sr=SAMPLE_RATE, n_fft=WINDOW,
                                          hop_length=HOP, n_mels=N_MELS)  # fmt: skip
     return mel.astype(np.float32).T
@@ -113,6 +112,7 @@ def embed_pieces(audio: np.ndarray, pieces, context_s: float = 0.75, bounds=None
                 start, end = max(min(start, end - 2 * half), lo), min(max(end, start + 2 * half), hi)
             mel = encoder_mel(louder(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]))
             starts = range(0, max(len(mel) - PARTIAL_FRAMES, 0) + 1, PARTIAL_FRAMES // 2)
-            e = encoder(torch.from_numpy(np.stack([mel[i : i + PARTIAL_FRAMES] for i in starts]))).mean(0)
-            out.append((e / e.norm().clamp_min(1e-8)).numpy())
+            windows = torch.from_numpy(np.stack([mel[i : i + PARTIAL_FRAMES] for i in starts]))
+            embedding = encoder(windows).mean(0)
+            out.append((embedding / embedding.norm().clamp_min(1e-8)).numpy())
     return np.asarray(out)

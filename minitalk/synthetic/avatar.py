@@ -19,9 +19,12 @@ import functools
 from dataclasses import dataclass
 
 import cv2
+import matplotlib.cbook as cbook
 import numpy as np
+from PIL import Image
+from skimage import data
 
-from minitalk.camera import euler_to_matrix, intrinsics
+from minitalk.camera import euler_to_matrix, intrinsic_matrix
 from minitalk.prepare import face
 
 TILE = 256  # pixels per person, square
@@ -37,7 +40,7 @@ MOUTH_MAX_DROP = 0.5  # jaw drop at full opening, in mouth half-widths
 
 
 def camera_matrix() -> np.ndarray:
-    return intrinsics(FOCAL, TILE, TILE)
+    return intrinsic_matrix(FOCAL, TILE, TILE)
 
 
 # --- the two people -------------------------------------------------------------------------
@@ -46,13 +49,8 @@ def camera_matrix() -> np.ndarray:
 def load_portrait(name: str) -> np.ndarray:
     """The two public-domain portraits, (H, W, 3) uint8."""
     if name == "astronaut":
-        from skimage import data
-
         return data.astronaut()
     if name == "grace_hopper":
-        import matplotlib.cbook as cbook
-        from PIL import Image
-
         with cbook.get_sample_data("grace_hopper.jpg") as f:
             return np.asarray(Image.open(f).convert("RGB"))
     raise ValueError(f"unknown portrait {name!r}")
@@ -167,8 +165,15 @@ def pixel_rays() -> np.ndarray:
     n = TILE * SUPERSAMPLE
     centres = (np.arange(n) + 0.5) / SUPERSAMPLE  # sub-pixel centres in pixel units
     u, v = np.meshgrid(centres, centres)
-    k = camera_matrix()
-    d = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], -1)
+    intrinsics = camera_matrix()
+    d = np.stack(
+        [
+            (u - intrinsics[0, 2]) / intrinsics[0, 0],
+            (v - intrinsics[1, 2]) / intrinsics[1, 1],
+            np.ones_like(u),
+        ],
+        -1,
+    )
     return d / np.linalg.norm(d, axis=-1, keepdims=True)
 
 

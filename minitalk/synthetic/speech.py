@@ -14,7 +14,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import librosa
 import numpy as np
+import soundfile as sf
 
 # espeak-ng voice, pitch (0-99) and words per minute for person 0 (left) and 1 (right):
 # a bright American voice and a low British one, far apart in pitch and timbre.
@@ -61,9 +63,6 @@ class Utterance:
 
 def speak(text: str, person: int, sample_rate: int) -> np.ndarray:
     """One utterance in person `person`'s voice, trimmed, mono float32."""
-    import librosa
-    import soundfile as sf
-
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("espeak-ng is needed to regenerate the sample (apt-get install espeak-ng)")
