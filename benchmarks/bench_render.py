@@ -92,7 +92,8 @@ def listener_expression_scores(prepared: Path) -> dict:
     listener = 1 - speaker
     real = exp[listener, t][held]
     generated = (
-        model.generate(tracks["zcr"], tracks["rms"], pose[speaker, t], speaking) + model.expression_mean[listener]
+        model.generate(tracks["zcr"], tracks["rms"], pose[speaker, t], speaking)
+        + model.expression_mean[listener]
     )[held]
     replay = replay_poses(exp, ~held)[listener, t][held]  # each person's training frames, looped
     mean = model.expression_mean[listener][held]

@@ -88,6 +88,7 @@ def compact_figures(colours: int = 256, dpi: int = 100) -> bool:
     is imported; outside IPython it does nothing and returns False.
     """
     # lazy: only notebooks draw figures, and every module imports this one
+    import matplotlib.pyplot as plt
     from matplotlib.figure import Figure
     from PIL import Image
 
@@ -98,6 +99,8 @@ def compact_figures(colours: int = 256, dpi: int = 100) -> bool:
     shell = get_ipython()
     if shell is None:
         return False
+    plt.close(plt.figure())  # pyplot picks its backend on first use, and the inline one then
+    # registers its own PNG formatter: let it do so first, then replace it
 
     def png(fig: Figure) -> bytes:
         raw = BytesIO()

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from minitalk.utils import ArrayParts, atomic_path, get_device, keep_freed_memory, save_npz_atomic, set_seed
+from minitalk.utils import (
+    ArrayParts,
+    atomic_path,
+    compact_figures,
+    get_device,
+    keep_freed_memory,
+    save_npz_atomic,
+    set_seed,
+)
 
 
 def test_set_seed_is_repeatable():
@@ -52,3 +60,7 @@ def test_an_array_streamed_in_parts_reads_back_as_numpy_wrote_it(tmp_path):
 def test_keep_freed_memory_tunes_glibc_only():
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is glibc
+
+
+def test_compact_figures_does_nothing_outside_a_notebook():
+    assert compact_figures() is False  # no IPython shell: matplotlib's own formatters stay

@@ -66,10 +66,10 @@ class MorphableModel:
         flat = shapes.reshape(len(shapes), -1) - self.mean - self.identity[person]
         return (flat @ self.basis.T).astype(np.float32)
 
-    def shape(self, beta: np.ndarray, person: int) -> np.ndarray:
+    def shape(self, expression: np.ndarray, person: int) -> np.ndarray:
         """Eq. 1 forward: landmarks (..., 478, 3) from coefficients (..., K)."""
-        flat = self.mean + self.identity[person] + np.asarray(beta) @ self.basis
-        return flat.reshape(*np.shape(beta)[:-1], -1, 3)
+        flat = self.mean + self.identity[person] + np.asarray(expression) @ self.basis  # Eq. 1 (beta)
+        return flat.reshape(*np.shape(expression)[:-1], -1, 3)
 
     def explained(self, shapes: list[np.ndarray]) -> float:
         """Fraction of the expression variance (about each person's mean) the basis keeps."""
