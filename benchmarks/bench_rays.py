@@ -60,10 +60,10 @@ def memcpy_ms(n_bytes):
 
 def inputs():
     rng = np.random.default_rng(0)
-    k = intrinsic_matrix(2.2 * N_SIDE, N_SIDE, N_SIDE)
+    intrinsics = intrinsic_matrix(2.2 * N_SIDE, N_SIDE, N_SIDE)
     c2w = camera_to_head(np.array([5.0, -10.0, 3.0, 0.0, 0.0, 0.75]))
     pixels = rays.pixel_grid(N_SIDE, N_SIDE)  # 65,536 rays
-    rays_o, rays_d = rays.camera_rays_numba(k, c2w, pixels)
+    rays_o, rays_d = rays.camera_rays_numba(intrinsics, c2w, pixels)
     # the box fills the view: give every ray a segment of the same length through the scene
     near = np.full(len(pixels), 0.6, np.float32)
     far = np.full(len(pixels), 0.9, np.float32)
@@ -95,7 +95,7 @@ def inputs():
     grids = np.stack([occupied, occupied[::-1]])  # (2, 64, 64, 64)
     person = np.arange(len(pixels)) % 2
     return dict(
-        k=k,
+        intrinsics=intrinsics,
         c2w=c2w,
         pixels=pixels,
         near=near,
@@ -124,7 +124,7 @@ def inputs():
 
 # what each helper reads (for the second bound: a copy of its inputs)
 INPUTS = {
-    "rays": ("k", "c2w", "pixels"),
+    "rays": ("intrinsics", "c2w", "pixels"),
     "stratified": ("near", "far", "u"),
     "importance": ("bins", "weights", "u_sorted"),
     "march": ("box_o", "box_d", "box_near", "box_far", "occupied"),
@@ -142,9 +142,9 @@ def cases(x):
     march_args, box_args = INPUTS["march"], INPUTS["box_samples"]
     return {
         "rays": (
-            lambda: rays.camera_rays_numpy(x["k"], x["c2w"], x["pixels"]),
-            lambda: rays.camera_rays_numba(x["k"], x["c2w"], x["pixels"]),
-            lambda: rays.camera_rays_torch(t["k"], t["c2w"], t["pixels"]),
+            lambda: rays.camera_rays_numpy(x["intrinsics"], x["c2w"], x["pixels"]),
+            lambda: rays.camera_rays_numba(x["intrinsics"], x["c2w"], x["pixels"]),
+            lambda: rays.camera_rays_torch(t["intrinsics"], t["c2w"], t["pixels"]),
         ),
         "stratified": (
             lambda: rays.stratified_numpy(x["near"], x["far"], x["u"]),

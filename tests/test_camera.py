@@ -58,6 +58,6 @@ def test_head_rays_torch_is_the_camera_of_camera_to_head(a, t):
 
 
 def test_project_principal_point():
-    k = intrinsic_matrix(500.0, 256, 200)
-    np.testing.assert_allclose(project(np.array([0.0, 0.0, 2.0]), k), [128, 100])
-    np.testing.assert_allclose(project(np.array([0.2, 0.0, 2.0]), k), [178, 100])
+    intrinsics = intrinsic_matrix(500.0, 256, 200)
+    np.testing.assert_allclose(project(np.array([0.0, 0.0, 2.0]), intrinsics), [128, 100])
+    np.testing.assert_allclose(project(np.array([0.2, 0.0, 2.0]), intrinsics), [178, 100])

@@ -38,22 +38,22 @@ def assert_same(a, b, atol=1e-5):
 
 
 def test_camera_rays_twins_and_geometry():
-    k = intrinsic_matrix(200.0, 64, 48)
+    intrinsics = intrinsic_matrix(200.0, 64, 48)
     pose = np.array([10.0, -20.0, 5.0, 0.01, -0.02, 0.7])
     c2w = camera_to_head(pose)
     px = rays.pixel_grid(48, 64)
-    ref, fast = ref_and_numba("camera_rays", k, c2w, px)
+    ref, fast = ref_and_numba("camera_rays", intrinsics, c2w, px)
     assert_same(ref, fast)
-    py = rays.camera_rays_numba.py_func(k, c2w, px[:50])
+    py = rays.camera_rays_numba.py_func(intrinsics, c2w, px[:50])
     assert_same(py, (fast[0][:50], fast[1][:50]))
     o, d = fast
     np.testing.assert_allclose(np.linalg.norm(d, axis=1), 1.0, atol=1e-6)
     # the central ray points from the camera at the head origin when the head sits on the axis
     on_axis = camera_to_head(np.array([10.0, -20.0, 5.0, 0.0, 0.0, 0.7]))
-    o2, d2 = rays.camera_rays_numba(k, on_axis, np.array([[31.5, 23.5]], np.float32))
+    o2, d2 = rays.camera_rays_numba(intrinsics, on_axis, np.array([[31.5, 23.5]], np.float32))
     np.testing.assert_allclose(o2[0] + 0.7 * d2[0], 0.0, atol=1e-6)
-    assert_same(rays.head_rays(k, pose, px), fast)
-    ot, dt = rays.camera_rays(torch.from_numpy(k), torch.from_numpy(c2w), torch.from_numpy(px))
+    assert_same(rays.head_rays(intrinsics, pose, px), fast)
+    ot, dt = rays.camera_rays(torch.from_numpy(intrinsics), torch.from_numpy(c2w), torch.from_numpy(px))
     assert_same((ot.numpy(), dt.numpy()), fast)
 
 
@@ -130,9 +130,9 @@ def coarse_pass(n, s, seed):
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 40), st.integers(2, 40), st.integers(1, 40), st.integers(0, 2**31))
-def test_importance_twins_inside_and_sorted(n, s, k, seed):
+def test_importance_twins_inside_and_sorted(n, s, n_new, seed):
     bins, weights = coarse_pass(n, s, seed)
-    u = np.sort(np.random.default_rng(seed + 1).random((n, k)), axis=1)
+    u = np.sort(np.random.default_rng(seed + 1).random((n, n_new)), axis=1)
     ref, fast = ref_and_numba("importance", bins, weights, u)
     assert_same(ref, fast, atol=1e-4)
     assert np.all(fast >= bins[:, :1] - 1e-5) and np.all(fast <= bins[:, -1:] + 1e-5)
@@ -143,10 +143,10 @@ def test_importance_twins_inside_and_sorted(n, s, k, seed):
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 40), st.integers(2, 40), st.integers(1, 40), st.integers(0, 2**31))
-def test_importance_twins_agree_on_unsorted_draws(n, s, k, seed):
+def test_importance_twins_agree_on_unsorted_draws(n, s, n_new, seed):
     """The kernel merges sorted draws with the cdf; rows that are not sorted come back in their own order."""
     bins, weights = coarse_pass(n, s, seed)
-    u = np.random.default_rng(seed + 1).random((n, k))
+    u = np.random.default_rng(seed + 1).random((n, n_new))
     u[::2] = np.sort(u[::2], axis=1)  # sorted and unsorted rows side by side
     ref, fast = ref_and_numba("importance", bins, weights, u)
     assert_same(ref, fast, atol=1e-4)

@@ -53,13 +53,13 @@ class Cameras:
     that casting rays needs. The prepared frames are one such set (`Frames`); motion generated
     for new speech is another (`minitalk.dialogue`)."""
 
-    def __init__(self, k: np.ndarray, pose: np.ndarray, plates: np.ndarray, fps: float, torso_lag_s: float,
-                 mean_translation: np.ndarray | None = None):  # fmt: skip
-        """k (P, 3, 3) at the plates' size; pose (P, T, 6) placing each frame's camera; plates
+    def __init__(self, intrinsics: np.ndarray, pose: np.ndarray, plates: np.ndarray, fps: float,
+                 torso_lag_s: float, mean_translation: np.ndarray | None = None):  # fmt: skip
+        """intrinsics (P, 3, 3) at the plates' size; pose (P, T, 6) placing each frame's camera; plates
         (P, S, S, 3) uint8; `mean_translation` (P, 3) centres the torso's condition (default: the
         poses' own mean, as training saw it)."""
         self.n_people, self.size = plates.shape[0], plates.shape[1]
-        self.k = torch.from_numpy(np.asarray(k, np.float32))
+        self.intrinsics = torch.from_numpy(np.asarray(intrinsics, np.float32))
         self.c2w = torch.from_numpy(camera_to_head(pose).astype(np.float32))  # (P, T, 4, 4)
         self.et = torch.from_numpy(pose_condition(pose, fps, torso_lag_s, mean_translation))  # (P, T, E)
         self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
@@ -75,7 +75,7 @@ class Cameras:
         """
         size = size or self.size
         xy = torch.stack([pixel % size, pixel // size], -1).float()  # (N, 2)
-        d_cam = pixel_directions_torch(self.k[person], xy, scale=self.size / size)
+        d_cam = pixel_directions_torch(self.intrinsics[person], xy, scale=self.size / size)
         c2w = self.c2w[person, frame]
         return {
             "o_head": c2w[:, :3, 3],

@@ -17,15 +17,16 @@ from numba import njit, prange
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def camera_rays_numba(k, c2w, pixels):
+def camera_rays_numba(intrinsics, c2w, pixels):
     """The arithmetic runs in float32, the outputs' precision (within an ulp of the reference's
     float64), with the camera's numbers converted once, not per ray."""
     n = pixels.shape[0]
     rays_o = np.empty((n, 3), np.float32)
     rays_d = np.empty((n, 3), np.float32)
     f32 = np.float32
-    inv_fx, inv_fy = f32(1.0 / k[0, 0]), f32(1.0 / k[1, 1])
-    cx, cy = f32(k[0, 2] - 0.5), f32(k[1, 2] - 0.5)  # the pixel centre: x + 0.5 - c_x = x - cx
+    inv_fx, inv_fy = f32(1.0 / intrinsics[0, 0]), f32(1.0 / intrinsics[1, 1])
+    # the pixel centre: x + 0.5 - c_x = x - cx
+    cx, cy = f32(intrinsics[0, 2] - 0.5), f32(intrinsics[1, 2] - 0.5)
     r = c2w[:3, :3].astype(np.float32)
     o = c2w[:3, 3].astype(np.float32)
     for i in prange(n):
@@ -116,7 +117,7 @@ def _inverse_cdf_setup(bins_i, weights_i, u_i, cdf, slope, intercept, u_r, order
     in twice the total where the total belongs (no u reaches it, so the walk stops in the last bin),
     u in -1.0. `order` maps sorted u back to the ray's own order, or starts with -1 when u came
     sorted."""
-    nb, k = len(weights_i), len(u_i)
+    nb, n_new = len(weights_i), len(u_i)
     total = 0.0
     cdf[0] = 0.0
     for j in range(nb):
@@ -128,10 +129,10 @@ def _inverse_cdf_setup(bins_i, weights_i, u_i, cdf, slope, intercept, u_r, order
         intercept[j] = bins_i[j] - cdf[j] * slope[j]
     cdf[nb] = 2.0 * total
     unsorted = 0
-    for j in range(1, k):
+    for j in range(1, n_new):
         unsorted += u_i[j] < u_i[j - 1]
     if unsorted:  # insertion sort of the indices: short rows, and it compiles in a blink
-        for j in range(k):
+        for j in range(n_new):
             x = u_i[j] * total
             s = j
             while s > 0 and u_r[s - 1] > x:
@@ -142,25 +143,25 @@ def _inverse_cdf_setup(bins_i, weights_i, u_i, cdf, slope, intercept, u_r, order
             order[s] = j
     else:
         order[0] = -1  # the samples come out in u's own order
-        for j in range(k):
+        for j in range(n_new):
             u_r[j] = u_i[j] * total
 
 
 @njit(cache=True, nogil=True, parallel=True)
 def importance_numba(bins, weights, u):
-    # Each ray merges its sorted u with its cdf in nb + k steps. One merge is a chain of dependent
+    # Each ray merges its sorted u with its cdf in nb + n_new steps. One merge is a chain of dependent
     # loads, so four rays walk side by side: each one's latency hides behind the other three's work.
-    n, k = u.shape
+    n, n_new = u.shape
     nb = weights.shape[1]
-    out = np.empty((n, k), np.float32)
-    if k == 0:
+    out = np.empty((n, n_new), np.float32)
+    if n_new == 0:
         return out
     chunk = 256
     for first in prange((n + chunk - 1) // chunk):
         cdf, slope, intercept = np.empty((4, nb + 1)), np.empty((4, nb)), np.empty((4, nb))
-        # u and the output rows run on to nb + k: the walk's m does, past the last sample
-        u_r, row = np.full((4, nb + k + 1), -1.0), np.empty((4, nb + k + 1), np.float32)
-        order = np.empty((4, k), np.int64)
+        # u and the output rows run on to nb + n_new: the walk's m does, past the last sample
+        u_r, row = np.full((4, nb + n_new + 1), -1.0), np.empty((4, nb + n_new + 1), np.float32)
+        order = np.empty((4, n_new), np.int64)
         end = min(n, (first + 1) * chunk)
         lane0 = (cdf[0], slope[0], intercept[0], u_r[0], row[0])  # views made once, not per step
         lane1 = (cdf[1], slope[1], intercept[1], u_r[1], row[1])
@@ -173,16 +174,16 @@ def importance_numba(bins, weights, u):
                     bins[i], weights[i], u[i], cdf[r], slope[r], intercept[r], u_r[r], order[r]
                 )
             b0 = b1 = b2 = b3 = m0 = m1 = m2 = m3 = 0
-            for _ in range(nb + k):
+            for _ in range(nb + n_new):
                 b0, m0 = _inverse_cdf_step(lane0, b0, m0)
                 b1, m1 = _inverse_cdf_step(lane1, b1, m1)
                 b2, m2 = _inverse_cdf_step(lane2, b2, m2)
                 b3, m3 = _inverse_cdf_step(lane3, b3, m3)
             for r in range(min(4, end - i0)):
                 if order[r, 0] < 0:
-                    out[i0 + r] = row[r, :k]
+                    out[i0 + r] = row[r, :n_new]
                 else:
-                    for j in range(k):
+                    for j in range(n_new):
                         out[i0 + r, order[r, j]] = row[r, j]
     return out
 
@@ -387,19 +388,19 @@ F32 = np.float32
 def _exp_neg(depth, out, bits):
     """out[j] = exp(-depth[j]) in float32 (relative error under 3e-7) for depth in [-87, 87].
 
-    exp(x) = 2^k exp(r) with k = round(x / ln 2) and |r| <= ln 2 / 2, where the degree-6 Taylor
-    polynomial is within float32 rounding of exp(r). 2^k is built as a float's bits (exponent field
-    k + 127) in an int32 row, `bits`, read back through its float32 view."""
+    exp(x) = 2^e exp(r) with e = round(x / ln 2) and |r| <= ln 2 / 2, where the degree-6 Taylor
+    polynomial is within float32 rounding of exp(r). 2^e is built as a float's bits (exponent field
+    e + 127) in an int32 row, `bits`, read back through its float32 view."""
     scale = bits.view(np.float32)
     for j in range(len(depth)):
         x = -min(max(depth[j], F32(-87.0)), F32(87.0))
-        k = np.floor(x * LOG2_E + F32(0.5))
-        r = x - k * LN2_HI - k * LN2_LO
+        e = np.floor(x * LOG2_E + F32(0.5))
+        r = x - e * LN2_HI - e * LN2_LO
         poly = F32(1 / 120) + r * F32(1 / 720)  # Horner's rule, from r^6 / 6! down to 1
         for c in (F32(1 / 24), F32(1 / 6), F32(0.5), F32(1.0), F32(1.0)):
             poly = c + r * poly
         out[j] = poly
-        bits[j] = (np.int32(k) + 127) << 23
+        bits[j] = (np.int32(e) + 127) << 23
     for j in range(len(depth)):
         out[j] *= scale[j]
 

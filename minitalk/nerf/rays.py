@@ -45,13 +45,13 @@ from minitalk.nerf.rays_torch import (
 # --- camera rays (DialogueNeRF IV-B: the camera moves by the inverse head pose) --------------
 
 
-def camera_rays_numpy(k: np.ndarray, c2w: np.ndarray, pixels: np.ndarray):
-    """Rays through pixel centres. k (3, 3); c2w (4, 4) camera-to-head; pixels (N, 2) as (x, y).
+def camera_rays_numpy(intrinsics: np.ndarray, c2w: np.ndarray, pixels: np.ndarray):
+    """Rays through pixel centres. intrinsics (3, 3); c2w (4, 4) camera-to-head; pixels (N, 2) as (x, y).
 
     Returns rays_o (N, 3) and unit rays_d (N, 3), both float32.
     """
-    x = (pixels[:, 0] + 0.5 - k[0, 2]) / k[0, 0]
-    y = (pixels[:, 1] + 0.5 - k[1, 2]) / k[1, 1]
+    x = (pixels[:, 0] + 0.5 - intrinsics[0, 2]) / intrinsics[0, 0]
+    y = (pixels[:, 1] + 0.5 - intrinsics[1, 2]) / intrinsics[1, 1]
     d_cam = np.stack([x, y, np.ones_like(x)], -1)  # (N, 3), OpenCV camera: z forward
     d = d_cam @ c2w[:3, :3].T
     d /= np.linalg.norm(d, axis=-1, keepdims=True)
@@ -65,9 +65,9 @@ def pixel_grid(height: int, width: int) -> np.ndarray:
     return np.stack([x.ravel(), y.ravel()], -1).astype(np.float32)
 
 
-def head_rays(k, pose, pixels):
+def head_rays(intrinsics, pose, pixels):
     """Rays in the canonical head frame for a head pose (6,): the camera moved by its inverse."""
-    return camera_rays(k, camera_to_head(np.asarray(pose, np.float64)), pixels)
+    return camera_rays(intrinsics, camera_to_head(np.asarray(pose, np.float64)), pixels)
 
 
 # --- ray / box intersection (the slab method) ------------------------------------------------
@@ -272,11 +272,11 @@ def _is_torch(x) -> bool:
     return isinstance(x, torch.Tensor)
 
 
-def camera_rays(k, c2w, pixels):
+def camera_rays(intrinsics, c2w, pixels):
     """Rays through pixels (N, 2) of a camera: see `camera_rays_numpy`."""
     if _is_torch(pixels):
-        return camera_rays_torch(k, c2w, pixels)
-    return camera_rays_numba(np.asarray(k, np.float64), np.asarray(c2w, np.float64), pixels)
+        return camera_rays_torch(intrinsics, c2w, pixels)
+    return camera_rays_numba(np.asarray(intrinsics, np.float64), np.asarray(c2w, np.float64), pixels)
 
 
 def ray_aabb(rays_o, rays_d, box_min, box_max):

@@ -10,20 +10,22 @@ from __future__ import annotations
 import torch
 
 
-def pixel_directions_torch(k: torch.Tensor, pixels: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+def pixel_directions_torch(
+    intrinsics: torch.Tensor, pixels: torch.Tensor, scale: float = 1.0
+) -> torch.Tensor:
     """Unit directions (N, 3) in the camera frame (OpenCV: z forward) through the centres of
-    pixels (N, 2) as (x, y), for one camera k (3, 3) or one per pixel (N, 3, 3). `scale` is the
-    size of a given pixel in the pixels the camera was calibrated on (a finer grid: below 1).
+    pixels (N, 2) as (x, y), for one camera's intrinsics (3, 3) or one per pixel (N, 3, 3). `scale`
+    is the size of a given pixel in the pixels the camera was calibrated on (a finer grid: below 1).
     The one pixel-to-ray rule of training and rendering; `camera_rays_numpy` is its reference."""
-    k = k.expand(len(pixels), 3, 3) if k.dim() == 2 else k
+    K = intrinsics.expand(len(pixels), 3, 3) if intrinsics.dim() == 2 else intrinsics  # (N, 3, 3)
     u = (pixels[:, 0] + 0.5) * scale
     v = (pixels[:, 1] + 0.5) * scale
-    d = torch.stack([(u - k[:, 0, 2]) / k[:, 0, 0], (v - k[:, 1, 2]) / k[:, 1, 1], torch.ones_like(u)], -1)
+    d = torch.stack([(u - K[:, 0, 2]) / K[:, 0, 0], (v - K[:, 1, 2]) / K[:, 1, 1], torch.ones_like(u)], -1)
     return d / d.norm(dim=-1, keepdim=True)
 
 
-def camera_rays_torch(k: torch.Tensor, c2w: torch.Tensor, pixels: torch.Tensor):
-    d = pixel_directions_torch(k.to(pixels.dtype), pixels) @ c2w[:3, :3].T.to(pixels.dtype)
+def camera_rays_torch(intrinsics: torch.Tensor, c2w: torch.Tensor, pixels: torch.Tensor):
+    d = pixel_directions_torch(intrinsics.to(pixels.dtype), pixels) @ c2w[:3, :3].T.to(pixels.dtype)
     return c2w[:3, 3].to(d.dtype).expand_as(d), d
 
 

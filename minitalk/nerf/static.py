@@ -81,7 +81,7 @@ def render_rays(model: StaticNeRF, rays_o, rays_d, background, n_samples: int = 
 def fit_static(
     images,
     poses,
-    k,
+    intrinsics,
     background,
     weights=None,
     steps: int = 1500,
@@ -93,7 +93,7 @@ def fit_static(
 ):
     """Fit a StaticNeRF to frames of one head seen under known head poses.
 
-    images (F, H, W, 3) float in [0, 1]; poses (F, 6); k (3, 3); background
+    images (F, H, W, 3) float in [0, 1]; poses (F, 6); intrinsics (3, 3); background
     (H, W, 3), composited as the last sample of every ray; weights (F, H, W)
     biases the pixel sampling (e.g. toward the face), uniform if None.
     Returns the model and its history [(step, training PSNR)].
@@ -116,7 +116,7 @@ def fit_static(
         d = np.empty((batch, 3), np.float32)
         for i in np.unique(frame):
             sel = frame == i
-            o[sel], d[sel] = rays.camera_rays(k, c2w[i], grid[pixel[sel]])
+            o[sel], d[sel] = rays.camera_rays(intrinsics, c2w[i], grid[pixel[sel]])
         o_t, d_t = rays.to_torch(o, d)
         target = images_t[torch.from_numpy(frame), torch.from_numpy(pixel)]
         colour, *_ = render_rays(model, o_t, d_t, bg[torch.from_numpy(pixel)], n_samples)
@@ -131,10 +131,17 @@ def fit_static(
 
 @torch.no_grad()
 def render_image(
-    model: StaticNeRF, pose, k, background, height: int, width: int, n_samples: int = 48, chunk: int = 8192
+    model: StaticNeRF,
+    pose,
+    intrinsics,
+    background,
+    height: int,
+    width: int,
+    n_samples: int = 48,
+    chunk: int = 8192,
 ):
     """A whole (H, W, 3) image of the model under a head pose, evaluated without jitter."""
-    o, d = rays.head_rays(k, pose, rays.pixel_grid(height, width))
+    o, d = rays.head_rays(intrinsics, pose, rays.pixel_grid(height, width))
     o, d = rays.to_torch(o, d)
     bg = torch.from_numpy(np.ascontiguousarray(background, np.float32)).reshape(-1, 3)
     out = [
