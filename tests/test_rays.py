@@ -4,7 +4,7 @@ twins agree, and the sampling properties hold."""
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from minitalk.camera import camera_to_head, intrinsic_matrix
@@ -223,8 +223,11 @@ def test_march_on_an_empty_grid_yields_nothing():
 
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 2**31), st.floats(0.05, 0.6))
+@example(seed=1852, fill=0.5)  # a dense sample on a cell boundary (float32 t): either cell is right
 def test_march_never_skips_an_occupied_cell(seed, fill):
-    """Against dense sampling: every dense sample that lands in an occupied cell is kept."""
+    """Against dense sampling: every dense sample that lands in an occupied cell is kept, and no
+    other. A sample within rounding of a cell face (the kernel marches in float64 grid units and
+    returns float32 depths) may count for the cell on either side."""
     rng = np.random.default_rng(seed)
     occupied = rng.random((12, 12, 12)) < fill
     o, d = random_rays(200, seed=seed % 1000)
@@ -233,10 +236,15 @@ def test_march_never_skips_an_occupied_cell(seed, fill):
     dense = rays.march(o, d, near, far, np.ones_like(occupied), BOX_MIN, BOX_MAX, 0.02, 200)
     ray_of = np.repeat(np.arange(len(dense[2])), dense[2])
     pts = o[ray_of].astype(np.float64) + dense[0][:, None].astype(np.float64) * d[ray_of]
-    cell = np.clip(np.floor((pts + 1) / 2 * 12).astype(int), 0, 11)
+    grid = (pts + 1) / 2 * 12  # grid units: cell i spans [i, i + 1)
+    cell = np.clip(np.floor(grid).astype(int), 0, 11)
     expected = occupied[cell[:, 0], cell[:, 1], cell[:, 2]]
-    assert counts.sum() == expected.sum()
-    np.testing.assert_array_equal(t, dense[0][expected])
+    on_a_face = (np.abs(grid - np.round(grid)) < 1e-4).any(axis=1)
+    kept_keys = set(zip(np.repeat(np.arange(len(counts)), counts).tolist(), t.tolist(), strict=True))
+    kept = np.array([(r, v) in kept_keys for r, v in zip(ray_of.tolist(), dense[0].tolist(), strict=True)])
+    assert len(kept_keys) == len(t)  # every kept sample is one of the dense samples of its ray
+    assert ((kept == expected) | on_a_face).all()
+    assert on_a_face.mean() < 0.01  # the exemption stays an exception
 
 
 # --- samples in per-ray boxes ---------------------------------------------------------------
