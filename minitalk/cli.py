@@ -32,7 +32,7 @@ from minitalk.export import export_avatar
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.nerf.train import TrainConfig, TrainingInterrupted, train
 from minitalk.prepare.data import PrepareConfig, prepare
-from minitalk.settings import add_options, check_setting, from_options
+from minitalk.settings import add_options, from_options
 from minitalk.utils import MinitalkWarning
 
 
@@ -164,7 +164,7 @@ def _demo(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _prepare(args, sub: argparse.ArgumentParser) -> int:
-    cfg = check_setting(PrepareConfig, lambda: from_options(PrepareConfig, args), sub.error)
+    cfg = from_options(PrepareConfig, args, sub.error)
     _check_output(sub, "--out", args.out, folder=True)
     out = prepare(
         args.video, args.out, left=args.left, right=args.right, audio=args.audio,
@@ -180,8 +180,8 @@ def _prepare(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _train(args, sub: argparse.ArgumentParser) -> int:
-    model_cfg = check_setting(DialogueNeRFConfig, lambda: from_options(DialogueNeRFConfig, args), sub.error)
-    train_cfg = check_setting(TrainConfig, lambda: from_options(TrainConfig, args), sub.error)
+    model_cfg = from_options(DialogueNeRFConfig, args, sub.error)
+    train_cfg = from_options(TrainConfig, args, sub.error)
     folder = Path(args.folder)
     if not (folder / "prepare_report.json").is_file():
         what = "no such folder" if not folder.exists() else "not a finished minitalk prepare folder"
@@ -219,7 +219,7 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _render(args, sub: argparse.ArgumentParser) -> int:
-    cfg = check_setting(RenderConfig, lambda: from_options(RenderConfig, args), sub.error)
+    cfg = from_options(RenderConfig, args, sub.error)
     out = Path(args.out)
     if out.exists() and not args.overwrite:
         sub.error(f"argument --out: {out} exists; pass --overwrite to replace it")
@@ -242,7 +242,7 @@ def _render(args, sub: argparse.ArgumentParser) -> int:
 
 
 def _evaluate(args, sub: argparse.ArgumentParser) -> int:
-    cfg = check_setting(EvaluateConfig, lambda: from_options(EvaluateConfig, args), sub.error)
+    cfg = from_options(EvaluateConfig, args, sub.error)
     clip = Path(args.clip)
     if not clip.is_file():
         sub.error(f"argument CLIP: {clip}: no such file")

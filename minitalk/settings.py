@@ -19,6 +19,15 @@ import dataclasses
 
 from minitalk.utils import SettingError
 
+SIDE_PIXELS = (16, 2048)  # the side of a person's square, prepared or rendered: lowest, highest
+
+
+def check_side(size: int) -> None:
+    """A person's square side in pixels, as `PrepareConfig` and `RenderConfig` take it."""
+    lo, hi = SIDE_PIXELS
+    if not lo <= size <= hi:
+        raise SettingError("size", f"a whole number of pixels from {lo} to {hi}", size)
+
 
 def option(default, help: str, *, flag: str | None = None, const=None, **argparse_kwargs):
     """A dataclass field offered as a command-line option. `const`: the option takes no value and
@@ -57,11 +66,17 @@ def add_options(parser: argparse.ArgumentParser, config_cls, exclusive: tuple[st
         target.add_argument(flag_of(config_cls, f.name), help=text, **kwargs)
 
 
-def from_options(config_cls, args: argparse.Namespace):
+def from_options(config_cls, args: argparse.Namespace, error=None):
     """`config_cls` built from the options given in `args` (`add_options`); the rest keep their
-    defaults. A setting out of range raises `SettingError`."""
+    defaults. A setting out of range raises `SettingError`, or with `error` (argparse's
+    `parser.error`, which exits with status 2) becomes `error("argument --flag: must be ...")`."""
     given = {f.name: getattr(args, f.name) for f, _ in _options(config_cls)}
-    return config_cls(**{name: value for name, value in given.items() if value is not None})
+    try:
+        return config_cls(**{name: value for name, value in given.items() if value is not None})
+    except SettingError as err:
+        if error is None:
+            raise
+        error(f"argument {flag_of(config_cls, err.name)}: must be {err.expected}, got {err.got}")
 
 
 def as_record(config) -> dict:
@@ -75,12 +90,3 @@ def as_record(config) -> dict:
         return str(value)
 
     return {name: plain(value) for name, value in dataclasses.asdict(config).items()}
-
-
-def check_setting(config_cls, make, error) -> object:
-    """`make()`, with a `SettingError` turned into `error(message)` naming the option (argparse's
-    `parser.error`, which exits with status 2)."""
-    try:
-        return make()
-    except SettingError as err:
-        error(f"argument {flag_of(config_cls, err.name)}: must be {err.expected}, got {err.got}")

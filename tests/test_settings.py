@@ -13,7 +13,8 @@ from minitalk.evaluate.clip import EvaluateConfig
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.nerf.train import TrainConfig
 from minitalk.prepare.data import PrepareConfig
-from minitalk.settings import add_options, as_record, check_setting, flag_of, from_options
+from minitalk.settings import add_options, as_record, flag_of, from_options
+from minitalk.utils import SettingError
 
 CONFIGS = (PrepareConfig, TrainConfig, DialogueNeRFConfig, RenderConfig, EvaluateConfig)
 COMMAND = {PrepareConfig: "prepare", TrainConfig: "train", DialogueNeRFConfig: "train",
@@ -62,12 +63,16 @@ def test_help_lists_every_option_with_its_default(config_cls, capsys):
 
 def test_a_setting_out_of_range_names_its_option():
     errors = []
-    check_setting(RenderConfig, lambda: RenderConfig(size=8), errors.append)
-    check_setting(DialogueNeRFConfig, lambda: DialogueNeRFConfig(torso_lag_s=-1), errors.append)
-    check_setting(EvaluateConfig, lambda: EvaluateConfig(reference="a.mp4", prepared="p"), errors.append)
+    for config_cls, argv in ((RenderConfig, ["--size", "8"]), (DialogueNeRFConfig, ["--torso-lag", "-1"]),
+                             (EvaluateConfig, ["--reference", "a.mp4", "--prepared", "p"])):  # fmt: skip
+        parser = argparse.ArgumentParser()
+        add_options(parser, config_cls)  # not exclusive here: the config itself refuses both
+        assert from_options(config_cls, parser.parse_args(argv), errors.append) is None
     assert errors[0] == "argument --size: must be a whole number of pixels from 16 to 2048, got 8"
     assert errors[1].startswith("argument --torso-lag: must be 0 or more seconds")
     assert errors[2].startswith("argument --prepared:")
+    with pytest.raises(SettingError):  # without an error callback the error is raised
+        from_options(RenderConfig, parser_for(RenderConfig).parse_args(["--size", "8"]))
 
 
 def test_a_record_is_plain_json():

@@ -35,7 +35,7 @@ from minitalk.nerf.render import render_images, rendered_size
 from minitalk.pose.generator import speaker_track
 from minitalk.prepare import audio as au
 from minitalk.prepare import data
-from minitalk.settings import as_record, option
+from minitalk.settings import as_record, check_side, option
 from minitalk.utils import (
     MinitalkWarning,
     SettingError,
@@ -75,8 +75,8 @@ class RenderConfig:
     seed: int = option(0, "seed of the generated head motion, listener expressions and blinks")
 
     def __post_init__(self):
-        if self.size is not None and not 16 <= self.size <= 2048:
-            raise SettingError("size", "a whole number of pixels from 16 to 2048", self.size)
+        if self.size is not None:
+            check_side(self.size)
         if self.device is not None and str(self.device).split(":")[0] not in ("cpu", "cuda"):
             raise SettingError("device", "cpu or cuda", self.device)
 
@@ -137,9 +137,8 @@ def plan_dialogue(avatar: Avatar, audio: np.ndarray, given_roles: str | None = N
         pose = np.clip(pose, avatar.pose_range[:, None, 0], avatar.pose_range[:, None, 1])
     speaker_pose = pose[speaker_track(roles.speaking), np.arange(n_frames)]
     listening = avatar.listener.generate(zcr, rms, speaker_pose, roles.speaking)  # (T, K), relative
-    expression = (listening[None] + avatar.listener.expression_mean[:, None]).astype(
-        np.float32
-    )  # where one listens
+    # (2, T, K): each person's coefficients where they listen
+    expression = (listening[None] + avatar.listener.expression_mean[:, None]).astype(np.float32)
     blink = avatar.blinks.generate(roles.speaking, fps, seed)
     seconds["motion"] = time.perf_counter() - clock
     return Plan(fps, audio, roles, pose.astype(np.float32), expression, blink, mel, rms, seconds, notes)

@@ -88,9 +88,9 @@ def _fit_panel(panel: np.ndarray, size: int) -> np.ndarray:
     return cv2.resize(panel, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def _reference_frames(reference, prepared, fps: float, size: int, n_people: int):
+def _reference_frames(reference, prepared, tracks, fps: float, size: int, n_people: int):
     """An iterator of per-frame lists of real panels at the clip's rate and size, its frame count,
-    and where it comes from; None when there is no reference."""
+    and where it comes from; None when there is no reference. `tracks`: the prepared folder's."""
     if reference is not None:
         info = io.probe(reference)
         n_ref = clip_layout(reference, info)
@@ -102,7 +102,6 @@ def _reference_frames(reference, prepared, fps: float, size: int, n_people: int)
         )
         return frames, count, f"{Path(reference).name} ({info.n_frames} frames at {info.fps:g} fps)"
     if prepared is not None:
-        tracks = data.load_tracks(prepared)
         if abs(float(tracks["fps"]) - fps) > 1e-3:
             raise io.MediaError(
                 f"{prepared}: prepared at {float(tracks['fps']):g} fps, the clip runs at {fps:g} fps"
@@ -114,7 +113,7 @@ def _reference_frames(reference, prepared, fps: float, size: int, n_people: int)
     return None
 
 
-def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, aligned, avatar):
+def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, tracks, aligned, avatar):
     """(P, T) bool and where it came from (see the module docstring)."""
     n_people = len(readings)
     sidecar = clip.with_suffix(".json")
@@ -131,9 +130,7 @@ def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, 
             warnings.warn(f"{sidecar}: not a render report; who speaks is read another way", EvaluateWarning,
                           stacklevel=3)  # fmt: skip
     if prepared is not None and aligned:
-        return data.load_tracks(prepared)["speaking"][
-            :n_people, :n_frames
-        ], f"the tracks in {Path(prepared).name}"
+        return tracks["speaking"][:n_people, :n_frames], f"the tracks in {Path(prepared).name}"
     if audio is None:
         return np.zeros((n_people, n_frames), bool), "nobody (no audio)"
     if avatar is not None and n_people == 2:
@@ -184,7 +181,8 @@ def evaluate_clip(clip, *, progress: bool = True, **settings) -> dict:
         notes.append(message)
         warnings.warn(message, EvaluateWarning, stacklevel=3)
 
-    ref = _reference_frames(cfg.reference, cfg.prepared, fps, size, n_people)
+    tracks = data.load_tracks(cfg.prepared) if cfg.prepared is not None else None  # read once
+    ref = _reference_frames(cfg.reference, cfg.prepared, tracks, fps, size, n_people)
     readings, ref_readings, image_scores = _read_panels(clip, info, n_people, ref, progress)
     n_frames = len(readings[0])
     read_seconds = time.perf_counter() - clock
@@ -197,11 +195,10 @@ def evaluate_clip(clip, *, progress: bool = True, **settings) -> dict:
     else:
         audio = io.read_audio(clip)
     speaking, speaking_from = _speaking(
-        clip, n_frames, fps, audio, readings, cfg.prepared, aligned, cfg.avatar
+        clip, n_frames, fps, audio, readings, cfg.prepared, tracks, aligned, cfg.avatar
     )
     envelope = sync.speech_envelope(audio, fps, n_frames) if audio is not None else None
 
-    tracks = data.load_tracks(cfg.prepared) if cfg.prepared is not None else None
     people, clip_derived, footage_derived = _score_people(
         clip, readings, ref_readings, tracks, speaking, envelope, image_scores, aligned, fps, size, note
     )

@@ -42,7 +42,7 @@ from minitalk.prepare import audio as au
 from minitalk.prepare import diarize, expression, headpose, masks
 from minitalk.prepare.face import square_crop
 from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source, scene_cuts, thumbnail
-from minitalk.settings import option
+from minitalk.settings import as_record, check_side, option
 from minitalk.utils import ArrayParts, SettingError, atomic_path, save_npz_atomic
 
 P = 2  # people in a conversation
@@ -64,8 +64,8 @@ class PrepareConfig:
     )  # fmt: skip
 
     def __post_init__(self):
+        check_side(self.size)
         checks = (
-            ("size", 16 <= self.size <= 2048, "a whole number of pixels from 16 to 2048"),
             ("fps", 0 < self.fps <= 120, "a frame rate above 0 and up to 120"),
             ("fov", 5 <= self.fov <= 120, "a field of view from 5 to 120 degrees"),
             ("max_gap_s", self.max_gap_s >= 0, "0 or more seconds"),
@@ -179,7 +179,7 @@ def _report(src, cfg: PrepareConfig, start: int, n_frames: int, found, diarizati
     return {
         "complete": True,
         "inputs": src.describe(),
-        "settings": asdict(cfg),
+        "settings": as_record(cfg),
         "frames": int(n_frames),
         "source_frames": [int(start), int(start + n_frames)],  # the input's frames kept, at `fps`
         "fps": cfg.fps,
