@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps $(VOICE_ENCODER)
+	# librosa's kernels compiled once, here, before two notebooks or commands could race to (diarize.py)
+	$(PY) -c "from minitalk.prepare import diarize; diarize.compile_librosa()"
 	touch $@
 
 demo: install

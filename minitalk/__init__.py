@@ -39,6 +39,7 @@ _SUBMODULES = (  # shared foundations, then one folder per stage, in the order o
     "settings",
     "synthetic",
     "utils",
+    "walkthrough",
 )
 
 

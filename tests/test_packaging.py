@@ -104,6 +104,7 @@ LAYERS = (
     {"dialogue"},
     {"evaluate"},
     {"export", "demo"},  # what runs several stages
+    {"walkthrough"},  # the notebooks' chained run: prepare, train, export
     {"cli"},
 )
 

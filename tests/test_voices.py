@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -74,3 +78,13 @@ def test_a_turn_is_held_through_short_pauses_and_the_clip_edges():
     np.testing.assert_array_equal(speaking[0], t < 2.0)  # from the clip's start, through a 0.5 s pause
     np.testing.assert_array_equal(speaking[1], t >= 3.5)  # to the clip's end (0.4 s after the last word)
     assert not speaking[:, (t > 2.0) & (t < 3.5)].any()  # the silence between two people's turns: nobody
+
+
+def test_one_call_leaves_librosa_s_yin_kernel_compiled_on_disk(tmp_path):
+    """What `make install` runs, so that no two processes ever compile it at the same moment; in a
+    fresh process (this one has the kernels in memory already) with a cache folder of its own."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    code = "from minitalk.prepare import diarize; diarize.compile_librosa()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+    index = [p.name for p in tmp_path.rglob("*.nbi")]
+    assert any("_pi_wrapper" in name for name in index), index  # YIN's parabolic interpolation

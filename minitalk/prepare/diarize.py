@@ -72,6 +72,17 @@ def pitch_track(audio: np.ndarray, sample_rate: int = 16_000, block_s: float = 3
     return np.concatenate(out)
 
 
+def compile_librosa() -> None:
+    """Compile, in this one process, the librosa kernels that prepare and render call (YIN and the
+    mel filter bank), so that their numba cache on disk is written once. librosa caches its
+    gufuncs (`cache=True`); two processes compiling one gufunc at the same moment can leave an index
+    and code that do not match, after which every call segfaults (numba issue #10128). `make
+    install` runs this once, before any notebook or command can run two at a time."""
+    noise = 0.1 * np.random.default_rng(0).standard_normal(16_000).astype(np.float32)  # 1 s at 16 kHz
+    pitch_track(noise)
+    voices.encoder_mel(noise)  # the mel filter bank, as audio.log_mel builds it too
+
+
 def voice_features(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
     """(n_pieces, 13) [log median pitch, MFCC 1..12 means] per piece, in their own units, so the
     features of one recording can be compared with another's (a person's voice print)."""
