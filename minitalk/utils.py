@@ -131,7 +131,7 @@ def approx(value: float, expected: float, tol: float, fmt: str = ".2f") -> str:
     """
     value = float(value)
     if os.environ.get(WORK_VARIABLE):  # a chained walk-through (`minitalk.walkthrough`): other data
-        return f"{value:{fmt}} (the notebook's own run: {expected:g} ± {tol:g}; not checked on your data)"
+        return f"{value:{fmt}} (on the sample: {expected:g})"  # shown beside the sample's figure, not checked
     if not abs(value - expected) <= tol:  # NaN fails too
         raise AssertionError(f"{value:{fmt}} is not within {tol:g} of {expected:g}")
     return f"{value:{fmt}} (expected {expected:g} ± {tol:g})"

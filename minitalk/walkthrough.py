@@ -4,11 +4,13 @@ By default each notebook teaches on the shipped sample and its shipped artifacts
 file, the sample prepared in a shared temporary folder), which is fast and lets nbval check every
 figure. Set `MINITALK_WORK` to a folder and the notebooks chain instead: 01 prepares the video
 into `WORK/prepared`, 02-03 read those tracks, 05 trains a DialogueNeRF on them for
-`MINITALK_MINUTES` and exports `WORK/avatars.pt` as `minitalk train --export` does, 06 renders
-new speech with that file and 07 evaluates it. `MINITALK_VIDEO` and `MINITALK_SPEECH` choose the
-video and the new speech (the sample's by default). A chained run reads other data than the
-notebooks were written with, so their checked figures (`utils.approx`) are printed beside the
-written ones, not asserted.
+`MINITALK_MINUTES` and exports `WORK/avatars.pt`, as the README's recipe for your own video does
+(`prepare --size 256`, `train --upsample 4 --export`: the shipped avatar's settings), 06 renders
+`MINITALK_SPEECH` with that file and 07 evaluates the clip. Without `MINITALK_VIDEO` the video is
+the sample; without `MINITALK_SPEECH` the speech is the sample's new speech, or another video's own
+sound track (new speech must be in the trained people's voices: render tells them apart by their
+voice prints). A chained run reads other data than the notebooks were written with, so their
+checked figures (`utils.approx`) are printed beside the sample's, not asserted.
 """
 
 from __future__ import annotations
@@ -21,12 +23,15 @@ import numpy as np
 
 import minitalk
 from minitalk.export import export_avatar
+from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.nerf.train import train
 from minitalk.prepare import data
 from minitalk.utils import WORK_VARIABLE
 
 VIDEO_VARIABLE, SPEECH_VARIABLE, MINUTES_VARIABLE = "MINITALK_VIDEO", "MINITALK_SPEECH", "MINITALK_MINUTES"
-DEFAULT_MINUTES = 10.0  # enough for faces that hold together at 128 px on 2 cores (docs/results.md)
+# a chained run as the README's recipe for your own video: crops of 256 px per person, the 2D neural
+# renderer at 1/4 of that, 10 minutes of training by default
+SIZE, UPSAMPLE, DEFAULT_MINUTES = 256, 4, 10.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +40,7 @@ class Walkthrough:
 
     work: Path | None  # None: the shipped sample and its artifacts
     video: Path  # the two-person conversation notebook 01 prepares
-    speech: Path  # the new speech notebook 06 renders
+    speech: Path  # the speech notebook 06 renders (a sound file, or a video's sound track)
     minutes: float  # how long notebook 05 trains the avatar of a chained run
 
     @property
@@ -47,7 +52,7 @@ class Walkthrough:
         Unchained: the sample at `size` (the default size when None), shared with tests and benchmarks."""
         if not self.chained:
             return data.prepare_sample() if size is None else data.prepare_sample(size)
-        return data.prepare(self.video, self.work / "prepared", progress=False)
+        return data.prepare(self.video, self.work / "prepared", size=SIZE, progress=False)
 
     @property
     def avatar(self) -> Path:
@@ -69,7 +74,8 @@ class Walkthrough:
         if not self.chained:
             raise RuntimeError(f"not a chained walk-through: set {WORK_VARIABLE} to a work folder")
         prepared = self.prepared()
-        report = train(prepared, self.work / "run", progress=False, minutes=self.minutes, **settings)
+        model = DialogueNeRFConfig(upsample=UPSAMPLE)
+        report = train(prepared, self.work / "run", model, progress=False, minutes=self.minutes, **settings)
         export_avatar(self.work / "run" / "checkpoint.pt", prepared, self.avatar)
         return report
 
@@ -87,7 +93,9 @@ def walkthrough() -> Walkthrough:
     env = os.environ
     work = Path(env[WORK_VARIABLE]).expanduser() if env.get(WORK_VARIABLE) else None
     video = Path(env.get(VIDEO_VARIABLE) or minitalk.SAMPLE_DIR / "dialogue.mp4").expanduser()
-    speech = Path(env.get(SPEECH_VARIABLE) or minitalk.SAMPLE_DIR / "new_dialogue.wav").expanduser()
+    sample = video.resolve() == (minitalk.SAMPLE_DIR / "dialogue.mp4").resolve()
+    own_speech = minitalk.SAMPLE_DIR / "new_dialogue.wav" if sample else video  # in the trained voices
+    speech = Path(env.get(SPEECH_VARIABLE) or own_speech).expanduser()
     if work is None and (env.get(VIDEO_VARIABLE) or env.get(SPEECH_VARIABLE)):
         raise ValueError(f"{VIDEO_VARIABLE} and {SPEECH_VARIABLE} need {WORK_VARIABLE}, the folder the "
                          "notebooks write to")  # fmt: skip

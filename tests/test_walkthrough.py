@@ -6,7 +6,7 @@ import minitalk
 from minitalk.dialogue.avatar import load_avatar
 from minitalk.prepare import data
 from minitalk.utils import approx
-from minitalk.walkthrough import walkthrough
+from minitalk.walkthrough import SIZE, UPSAMPLE, walkthrough
 
 VARIABLES = ("MINITALK_WORK", "MINITALK_VIDEO", "MINITALK_SPEECH", "MINITALK_MINUTES")
 
@@ -28,6 +28,7 @@ def test_by_default_the_notebooks_read_the_shipped_sample_and_check_their_figure
     walk = walkthrough()
     assert not walk.chained
     assert walk.avatar == minitalk.SAMPLE_DIR / "avatars.pt"
+    assert walk.speech == minitalk.SAMPLE_DIR / "new_dialogue.wav"  # new speech in the sample's voices
     assert walk.video == minitalk.SAMPLE_DIR / "dialogue.mp4" and walk.truth()["pose"].shape[0] == 2
     with pytest.raises(AssertionError):
         approx(1.0, 2.0, 0.5)
@@ -53,10 +54,12 @@ def test_a_chained_run_prepares_trains_and_exports_into_the_work_folder(environm
     environment(work=tmp_path / "work", video=video, minutes=0.05)
     walk = walkthrough()
     assert walk.chained and walk.truth() is None  # a recording without a ground truth beside it
+    assert walk.speech == video  # its own sound: new speech must be in the voices trained
     prepared = walk.prepared()
     assert prepared == tmp_path / "work" / "prepared" and data.load_tracks(prepared)["pose"].shape[1] == 300
     report = walk.train_avatar()
     assert report["iterations"] >= 1 and walk.avatar == tmp_path / "work" / "avatars.pt"
-    assert load_avatar(walk.avatar).size == data.PrepareConfig().size
+    avatar = load_avatar(walk.avatar)  # the README's recipe for your own video
+    assert avatar.size == SIZE and avatar.model.config.upsample == UPSAMPLE
     # the notebooks' checked figures are shown, not asserted, on the user's data
-    assert "not checked" in approx(1.0, 2.0, 0.5)
+    assert approx(1.0, 2.0, 0.5) == "1.00 (on the sample: 2)"  # shown, not checked
