@@ -3,10 +3,11 @@
 import pytest
 
 import minitalk
+from minitalk import walkthrough as walk_module
 from minitalk.dialogue.avatar import load_avatar
 from minitalk.prepare import data
 from minitalk.utils import approx
-from minitalk.walkthrough import SIZE, UPSAMPLE, walkthrough
+from minitalk.walkthrough import UPSAMPLE, walkthrough
 
 VARIABLES = ("MINITALK_WORK", "MINITALK_VIDEO", "MINITALK_SPEECH", "MINITALK_MINUTES")
 
@@ -49,7 +50,10 @@ def test_bad_settings_name_the_variable_and_the_file(environment, tmp_path):
         walkthrough()
 
 
-def test_a_chained_run_prepares_trains_and_exports_into_the_work_folder(environment, tmp_path, prepared_clip):
+def test_a_chained_run_prepares_trains_and_exports_into_the_work_folder(
+    environment, tmp_path, prepared_clip, monkeypatch
+):
+    monkeypatch.setattr(walk_module, "SIZE", 64)  # the recipe's 256 px, made small for a quick test
     video = prepared_clip.parent / "clip.mp4"  # the 12 s clip the shared fixture prepared
     environment(work=tmp_path / "work", video=video, minutes=0.05)
     walk = walkthrough()
@@ -60,6 +64,6 @@ def test_a_chained_run_prepares_trains_and_exports_into_the_work_folder(environm
     report = walk.train_avatar()
     assert report["iterations"] >= 1 and walk.avatar == tmp_path / "work" / "avatars.pt"
     avatar = load_avatar(walk.avatar)  # the README's recipe for your own video
-    assert avatar.size == SIZE and avatar.model.config.upsample == UPSAMPLE
+    assert avatar.size == walk_module.SIZE and avatar.model.config.upsample == UPSAMPLE
     # the notebooks' checked figures are shown, not asserted, on the user's data
     assert approx(1.0, 2.0, 0.5) == "1.00 (on the sample: 2)"  # shown, not checked
