@@ -49,7 +49,8 @@ class Walkthrough:
 
     def prepared(self, size: int | None = None) -> Path:
         """The prepared folder, prepared now if it is not there yet (a second call reads the cache).
-        Unchained: the sample at `size` (the default size when None), shared with tests and benchmarks."""
+        Unchained: the sample at `size` (the default size when None), shared with tests and benchmarks.
+        Chained: the video at the recipe's `SIZE`, one folder whatever `size` asks."""
         if not self.chained:
             return data.prepare_sample() if size is None else data.prepare_sample(size)
         return data.prepare(self.video, self.work / "prepared", size=SIZE, progress=False)
