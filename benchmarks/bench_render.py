@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import scored_run
 import torch
 
 import minitalk as mt
@@ -152,17 +153,15 @@ def whole_render_speed(avatar, wav_path: Path, size: int) -> dict:
 def compare_paths(sizes: list[int], minutes: float, work: Path) -> dict:
     """Per-pixel rendering against the 2D neural renderer (factor `NEURAL_FACTOR`) at each size: the
     sample prepared at that size, each path trained for `minutes` from scratch in its own process
-    (`render_paths.py`) and scored on the same held-out frames."""
+    (`scored_run.py`) and scored on the same held-out frames."""
     out: dict = {}
     for size in sizes:
         prepared = mt.prepare.prepare(mt.SAMPLE_DIR / "dialogue.mp4", work / f"prepared_{size}", size=size,
                                       progress=False)  # fmt: skip
         for name, factor in (("per_pixel", 1), ("neural", NEURAL_FACTOR)):
-            script = Path(__file__).with_name("render_paths.py")
-            command = [sys.executable, str(script), str(size), str(factor),
-                       str(minutes), str(prepared), str(work / f"run_{size}_{factor}")]  # fmt: skip
-            done = subprocess.run(command, capture_output=True, text=True, check=True)
-            out.setdefault(str(size), {})[name] = json.loads(done.stdout.splitlines()[-1])
+            run = work / f"run_{size}_{factor}"
+            scores = scored_run.run_apart(prepared, run, {"upsample": factor}, {"minutes": minutes})
+            out.setdefault(str(size), {})[name] = scores
     return out
 
 

@@ -60,16 +60,21 @@ def camera_to_head(pose: np.ndarray) -> np.ndarray:
     return out
 
 
-def head_rays_torch(pose, d_cam):
-    """Differentiable in the pose: ray origins and directions (N, 3) in the head frame for camera
-    directions d_cam (N, 3) under head poses (N, 6), as `camera_to_head` places them."""
-    a = torch.deg2rad(pose[:, :3])
+def rotation_matrices(angles: torch.Tensor) -> torch.Tensor:
+    """`euler_to_matrix` in torch, differentiable: (N, 3) pitch, yaw, roll in degrees -> (N, 3, 3)."""
+    a = torch.deg2rad(angles)
     (cp, cy, cr), (sp, sy, sr) = a.cos().unbind(-1), a.sin().unbind(-1)
     one, zero = torch.ones_like(cp), torch.zeros_like(cp)
     rx = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], -1).reshape(-1, 3, 3)
     ry = torch.stack([cy, zero, sy, zero, one, zero, -sy, zero, cy], -1).reshape(-1, 3, 3)
     rz = torch.stack([cr, -sr, zero, sr, cr, zero, zero, zero, one], -1).reshape(-1, 3, 3)
-    rt = (rz @ ry @ rx).transpose(1, 2)  # head -> camera, inverted
+    return rz @ ry @ rx
+
+
+def head_rays_torch(pose, d_cam):
+    """Differentiable in the pose: ray origins and directions (N, 3) in the head frame for camera
+    directions d_cam (N, 3) under head poses (N, 6), as `camera_to_head` places them."""
+    rt = rotation_matrices(pose[:, :3]).transpose(1, 2)  # head -> camera, inverted
     return -(rt @ pose[:, 3:, None])[..., 0], (rt @ d_cam[..., None])[..., 0]
 
 

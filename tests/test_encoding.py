@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from minitalk.nerf import static
-from minitalk.nerf.encoding import Frequency, TriPlane
+from minitalk.nerf.encoding import Frequency, TriPlane, hashed_level, texel_hash
 
 
 def test_encodings_have_their_sizes_and_gradients():
@@ -33,3 +34,33 @@ def test_positional_encoding_and_static_nerf():
     colour, opacity, *_ = static.render_rays(model, o, d, bg, n_samples=16)
     assert colour.shape == (2, 3) and opacity[1] == 0
     torch.testing.assert_close(colour[1], bg[1])  # the second ray misses the box
+
+
+def test_a_hashed_level_reads_as_the_dense_grid_its_hash_spells():
+    """Each texel (x, y) of a hashed level holds table[hash(x, y)]; reading it must equal bilinear
+    grid sampling of that dense grid, collisions included (they only share values)."""
+    torch.manual_seed(0)
+    tri = TriPlane(levels=2, features=3, min_res=8, max_res=32, hash_log2=6)  # 8^2 = 64 dense, 32^2 hashed
+    assert tri.hashed == [False, True] and tri.grids[1].shape == (3, 64, 3)
+    r = tri.resolutions[1]
+    iy, ix = torch.meshgrid(torch.arange(r), torch.arange(r), indexing="ij")
+    dense = tri.grids[1][:, texel_hash(ix, iy, 64)].permute(0, 3, 1, 2)  # (3, C, r, r)
+    uv = torch.rand(3, 1, 500, 2) * 2.2 - 1.1  # some outside [-1, 1]: clamped to the border
+    expected = F.grid_sample(dense, uv, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
+    torch.testing.assert_close(hashed_level(tri.grids[1], uv[:, 0], r), expected)
+
+
+def test_hashed_planes_have_fixed_size_and_gradients():
+    dense = TriPlane(levels=4, features=2, min_res=16, max_res=512)
+    hashed = TriPlane(levels=4, features=2, min_res=16, max_res=512, hash_log2=12)
+    size = lambda enc: sum(g.numel() for g in enc.grids)  # noqa: E731
+    assert hashed.hashed == [False, False, True, True]  # 16, 51 dense; 161, 512 hashed
+    assert size(hashed) == 3 * 2 * (16**2 + 51**2 + 2 * 4096) < size(dense) / 20
+    x = torch.rand(64, 3) * 2 - 1
+    hashed(x).square().sum().backward()
+    assert all(g.grad is not None and g.grad.abs().sum() > 0 for g in hashed.grids)
+    mix = torch.randn(5, 2)  # mixing channels commutes with reading the planes
+    torch.testing.assert_close(
+        hashed(x, mix=mix).reshape(64, 3, 4, 5),
+        torch.einsum("npc,gc->npg", hashed(x).reshape(64, 12, 2), mix).reshape(64, 3, 4, 5),
+    )

@@ -101,3 +101,24 @@ def test_chosen_moments_are_held_out_besides_the_rule():
     expected = np.zeros(250, bool)
     expected[50:75] = expected[113:138] = expected[225:] = True  # [2, 3) s, [4.5, 5.5) s, the last second
     np.testing.assert_array_equal(held, expected)
+
+
+def test_the_seam_band_lies_where_head_meets_torso_and_scores_only_there():
+    """A head square on a torso square: the band holds the rows around their boundary only, an
+    error away from it leaves the seam error at zero, and one on it is read in grey levels."""
+    from minitalk.nerf.evaluate import region_scores, seam_band
+    from minitalk.prepare.masks import HEAD, TORSO
+
+    labels = np.zeros((1, 64, 64), np.uint8)
+    labels[0, 10:30, 20:44] = HEAD
+    labels[0, 30:60, 8:56] = TORSO
+    band = seam_band(labels, width=2)
+    rows = np.flatnonzero(band[0].any(axis=1))
+    assert rows.min() == 28 and rows.max() == 31  # 2 rows of head above the boundary, 2 of torso below
+    real = np.full((1, 64, 64, 3), 0.5, np.float32)
+    fake = real.copy()
+    fake[0, 50:] += 0.2  # the bottom of the torso only
+    scores = region_scores(fake, real, labels)
+    assert scores["seam_error"] == 0 and np.isfinite(scores["torso_psnr"])
+    fake[0, 29:31] = 0.5 + 10 / 255  # both seam rows, ten grey levels off
+    assert abs(region_scores(fake, real, labels)["seam_error"] - 10 * 2 / 4) < 1e-3  # half the band's rows

@@ -166,3 +166,45 @@ def test_forward_pass_agrees_on_cpu_and_cuda(tensors, tiny_model):
     for key in ("colour", "opacity", "depth"):
         # the CPU samples with the Numba kernel, CUDA with the torch twin: float32 rounding apart
         np.testing.assert_allclose(gpu[key].cpu().numpy(), cpu[key].numpy(), atol=2e-3, rtol=1e-3)
+
+
+def test_adaptive_pose_encoding_projects_the_key_points_where_the_camera_sees_them(tensors, tiny_model):
+    """ER-NeRF 3.4: the torso's condition is the key points moved by the head pose and projected;
+    here checked against the project's NumPy camera (`camera.project`), now and trailed."""
+    from minitalk.camera import pose_to_rt, project
+
+    frames = tensors
+    model = tiny_model(frames, pose_encoding="keypoints")
+    person, frame = torch.tensor([0, 1, 1]), torch.tensor([0, 7, 30])
+    inputs = frames.torso_inputs(person, frame)
+    got = model.torso_condition(inputs).detach().numpy().reshape(3, 2, 3, 2)  # (N, now/trailed, key, uv)
+    keys = model.keypoints.detach().numpy().astype(np.float64)
+    for n in range(3):
+        for k, pose in enumerate(inputs["head_pose"][n].numpy().reshape(2, 6)):
+            rot, t = pose_to_rt(pose)
+            pixels = project(keys @ rot.T + t, frames.intrinsics[person[n]].numpy())
+            np.testing.assert_allclose(got[n, k], 2 * pixels / frames.size - 1, atol=1e-4)
+    assert model.torso_condition(inputs).shape == inputs["et"].shape  # it takes et's place
+    # the key points learn through the torso: a loss on the torso's colour reaches them
+    rays = frames.rays(person, frame, torch.tensor([40, 900, 2000]))
+    unit = torch.rand(6, 3) * 2 - 1
+    _, rgb = model.fields(rays, torch.zeros(3, model.config.n_expression + 1))["torso"](
+        unit, torch.tensor([0, 0, 1, 1, 2, 2])
+    )
+    rgb.sum().backward()
+    assert model.keypoints.grad is not None and model.keypoints.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "settings, field",
+    [({"hash_log2": 4}, "hash_log2"), ({"hash_log2": 12, "encoding": "frequency"}, "hash_log2"),
+     ({"hash_log2": 14}, "hash_log2"),
+     ({"pose_encoding": "image"}, "pose_encoding")],
+)  # fmt: skip
+def test_bad_option_combinations_are_refused_by_name(settings, field):
+    from minitalk.nerf.model import DialogueNeRFConfig
+    from minitalk.utils import SettingError
+
+    with pytest.raises(SettingError) as err:
+        DialogueNeRFConfig(**settings)
+    assert err.value.name == field

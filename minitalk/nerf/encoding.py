@@ -6,13 +6,15 @@ interface (`encoder(x) -> features`, x in the unit cube [-1, 1]^3):
 * `Frequency`: the sinusoidal encoding of NeRF and DialogueNeRF Eq. 2,
   gamma(p) = (p, sin(2^k pi p), cos(2^k pi p)) for k < L. Faithful, but every
   detail must be stored in the MLP's weights, which a CPU trains slowly.
-* `TriPlane`: ER-NeRF's idea (section 3.1). Three axis-aligned 2D feature
-  planes (xy, yz, xz), each a pyramid of resolutions; a point reads each
-  plane by bilinear interpolation at its projection, and the readings are
-  concatenated. Detail lives in the planes, each gradient step touches only
-  the few texels around the batch's points, and a small MLP suffices: this is
-  what makes CPU training practical. Dense planes (no hashing) at these sizes
-  hold about a million numbers.
+* `TriPlane`: ER-NeRF's tri-plane representation (section 3.2, Eq. 4-5). Three
+  axis-aligned 2D feature planes (xy, yz, xz), each a pyramid of resolutions; a
+  point reads each plane by bilinear interpolation at its projection, and the
+  readings are concatenated. Detail lives in the planes, each gradient step
+  touches only the few texels around the batch's points, and a small MLP
+  suffices: this is what makes CPU training practical. By default the planes are
+  dense; with `hash_log2` = k the levels finer than 2^k texels are hashed into
+  tables of 2^k entries (Instant-NGP's multiresolution hash encoding, as ER-NeRF's
+  planar hash encoders), so that fine levels cost a fixed memory.
 """
 
 from __future__ import annotations
@@ -45,20 +47,33 @@ class Frequency(nn.Module):
 class TriPlane(nn.Module):
     """Three multi-resolution 2D feature planes: (..., 3) in [-1, 1] -> (..., 3 * levels * features).
 
-    Resolutions grow geometrically from `min_res` to `max_res`. Features start
-    small and random (as in Instant-NGP), so the field starts near empty.
+    Resolutions grow geometrically from `min_res` to `max_res`. A level of resolution r is a dense
+    grid (3, F, r, r) when r^2 <= 2^hash_log2 (or always, with hash_log2 = 0), else a hash table
+    (3, 2^hash_log2, F) read at the hashed texel corners (`hashed_level`). Features start small and
+    random (as in Instant-NGP), so the field starts near empty.
     """
 
     PLANES = (slice(0, 2), slice(1, 3), slice(0, 3, 2))  # xy, yz, xz: views, where a list of axes would copy
+    PRIME = 2654435761  # Instant-NGP's spatial hash (Eq. 4): h(x) = (x_1 pi_1 XOR x_2 pi_2) mod T, pi_1 = 1
 
-    def __init__(self, levels: int = 4, features: int = 4, min_res: int = 16, max_res: int = 128):
+    def __init__(self, levels: int = 4, features: int = 4, min_res: int = 16, max_res: int = 128,
+                 hash_log2: int = 0):  # fmt: skip
         super().__init__()
         growth = (max_res / min_res) ** (1 / max(levels - 1, 1))
         self.resolutions = [int(round(min_res * growth**i)) for i in range(levels)]
-        self.grids = nn.ParameterList(
-            nn.Parameter(1e-2 * torch.randn(3, features, r, r)) for r in self.resolutions
-        )  # per level: the three planes stacked
+        table = 2**hash_log2 if hash_log2 else None
+        self.grids = nn.ParameterList(  # per level: the three planes stacked
+            nn.Parameter(1e-2 * torch.randn(3, features, r, r))
+            if table is None or r * r <= table
+            else nn.Parameter(1e-2 * torch.randn(3, table, features))
+            for r in self.resolutions
+        )
         self.out_dim = 3 * levels * features
+
+    @property
+    def hashed(self) -> list[bool]:
+        """Per level, whether it is a hash table."""
+        return [grid.dim() == 3 for grid in self.grids]
 
     def forward(self, x: torch.Tensor, mix: torch.Tensor | None = None) -> torch.Tensor:
         """With `mix` (G, features), the planes' feature channels are first combined into G:
@@ -66,23 +81,62 @@ class TriPlane(nn.Module):
         at the cost of G channels per point instead of `features`."""
         shape = x.shape[:-1]
         pts = x.reshape(-1, 3)
-        grids = self.grids if mix is None else [torch.einsum("gc,pcyx->pgyx", mix, g) for g in self.grids]
         # the projections of every point onto the three planes, as grid_sample's (3, 1, N, 2)
         uv = torch.stack([pts[:, p] for p in self.PLANES])[:, None]
-        feats = [  # per level (3, channels, N)
-            F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)[:, :, 0]
-            for grid in grids
-        ]
+        feats = []  # per level (3, channels, N)
+        for grid, r in zip(self.grids, self.resolutions, strict=True):
+            if grid.dim() == 3:  # hashed (3, T, C)
+                table = grid if mix is None else grid @ mix.T
+                feats.append(hashed_level(table, uv[:, 0], r))
+            else:
+                grid = grid if mix is None else torch.einsum("gc,pcyx->pgyx", mix, grid)
+                feats.append(
+                    F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)[
+                        :, :, 0
+                    ]
+                )
         # one transpose for all levels: (3, levels * channels, N) -> (N, 3 * levels * channels)
         return torch.cat(feats, dim=1).permute(2, 0, 1).reshape(*shape, -1)
 
     def total_variation(self) -> torch.Tensor:
-        """Mean squared difference of neighbouring texels: a smoothness prior on the planes."""
+        """Mean squared difference of neighbouring texels of the dense levels: a smoothness prior."""
+        dense = [grid for grid in self.grids if grid.dim() == 4]
         tv = 0.0
-        for grid in self.grids:
+        for grid in dense:
             tv = tv + ((grid[..., 1:, :] - grid[..., :-1, :]) ** 2).mean()
             tv = tv + ((grid[..., :, 1:] - grid[..., :, :-1]) ** 2).mean()
-        return tv / len(self.grids)
+        return tv / max(len(dense), 1)
+
+
+def texel_hash(ix: torch.Tensor, iy: torch.Tensor, table_size: int) -> torch.Tensor:
+    """Instant-NGP's spatial hash of integer texel corners in 2D (ER-NeRF Eq. 4's planar hash
+    encoders): (ix * 1 XOR iy * 2654435761) mod T, T a power of two."""
+    return (ix ^ (iy * TriPlane.PRIME)) & (table_size - 1)
+
+
+def hashed_level(table: torch.Tensor, uv: torch.Tensor, res: int) -> torch.Tensor:
+    """Bilinear reading of one hashed level: table (3, T, C), uv (3, N, 2) in [-1, 1] -> (3, C, N).
+
+    The same interpolation as `grid_sample(..., align_corners=True, padding_mode="border")` on the
+    dense grid whose texel (x, y) holds table[hash(x, y)]: texel i sits at -1 + 2 i / (res - 1).
+    Plain PyTorch, four `index_select`s, no compiled extension.
+    """
+    planes, size, channels = table.shape
+    pos = ((uv + 1) * (0.5 * (res - 1))).clamp(0, res - 1)  # (3, N, 2) in texels
+    cell = pos.floor().clamp(max=res - 2)
+    frac = pos - cell
+    cell = cell.long()
+    rows = table.reshape(planes * size, channels)
+    plane_start = (torch.arange(planes, device=uv.device) * size)[:, None]  # (3, 1)
+    out = 0
+    for dx in (0, 1):
+        for dy in (0, 1):
+            index = texel_hash(cell[..., 0] + dx, cell[..., 1] + dy, size) + plane_start  # (3, N)
+            wx = frac[..., 0] if dx else 1 - frac[..., 0]
+            wy = frac[..., 1] if dy else 1 - frac[..., 1]
+            corner = rows.index_select(0, index.flatten()).reshape(planes, -1, channels)  # (3, N, C)
+            out = out + corner * (wx * wy)[..., None]
+    return out.transpose(1, 2)
 
 
 def make_encoder(kind: str, **kwargs) -> nn.Module:

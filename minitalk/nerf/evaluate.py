@@ -1,5 +1,6 @@
-"""Scores of a trained DialogueNeRF on its held-out frames: PSNR and SSIM per person and role, and
-the mouth opening read from rendered against real speaker frames."""
+"""Scores of a trained DialogueNeRF on its held-out frames: PSNR and SSIM per person and role, the
+torso's PSNR and the error at the seam where the neck meets the body, and the mouth opening read
+from rendered against real speaker frames."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from minitalk.nerf.frames import Frames
 from minitalk.nerf.render import render_frame
 from minitalk.prepare import face
 from minitalk.prepare.face import mouth_boxes
+from minitalk.prepare.masks import HEAD, TORSO
 
 
 def frame_scores(model, frames: Frames, device, eval_frames: int | None = None) -> list[dict]:
@@ -53,6 +55,25 @@ def evaluate(model, frames: Frames, device, eval_frames: int | None = None) -> d
     """PSNR and SSIM on the held-out frames (or `eval_frames` of them spread over the clip), per
     person, per role, and per person and role (`summarise`)."""
     return summarise(frame_scores(model, frames, device, eval_frames), frames.n_people)
+
+
+def seam_band(labels: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within `width` of both the head and the torso in the real frames' labels (T, S, S)
+    (`minitalk.prepare.masks`): where the neck joins the body, the place where a torso that does
+    not follow its head shows (AD-NeRF's head-torso separation; ER-NeRF section 3.4)."""
+    masks = np.stack([labels == HEAD, labels == TORSO], 1).astype(np.float32)  # (T, 2, S, S)
+    near = torch.nn.functional.max_pool2d(torch.from_numpy(masks), 2 * width + 1, stride=1, padding=width) > 0
+    return (near[:, 0] & near[:, 1]).numpy()
+
+
+def region_scores(fake: np.ndarray, real: np.ndarray, labels: np.ndarray) -> dict:
+    """Rendered against real frames (T, S, S, 3) in 0..1 with the real frames' labels (T, S, S):
+    the torso's PSNR on its pixels, and the seam error, the mean absolute error in grey levels of
+    255 on the `seam_band`, pixels within S / 32 of both (4 px at 128 px)."""
+    band = seam_band(labels, width=max(2, labels.shape[-1] // 32))
+    torso = labels == TORSO
+    return {"torso_psnr": metrics.psnr(fake[torso], real[torso]),
+            "seam_error": float(np.abs(fake[band] - real[band]).mean() * 255)}  # fmt: skip
 
 
 def mouth_measures(frames: Frames, model=None, device=None) -> tuple[np.ndarray, dict]:

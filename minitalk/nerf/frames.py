@@ -62,6 +62,11 @@ class Cameras:
         self.intrinsics = torch.from_numpy(np.asarray(intrinsics, np.float32))
         self.c2w = torch.from_numpy(camera_to_head(pose).astype(np.float32))  # (P, T, 4, 4)
         self.et = torch.from_numpy(pose_condition(pose, fps, torso_lag_s, mean_translation))  # (P, T, E)
+        # the raw poses behind et, for ER-NeRF's adaptive pose encoding: (P, T, 6), or 12 with the trail
+        trail = [trailed(pose, fps, torso_lag_s)] if torso_lag_s > 0 else []
+        self.head_pose = torch.from_numpy(np.concatenate([pose, *trail], axis=-1).astype(np.float32))
+        # (P, 3, 3): K with its two pixel rows divided by the side, so images read in shares of it
+        self.projection = torch.diag(torch.tensor([1 / self.size, 1 / self.size, 1.0])) @ self.intrinsics
         self.background = torch.from_numpy(plates.astype(np.float32) / 255).reshape(self.n_people, -1, 3)
         self._plates = {self.size: self.background}
 
@@ -82,9 +87,15 @@ class Cameras:
             "d_head": torch.einsum("nij,nj->ni", c2w[:, :3, :3], d_cam),
             "d_cam": d_cam,
             "person": person,
-            "et": self.et[person, frame],
+            **self.torso_inputs(person, frame),
             "background": self.plates(size)[person, pixel],
         }
+
+    def torso_inputs(self, person: torch.Tensor, frame: torch.Tensor) -> dict:
+        """What `DialogueNeRF.torso_condition` reads of frames (person, frame) (N,): the pose
+        condition et, the raw head poses (now, and trailed) and the normalised intrinsics."""
+        return {"et": self.et[person, frame], "head_pose": self.head_pose[person, frame],
+                "projection": self.projection[person]}  # fmt: skip
 
     def plates(self, size: int) -> torch.Tensor:
         """The background plates (P, size * size, 3), resampled bilinearly to size x size (cached)."""
@@ -201,9 +212,14 @@ def pose_condition(pose: np.ndarray, fps: float, lag_s: float = 0.5, mean_transl
     )
     et = np.concatenate([pose[..., :3] / 30.0, (pose[..., 3:] - mean_t) * 10.0], axis=-1)
     if lag_s > 0:
-        trail = np.moveaxis(lowpass(np.moveaxis(et, 1, -1), fps, lag_s), -1, 1)  # along time
-        et = np.concatenate([et, trail], axis=-1)
+        et = np.concatenate([et, trailed(et, fps, lag_s)], axis=-1)
     return et.astype(np.float32)
+
+
+def trailed(x: np.ndarray, fps: float, lag_s: float) -> np.ndarray:
+    """(P, T, D) per-frame values low-passed along time (`minitalk.utils.lowpass`): where a body
+    that trails its head by lag_s would be."""
+    return np.moveaxis(lowpass(np.moveaxis(x, 1, -1), fps, lag_s), -1, 1)
 
 
 def head_box(face3d: np.ndarray) -> np.ndarray:

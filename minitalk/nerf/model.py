@@ -7,10 +7,11 @@
 * Each person owns a shape code z_s (position features: density and colour) and an appearance
   code z_a (direction encoding: colour only, GRAF-style).
 * A face state (Eq. 1 coefficients plus blink; a speaker's predicted from the audio) becomes
-  exp_feat (f_s or f_l), weighed per position by ER-NeRF's region attention (section 3.2);
+  exp_feat (f_s or f_l), weighed per position by ER-NeRF's region attention (section 3.3);
   expression planes add Eq. 1's linear model in feature space, sum_k e_k B_k(x).
 * The torso is a second field in camera coordinates, conditioned on the head pose and its lagged
-  trail, with a deformation field x' = x + D(gamma(x), gamma(et)) so it follows the head.
+  trail, with a deformation field x' = x + D(gamma(x), gamma(et)) so it follows the head; or, as
+  an option, on ER-NeRF's adaptive pose encoding (3.4). Tri-planes may be hashed (ER-NeRF 3.2).
 * A per-person linear map from the face state to a pose offset corrects the tracker's camera.
 * With `upsample` u > 1 the fields return feature channels, composited u times coarser, and
   `NeuralRenderer` makes the image (the Disentangling Head NeRF's 2D neural renderer, 3.2).
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from minitalk.camera import head_rays_torch
+from minitalk.camera import head_rays_torch, rotation_matrices
 from minitalk.nerf.encoding import TriPlane, make_encoder, positional_encoding
 from minitalk.nerf.rays import Occupancy
 from minitalk.nerf.upsampler import FACTORS, NeuralRenderer
@@ -63,6 +64,15 @@ class DialogueNeRFConfig:
         0.5, "the torso also sees the head pose trailed over this time; 0: the current pose only",
         flag="--torso-lag", metavar="SECONDS",
     )  # fmt: skip
+    hash_log2: int = option(
+        0, "ER-NeRF's hashed tri-planes: plane levels finer than 2^K texels are hashed into 2^K entries "
+        "(Instant-NGP's table size T = 2^K); 0: dense planes", metavar="K",
+    )  # fmt: skip
+    pose_encoding: str = option(
+        "vector", "how the torso sees the head pose: the pose vector (DialogueNeRF) or ER-NeRF's adaptive "
+        "pose encoding, trainable key points moved by the pose and projected into the image",
+        choices=("vector", "keypoints"),
+    )  # fmt: skip
     head_samples: int = 32
     torso_samples: int = 16
     grid_res: int = 48  # occupancy grid cells per side
@@ -85,6 +95,17 @@ class DialogueNeRFConfig:
             raise SettingError("torso_lag_s", "0 or more seconds", self.torso_lag_s)
         if self.encoding not in ("grid", "frequency"):
             raise SettingError("encoding", "'grid' or 'frequency'", repr(self.encoding))
+        if self.hash_log2 and not 8 <= self.hash_log2 <= 24:
+            raise SettingError("hash_log2", "0 (dense planes) or from 8 to 24", self.hash_log2)
+        if self.hash_log2 and self.encoding != "grid":
+            raise SettingError("hash_log2", "0 with the sinusoidal encoding (only tri-planes are hashed)",
+                               self.hash_log2)  # fmt: skip
+        if self.hash_log2 and self.max_res**2 <= 2**self.hash_log2:
+            most = (self.max_res**2 - 1).bit_length() - 1  # the largest K with 2^K < max_res^2
+            raise SettingError("hash_log2", f"at most {most} for planes of {self.max_res}^2 texels "
+                               "(2^K entries would hash none of their levels)", self.hash_log2)  # fmt: skip
+        if self.pose_encoding not in ("vector", "keypoints"):
+            raise SettingError("pose_encoding", "'vector' or 'keypoints'", repr(self.pose_encoding))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -165,7 +186,13 @@ class DialogueNeRF(nn.Module):
         self.register_buffer("head_box", torch.as_tensor(head_box, dtype=torch.float32))  # (2, 3)
         self.register_buffer("torso_boxes", torch.as_tensor(torso_boxes, dtype=torch.float32))  # (P, 2, 3)
         enc_kw = (
-            {"levels": c.levels, "features": c.features, "min_res": c.min_res, "max_res": c.max_res}
+            {
+                "levels": c.levels,
+                "features": c.features,
+                "min_res": c.min_res,
+                "max_res": c.max_res,
+                "hash_log2": c.hash_log2,
+            }  # fmt: skip
             if c.encoding == "grid"
             else {"n_freqs": c.pos_freqs}
         )
@@ -194,7 +221,13 @@ class DialogueNeRF(nn.Module):
         self.head_rgb_in = RayConditioned(15, 3 * 5 + c.code_dim, c.width // 2)  # with gamma(d), z_a
         self.head_rgb = nn.Linear(c.width // 2, c.channels)
         # torso field
-        et_dim = (12 if c.torso_lag_s > 0 else 6) * (1 + 2 * 4)
+        et_dim = (12 if c.torso_lag_s > 0 else 6) * (1 + 2 * 4)  # gamma(et); as many key point coordinates
+        self.keypoints = None
+        if c.pose_encoding == "keypoints":  # ER-NeRF 3.4: jaw corners and the head's centre to start
+            lo, hi = self.head_box
+            mid = (lo + hi) / 2
+            jaw = [torch.stack([x, hi[1], mid[2]]) for x in (lo[0], hi[0])]
+            self.keypoints = nn.Parameter(torch.stack([*jaw, mid]))  # (3, 3) in the head frame, metres
         self.deform_in = self.deform = None
         if c.deformation:  # D(gamma(x), gamma(et)): the pose part once per ray
             self.deform_in = RayConditioned(3 * (1 + 2 * 4), et_dim, c.width)
@@ -294,10 +327,27 @@ class DialogueNeRF(nn.Module):
         # a product and a sum: twice as fast here as einsum's batch of M tiny matrix products
         return (basis * face_state.index_select(0, ray_of)[:, None, :, None]).sum(2).flatten(1)
 
+    def torso_condition(self, inputs: dict) -> torch.Tensor:
+        """What the torso knows of the head's pose, per ray (N, 6 or 12), from `Cameras.torso_inputs`:
+        et, the pose vector (`minitalk.nerf.frames.pose_condition`), or with `pose_encoding="keypoints"`
+        ER-NeRF's adaptive pose encoding (section 3.4): trainable key points X_keys in the head frame,
+        moved by the pose (now, and trailed), X = R X_keys + t, and projected into the image,
+        x = 2 (K X)_xy / (K X)_z - 1 with K normalised by the side. A point of the image says where
+        the head is in the torso's own coordinates, which a vector of angles does not."""
+        if self.keypoints is None:
+            return inputs["et"]
+        poses = inputs["head_pose"].reshape(len(inputs["head_pose"]), -1, 6)  # (N, 1 or 2, 6)
+        rotation = rotation_matrices(poses[..., :3].reshape(-1, 3)).reshape(*poses.shape[:2], 3, 3)
+        points = (
+            torch.einsum("nkij,qj->nkqi", rotation, self.keypoints) + poses[:, :, None, 3:]
+        )  # (N, k, 3, 3)
+        image = torch.einsum("nij,nkqj->nkqi", inputs["projection"], points)
+        return (2 * image[..., :2] / image[..., 2:] - 1).flatten(1)  # (N, k * 3 * 2)
+
     def torso(self, unit, person, et, ray_of, colour: bool = True):
         """Torso field at unit-box points (M, 3) of rays ray_of (M,); per ray: person (N,), et (N, 6 or
-        12) the head's pose, normalised (`minitalk.nerf.frames.pose_condition`). Returns density (M,) and
-        colour (M, 3), or None for the colour when `colour` is False."""
+        12) the head's pose from `torso_condition`. Returns density (M,) and colour (M, 3), or None
+        for the colour when `colour` is False."""
         gamma_et = positional_encoding(et, 4)
         if self.deform is not None:  # x' = x + D(gamma(x), gamma(et))
             unit = unit + self.deform(self.deform_in(positional_encoding(unit, 4), gamma_et, ray_of))
@@ -355,7 +405,7 @@ class DialogueNeRF(nn.Module):
         then pays the per-ray inputs of those rows only). `face_state` (N, K + 1) from `face_state`."""
         per_ray = {
             "head": (rays["d_head"], rays["person"], face_state),
-            "torso": (rays["person"], rays["et"]),
+            "torso": (rays["person"], self.torso_condition(rays)),
         }
 
         def bind(field, inputs):
@@ -369,7 +419,8 @@ class DialogueNeRF(nn.Module):
 
     @torch.no_grad()
     def update_occupancy(self, face_state: torch.Tensor, et: torch.Tensor) -> None:
-        """Refresh both grids; face_state (P, K + 1) and et (P, 6 or 12): one training frame's per person."""
+        """Refresh both grids; face_state (P, K + 1) and et (P, 6 or 12) from `torso_condition`: one
+        training frame's per person."""
 
         def head_density(unit, p):
             ray = torch.zeros(len(unit), dtype=torch.long, device=unit.device)

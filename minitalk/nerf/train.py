@@ -402,7 +402,7 @@ def refresh_occupancy(model, frames: Frames, train_pairs, device) -> None:
         _, t = mine[torch.randint(len(mine), (1,))][0]
         one = torch.tensor([p]), t[None]
         states.append(model.face_state(*(x.to(device) for x in frames.face_state_inputs(*one))))
-        ets.append(frames.et[p, t][None].to(device))
+        ets.append(model.torso_condition({k: x.to(device) for k, x in frames.torso_inputs(*one).items()}))
     model.update_occupancy(torch.cat(states), torch.cat(ets))
 
 

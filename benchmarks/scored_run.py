@@ -1,13 +1,18 @@
-"""Per-pixel volume rendering against the 2D neural renderer, trained on the same data for the same
-time at each size; a part of `bench_render.py --paths` (one training run per process, so that each
-run's peak memory is its own).
+"""One model trained for a fixed time and scored on held-out frames, in a process of its own (so
+that each run's peak memory is its own): the unit of `bench_render.py --paths` (per-pixel against
+the 2D neural renderer) and of `bench_variants.py` (the papers' ideas as options of one model).
 
-    python benchmarks/render_paths.py SIZE UPSAMPLE MINUTES PREPARED RUN   # one run, one JSON line
+Scores: held-out PSNR / SSIM per person and role; on the first held-out stretch, sharpness (CPBD),
+flicker, the torso's PSNR and the seam error (`seam_band`); the rendered mouth's correlation with
+the loudness; seconds per step, peak memory, frame pairs per second, the exported model's size.
+
+    python benchmarks/scored_run.py PREPARED RUN '{"upsample": 4}' '{"minutes": 6, "held_out_s": 0.5}'
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import warnings
@@ -51,17 +56,20 @@ def pairs_per_second(model, frames, batch: int = 4, repeats: int = 5) -> float:
     return batch / float(np.median(seconds))
 
 
-def one_run(size: int, upsample: int, minutes: float, prepared: Path, run: Path) -> dict:
-    """Train on `prepared` (the sample at `size`) for `minutes` and score the model."""
+def one_run(mcfg: DialogueNeRFConfig, prepared: Path, run: Path, **train_settings) -> dict:
+    """Train `mcfg` on `prepared` from scratch and score it. `train_settings` go to `train.train`:
+    the budget (`iters` steps or `minutes`, which then alone decide) and the held-out split."""
     torch.set_num_threads(2)
+    torch.manual_seed(0)
     warnings.simplefilter("ignore")
-    mcfg = DialogueNeRFConfig(upsample=upsample)
-    report = train.train(prepared, run, mcfg, resume=False, progress=False, iters=10**9, minutes=minutes,
-                         eval_every=10**9, eval_frames=EVAL_FRAMES)  # fmt: skip
+    if "minutes" in train_settings:
+        train_settings = {"iters": 10**9, **train_settings}
+    report = train.train(prepared, run, mcfg, resume=False, progress=False, eval_every=10**9,
+                         eval_frames=EVAL_FRAMES, **train_settings)  # fmt: skip
     model, frames = checkpoint.load_model(run, prepared)
     cpu = torch.device("cpu")
     stretch = held_out_stretch(frames)
-    sharp, flick, flick_real = [], [], []
+    sharp, flick, flick_real, regions = [], [], [], []
     for p in range(frames.n_people):
         people = torch.full((len(stretch),), p)
         fake = render.render_images(model, frames, people, torch.from_numpy(stretch), cpu)
@@ -69,12 +77,14 @@ def one_run(size: int, upsample: int, minutes: float, prepared: Path, run: Path)
         sharp.append([float(np.mean([cpbd(x) for x in fake])), float(np.mean([cpbd(x) for x in real]))])
         flick.append(flicker(fake))
         flick_real.append(flicker(real))
+        labels = frames.labels[p, stretch].numpy().reshape(len(stretch), frames.size, frames.size)
+        regions.append(evaluate.region_scores(fake, real, labels))
     pairs, measures = evaluate.mouth_measures(frames, model, cpu)
     loud = data.load_tracks(prepared)["rms"][pairs[:, 1]]
     rendered = measures["interior"]
     return {
-        "size": size,
-        "upsample": upsample,
+        "size": frames.size,
+        "settings": {k: v for k, v in mcfg.to_dict().items() if v != getattr(DialogueNeRFConfig(), k)},
         "steps": report["iterations"],
         "seconds_per_step": round(60 * report["minutes"] / max(report["iterations"], 1), 3),
         "psnr_by_role": report["psnr_by_role"],
@@ -86,12 +96,32 @@ def one_run(size: int, upsample: int, minutes: float, prepared: Path, run: Path)
         "mouth_audio_corr": round(metrics.correlation(rendered, loud), 4),
         "flicker": [round(f, 5) for f in flick],
         "flicker_real": [round(f, 5) for f in flick_real],
+        "torso_psnr": [round(r["torso_psnr"], 3) for r in regions],
+        "seam_error": [round(r["seam_error"], 3) for r in regions],
         "peak_train_gb": report["peak_mem_gb"],
         "render_pairs_per_second": round(pairs_per_second(model, frames), 3),
         "model_mb": round(sum(p.numel() for p in model.parameters()) * 2 / 1e6, 2),  # float16 export
     }
 
 
+def run_apart(prepared: Path, run: Path, settings: dict, train_settings: dict) -> dict:
+    """`one_run` in a process of its own (its peak memory its own); its JSON line as a dict."""
+    command = [
+        sys.executable,
+        __file__,
+        str(prepared),
+        str(run),
+        json.dumps(settings),
+        json.dumps(train_settings),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
 if __name__ == "__main__":
-    size, upsample, minutes = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-    print(json.dumps(one_run(size, upsample, minutes, Path(sys.argv[4]), Path(sys.argv[5]))))
+    prepared, run, settings, train_settings = (
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        *map(json.loads, sys.argv[3:5]),
+    )
+    print(json.dumps(one_run(DialogueNeRFConfig(**settings), prepared, run, **train_settings)))
