@@ -90,22 +90,10 @@ class TriPlane(nn.Module):
                 feats.append(hashed_level(table, uv[:, 0], r))
             else:
                 grid = grid if mix is None else torch.einsum("gc,pcyx->pgyx", mix, grid)
-                feats.append(
-                    F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)[
-                        :, :, 0
-                    ]
-                )
+                sampled = F.grid_sample(grid, uv, mode="bilinear", padding_mode="border", align_corners=True)
+                feats.append(sampled[:, :, 0])
         # one transpose for all levels: (3, levels * channels, N) -> (N, 3 * levels * channels)
         return torch.cat(feats, dim=1).permute(2, 0, 1).reshape(*shape, -1)
-
-    def total_variation(self) -> torch.Tensor:
-        """Mean squared difference of neighbouring texels of the dense levels: a smoothness prior."""
-        dense = [grid for grid in self.grids if grid.dim() == 4]
-        tv = 0.0
-        for grid in dense:
-            tv = tv + ((grid[..., 1:, :] - grid[..., :-1, :]) ** 2).mean()
-            tv = tv + ((grid[..., :, 1:] - grid[..., :, :-1]) ** 2).mean()
-        return tv / max(len(dense), 1)
 
 
 def texel_hash(ix: torch.Tensor, iy: torch.Tensor, table_size: int) -> torch.Tensor:
