@@ -2,17 +2,18 @@
 scratch on the same data and scored on the same held-out frames; prints one JSON line.
 
 Variants (`VARIANTS`: each a set of `DialogueNeRFConfig` options against the default): ER-NeRF's
-hashed tri-planes (section 3.2) at the dense planes' resolutions and finer ones in the same memory
-class; ER-NeRF's adaptive pose encoding of the torso (section 3.4), with and without DialogueNeRF's
-deformation field; and the ablations of the default's own parts (the sinusoidal encoding of Eq. 2,
-no region attention, no expression planes, no deformation field, no trailing pose). Per variant
+hashed tri-planes (section 3.2) at the dense planes' resolutions, and finer (to 512 texels, about
+twice the parameters); ER-NeRF's adaptive pose encoding of the torso (section 3.4), with and
+without DialogueNeRF's deformation field; and the ablations of the default's own parts (the
+sinusoidal encoding of Eq. 2, no region attention, no expression planes, no deformation field, no
+trailing pose). Per variant
 (`scored_run.py`, a process each): held-out PSNR / SSIM per person and role, CPBD, the rendered
 mouth against the loudness, flicker, the torso's PSNR and the seam error on a band around the
 head-torso boundary, seconds per step, peak memory, CPU frame pairs per second, model size.
 
 On the sample at 128 px, and with `--real` on a conversation built from ../shared/real_clips
 (`real_conversations.side_by_side`, held out as bench_real holds out; skipped without the clips).
-What wins is adopted as the default (docs/results.md says which and why).
+docs/results.md says what was adopted as the default, or why not yet.
 
 Steps by default: a fixed step count gives the same runs on any machine, however busy, and
 seconds per step say what each costs.

@@ -1,10 +1,12 @@
-"""One model trained for a fixed time and scored on held-out frames, in a process of its own (so
-that each run's peak memory is its own): the unit of `bench_render.py --paths` (per-pixel against
-the 2D neural renderer) and of `bench_variants.py` (the papers' ideas as options of one model).
+"""One model trained for a fixed budget (steps or minutes) and scored on held-out frames, in a
+process of its own (so that each run's peak memory is its own): the unit of `bench_render.py
+--paths` (per-pixel against the 2D neural renderer) and of `bench_variants.py` (the papers' ideas
+as options of one model).
 
 Scores: held-out PSNR / SSIM per person and role; on the first held-out stretch, sharpness (CPBD),
-flicker, the torso's PSNR and the seam error (`seam_band`); the rendered mouth's correlation with
-the loudness; seconds per step, peak memory, frame pairs per second, the exported model's size.
+flicker, the torso's PSNR and the seam error (`minitalk.nerf.evaluate.region_scores`); the
+rendered mouth's correlation with the loudness; seconds per step, peak memory, frame pairs per
+second, the exported model's size.
 
     python benchmarks/scored_run.py PREPARED RUN '{"upsample": 4}' '{"minutes": 6, "held_out_s": 0.5}'
 """
