@@ -4,9 +4,12 @@ process of its own (so that each run's peak memory is its own): the unit of `ben
 as options of one model).
 
 Scores: held-out PSNR / SSIM per person and role; on the first held-out stretch, sharpness (CPBD),
-flicker, the torso's PSNR and the seam error (`minitalk.nerf.evaluate.region_scores`); the
-rendered mouth's correlation with the loudness; seconds per step, peak memory, frame pairs per
-second, the exported model's size.
+flicker, the torso's PSNR, the seam error (`minitalk.nerf.evaluate.region_scores`) and the
+landmark distance to the real frames (LMD, FaceMesh on both, in face widths); the rendered mouth's
+correlation with the loudness; each person rendered with the other's face state
+(`disentangle.expression_swap`: how far the identity landmarks move, whether the mouth follows the
+donor) and, with disentangled codes, the other's albedo and illumination (`disentangle.colour_swap`);
+seconds per step (and the reference encoder's), peak memory, frame pairs per second, model size.
 
     python benchmarks/scored_run.py PREPARED RUN '{"upsample": 4}' '{"minutes": 6, "held_out_s": 0.5}'
 """
@@ -25,12 +28,14 @@ import torch
 
 from minitalk import metrics
 from minitalk.evaluate.sharpness import cpbd
-from minitalk.nerf import checkpoint, evaluate, render, train
+from minitalk.nerf import checkpoint, disentangle, evaluate, render, train
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.prepare import data
+from minitalk.prepare.face import detect_landmarks
 
 EVAL_FRAMES = 24  # held-out frames per person scored, spread over the clip (512 px per pixel: seconds each)
 STRETCH = 25  # consecutive held-out frames per person for sharpness and flicker
+SWAP_FRAMES = 16  # held-out frames per person for the swaps, spread over the donor's mouth opening
 
 
 def held_out_stretch(frames, length: int = STRETCH) -> np.ndarray:
@@ -71,7 +76,7 @@ def one_run(mcfg: DialogueNeRFConfig, prepared: Path, run: Path, **train_setting
     model, frames = checkpoint.load_model(run, prepared)
     cpu = torch.device("cpu")
     stretch = held_out_stretch(frames)
-    sharp, flick, flick_real, regions = [], [], [], []
+    sharp, flick, flick_real, regions, lmd = [], [], [], [], []
     for p in range(frames.n_people):
         people = torch.full((len(stretch),), p)
         fake = render.render_images(model, frames, people, torch.from_numpy(stretch), cpu)
@@ -81,6 +86,15 @@ def one_run(mcfg: DialogueNeRFConfig, prepared: Path, run: Path, **train_setting
         flick_real.append(flicker(real))
         labels = frames.labels[p, stretch].numpy().reshape(len(stretch), frames.size, frames.size)
         regions.append(evaluate.region_scores(fake, real, labels))
+        marks = [detect_landmarks(disentangle.to_uint8(x)) for x in (fake, real)]
+        lmd.append(metrics.lmd(*marks))
+    swaps = {}
+    for p in range(frames.n_people):  # each person with the other's expression (and codes, if it has them)
+        picked = disentangle.swap_frames(frames, 1 - p, SWAP_FRAMES)
+        swaps[f"{p}<-{1 - p}"] = disentangle.expression_swap(model, frames, p, 1 - p, picked, cpu)["scores"]
+        for code in ("albedo", "illumination") if model.z_light is not None else ():
+            scores = disentangle.colour_swap(model, frames, p, 1 - p, picked[::4], code, cpu)["scores"]
+            swaps[f"{p}<-{1 - p}"].update({f"{code}_{k}": v for k, v in scores.items()})
     pairs, measures = evaluate.mouth_measures(frames, model, cpu)
     loud = data.load_tracks(prepared)["rms"][pairs[:, 1]]
     rendered = measures["interior"]
@@ -88,7 +102,9 @@ def one_run(mcfg: DialogueNeRFConfig, prepared: Path, run: Path, **train_setting
         "size": frames.size,
         "settings": {k: v for k, v in mcfg.to_dict().items() if v != getattr(DialogueNeRFConfig(), k)},
         "steps": report["iterations"],
+        "train_settings": {k: v for k, v in train_settings.items() if k not in ("iters", "minutes")},
         "seconds_per_step": round(60 * report["minutes"] / max(report["iterations"], 1), 3),
+        "reference_seconds": report["reference_seconds"],
         "psnr_by_role": report["psnr_by_role"],
         "ssim_by_role": report["ssim_by_role"],
         "psnr": report["psnr"],
@@ -98,6 +114,8 @@ def one_run(mcfg: DialogueNeRFConfig, prepared: Path, run: Path, **train_setting
         "mouth_audio_corr": round(metrics.correlation(rendered, loud), 4),
         "flicker": [round(f, 5) for f in flick],
         "flicker_real": [round(f, 5) for f in flick_real],
+        "lmd": [round(x, 4) for x in lmd],
+        "swaps": {k: {m: round(v, 4) for m, v in x.items()} for k, x in swaps.items()},
         "torso_psnr": [round(r["torso_psnr"], 3) for r in regions],
         "seam_error": [round(r["seam_error"], 3) for r in regions],
         "peak_train_gb": report["peak_mem_gb"],

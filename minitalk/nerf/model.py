@@ -5,7 +5,8 @@
 
 * The head pose f_p places the camera: rays are cast in the head's canonical frame.
 * Each person owns a shape code z_s (position features: density and colour) and an appearance
-  code z_a (direction encoding: colour only, GRAF-style).
+  code z_a (direction encoding: colour only, GRAF-style); as an option, the Disentangling Head
+  NeRF's identity, expression, albedo and illumination codes (3.1, `minitalk.nerf.disentangle`).
 * A face state (Eq. 1 coefficients plus blink; a speaker's predicted from the audio) becomes
   exp_feat (f_s or f_l), weighed per position by ER-NeRF's region attention (section 3.3);
   expression planes add Eq. 1's linear model in feature space, sum_k e_k B_k(x).
@@ -73,6 +74,11 @@ class DialogueNeRFConfig:
         "pose encoding, trainable key points moved by the pose and projected into the image",
         choices=("vector", "keypoints"),
     )  # fmt: skip
+    codes: str = option(
+        "person", "a person's codes: DialogueNeRF's shape and appearance, or the Disentangling Head NeRF's "
+        "identity, expression, albedo and illumination pulled toward contrastive reference codes (Eq. 6)",
+        choices=("person", "disentangled"),
+    )  # fmt: skip
     head_samples: int = 32
     torso_samples: int = 16
     grid_res: int = 48  # occupancy grid cells per side
@@ -106,6 +112,8 @@ class DialogueNeRFConfig:
                                "(2^K entries would hash none of their levels)", self.hash_log2)  # fmt: skip
         if self.pose_encoding not in ("vector", "keypoints"):
             raise SettingError("pose_encoding", "'vector' or 'keypoints'", repr(self.pose_encoding))
+        if self.codes not in ("person", "disentangled"):
+            raise SettingError("codes", "'person' or 'disentangled'", repr(self.codes))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -198,6 +206,9 @@ class DialogueNeRF(nn.Module):
         )
         self.z_shape = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
         self.z_app = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
+        self.z_light = None  # the Disentangling Head NeRF's illumination code, colour only like z_app
+        if c.codes == "disentangled":
+            self.z_light = nn.Parameter(0.01 * torch.randn(c.n_people, c.code_dim))
         # conditions
         self.audio = AudioEncoder(c.cond_dim, windows=c.smooth_frames)
         self.audio_to_expression = nn.Linear(c.cond_dim, c.n_expression)
@@ -218,7 +229,8 @@ class DialogueNeRF(nn.Module):
         self.attention = nn.Linear(d_feats, c.cond_dim + 1) if c.region_attention else None
         self.head_cond = RayConditioned(c.width, c.cond_dim + 1, c.width)  # with f_s or f_l
         self.head_out = nn.Linear(c.width, 1 + 15)
-        self.head_rgb_in = RayConditioned(15, 3 * 5 + c.code_dim, c.width // 2)  # with gamma(d), z_a
+        n_colour_codes = 1 if self.z_light is None else 2  # z_a, and z_light
+        self.head_rgb_in = RayConditioned(15, 3 * 5 + n_colour_codes * c.code_dim, c.width // 2)  # gamma(d)
         self.head_rgb = nn.Linear(c.width // 2, c.channels)
         # torso field
         et_dim = (12 if c.torso_lag_s > 0 else 6) * (1 + 2 * 4)  # gamma(et); as many key point coordinates
@@ -262,12 +274,17 @@ class DialogueNeRF(nn.Module):
         coefficients = torch.where(speaking[:, None], predicted, expression)
         return torch.cat([coefficients, blink[:, None]], dim=-1)
 
+    def expression_code(self, face_state: torch.Tensor) -> torch.Tensor:
+        """The encoded expression coefficients of a (N, K + 1) `face_state` -> (N, cond_dim): C_ex of
+        the Disentangling Head NeRF (Eq. 6) when codes are disentangled."""
+        return self.expression(face_state[:, :-1])
+
     def exp_feature(self, face_state: torch.Tensor) -> torch.Tensor:
         """The expression feature of Eq. 6-7, exp_feat (f_s for a speaker, f_l for a listener), from a
         (N, K + 1) of `face_state`: the encoded coefficients, with blink -> (N, cond_dim + 1)."""
-        return torch.cat([self.expression(face_state[:, :-1]), face_state[:, -1:]], dim=-1)
+        return torch.cat([self.expression_code(face_state), face_state[:, -1:]], dim=-1)
 
-    def audio_loss(self, mel, expression, temperature: float = 0.1) -> torch.Tensor:
+    def audio_loss(self, mel, expression, contrastive: bool = True, temperature: float = 0.1) -> torch.Tensor:
         """Teach the audio encoder the speaker's mouth, on speaker frames (B >= 2).
 
         Two terms: the expression coefficients the audio predicts against the tracked ones (L2),
@@ -275,10 +292,12 @@ class DialogueNeRF(nn.Module):
         frame's audio feature must pick out its own frame's expression feature among the batch's
         others (its negatives), so exp_feat carries the mouth shape instead of a mean mouth.
 
-        mel (B, W, 16, 80), expression (B, K) of speaker frames.
+        mel (B, W, 16, 80), expression (B, K) of speaker frames; `contrastive` False: the L2 alone.
         """
         predicted = self.audio_to_expression(self.audio(mel))
         regression = ((predicted - expression) ** 2).mean()
+        if not contrastive:
+            return regression
         audio_feat = nn.functional.normalize(self.expression(predicted), dim=-1)
         exp_feat = nn.functional.normalize(self.expression(expression), dim=-1)
         logits = audio_feat @ exp_feat.T / temperature  # (B, B): the diagonal holds the positives
@@ -311,7 +330,8 @@ class DialogueNeRF(nn.Module):
         sigma = nn.functional.softplus(out[:, 0] - 1.0) * 40.0  # densities per metre
         if not colour:
             return sigma, None
-        ray = torch.cat([positional_encoding(d, 2), self.z_app.index_select(0, person)], dim=-1)
+        codes = [self.z_app] if self.z_light is None else [self.z_app, self.z_light]  # albedo, illumination
+        ray = torch.cat([positional_encoding(d, 2), *(z.index_select(0, person) for z in codes)], dim=-1)
         rgb = torch.sigmoid(self.head_rgb(torch.relu(self.head_rgb_in(out[:, 1:], ray, ray_of))))
         return sigma, rgb
 

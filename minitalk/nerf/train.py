@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from minitalk.files import FileFormatError
+from minitalk.nerf import disentangle
 from minitalk.nerf.checkpoint import read_checkpoint, save_checkpoint
 from minitalk.nerf.evaluate import evaluate
 from minitalk.nerf.frames import MIN_HELD_OUT_FRAMES, Frames
@@ -75,6 +76,9 @@ class TrainConfig:
     lr_mlp: float = 2e-3
     lr_decay_steps: int = 3000  # both rates fall tenfold over these steps, then stay (0: constant)
     audio_weight: float = 0.05  # audio -> mouth: expression regression and InfoNCE alignment
+    lip_sync: bool = True  # the InfoNCE alignment (Disentangling Head NeRF's lip-sync module); off: L2 only
+    disentangle_weight: float = 5.0  # lambda_dis of Eq. 6 with codes="disentangled" (the paper's 5)
+    reference_steps: int = 300  # contrastive steps of the reference encoder, with codes="disentangled"
     teacher_forcing: float = 0.25  # share of speaker frames rendered from the tracked, not predicted, state
     min_transmittance: float = 1e-3  # samples hidden behind this get no pass with gradients (0: all do)
     mask_weight: float = 0.1  # silhouettes: opacity 1 on the person and 0 elsewhere, the head's on the head
@@ -96,6 +100,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.iters < 1:
             raise SettingError("iters", "at least 1", self.iters)
+        if not self.disentangle_weight >= 0:
+            raise SettingError("disentangle_weight", "0 or more", self.disentangle_weight)
         if not self.blink_weight >= 0:
             raise SettingError("blink_weight", "0 or more", self.blink_weight)
         if self.minutes is not None and not self.minutes > 0:
@@ -171,6 +177,10 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
             step, elapsed, history = restore(read_checkpoint(ckpt), ckpt, model, optim, mcfg, cfg)
         except FileFormatError as err:
             raise TrainingError(f"{err}; resuming needs a good one (start over with --fresh)") from None
+    references, reference_start = None, time.perf_counter()
+    if mcfg.codes == "disentangled" and cfg.disentangle_weight > 0:
+        references = {k: v.to(device) for k, v in reference_codes_of(frames, mcfg, cfg, progress).items()}
+    reference_seconds = time.perf_counter() - reference_start
     train_pairs = torch.nonzero(~frames.held_out[None].expand(frames.n_people, -1))  # (M, 2): person, frame
     # closed eyes are a few per cent of the frames: drawn more often, the blink value learns to close
     # them fully rather than half (the expression coefficients carry no blink, prepare.expression)
@@ -186,7 +196,7 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
             for group, rate in zip(optim.param_groups, (cfg.lr_grid, cfg.lr_mlp), strict=True):
                 group["lr"] = rate * learning_rate_factor(step, cfg.lr_decay_steps)
             loss, psnr = train_step(
-                model, optim, frames, train_pairs, pair_weights, speaker_pairs, cfg, device
+                model, optim, frames, train_pairs, pair_weights, speaker_pairs, cfg, device, references
             )
             step += 1
             if mcfg.skipping and step >= cfg.occupancy_warmup and step % cfg.occupancy_every == 0:
@@ -213,11 +223,32 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
         save_checkpoint(ckpt, model, optim, mcfg, asdict(cfg), step, minutes * 60, history)
         interrupted = stop.requested
     report = run_report(model, frames, device, mcfg, cfg, step, minutes, history, interrupted)
+    report["reference_seconds"] = round(reference_seconds, 1)  # the reference encoder, before the steps
     with atomic_path(run / "train_report.json") as tmp:
         tmp.write_text(json.dumps(report, indent=1) + "\n")
     if interrupted:
         raise TrainingInterrupted(step, ckpt)
     return report
+
+
+def reference_codes_of(frames: Frames, mcfg: DialogueNeRFConfig, cfg: TrainConfig, progress: bool) -> dict:
+    """The reference codes of Eq. 6 for a run: `disentangle.ReferenceEncoder` trained on the face crops
+    of the training frames, then applied to every frame. Its random numbers are drawn from a
+    generator of its own seeded with the run's seed, so a resumed run gets the same references and
+    the field's random stream is the same with or without them."""
+    crops = torch.stack([disentangle.face_crops(frames.images[p], frames.landmarks[p])
+                         for p in range(frames.n_people)])  # fmt: skip
+    dims = {"identity": mcfg.code_dim, "albedo": mcfg.code_dim, "illumination": mcfg.code_dim,
+            "expression": mcfg.cond_dim}  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        bar = tqdm(total=cfg.reference_steps, desc="reference codes", unit="it", disable=not progress)
+        encoder, _ = disentangle.train_reference_encoder(
+            crops, frames.expression, ~frames.held_out, dims, cfg.reference_steps,
+            progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
+        )  # fmt: skip
+        bar.close()
+    return disentangle.reference_codes(encoder, crops, ~frames.held_out)
 
 
 def make_optimizer(model: DialogueNeRF, cfg: TrainConfig) -> torch.optim.Adam:
@@ -364,8 +395,9 @@ def render_batch(model, frames: Frames, person_f, frame_f, low_px, high_px, face
 
 
 def train_step(model, optim, frames: Frames, train_pairs, pair_weights, speaker_pairs, cfg: TrainConfig,
-               device):  # fmt: skip
-    """One optimisation step on frames drawn by `pair_weights` (M,); returns the loss and batch PSNR."""
+               device, references: dict | None = None):  # fmt: skip
+    """One optimisation step on frames drawn by `pair_weights` (M,); returns the loss and batch PSNR.
+    With `references` (`reference_codes_of`) the disentangling loss of Eq. 6 joins in."""
     pick = train_pairs[torch.multinomial(pair_weights, cfg.frames_per_batch, replacement=True)]
     person_f, frame_f = pick[:, 0], pick[:, 1]
     low_px, high_px = draw_pixels(frames, person_f, frame_f, cfg, model.config.upsample)
@@ -386,7 +418,11 @@ def train_step(model, optim, frames: Frames, train_pairs, pair_weights, speaker_
     if cfg.audio_weight > 0 and len(speaker_pairs) >= 2:
         sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]
         mel, expression, _, _ = frames.face_state_inputs(sp[:, 0], sp[:, 1])
-        loss = loss + cfg.audio_weight * model.audio_loss(mel.to(device), expression.to(device))
+        loss = loss + cfg.audio_weight * model.audio_loss(mel.to(device), expression.to(device), cfg.lip_sync)
+    if references is not None:
+        pulled = disentangle.disentangling_loss(model, references, person_f.to(device), frame_f.to(device),
+                                                state_f)  # fmt: skip
+        loss = loss + cfg.disentangle_weight * pulled
     optim.zero_grad(set_to_none=True)
     loss.backward()
     optim.step()

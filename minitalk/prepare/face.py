@@ -88,6 +88,17 @@ def face_oval_indices() -> list[int]:
     return ring
 
 
+def identity_indices() -> list[int]:
+    """Landmarks that expressions move least: the nose, the eyebrows and the eyes' corners. Their
+    layout says whose face it is (the swaps of `minitalk.nerf.disentangle` keep it)."""
+    import mediapipe as mp  # lazy: a 0.7 s import (TensorFlow Lite), needed only where faces are tracked
+
+    mesh = mp.solutions.face_mesh
+    edges = mesh.FACEMESH_NOSE | mesh.FACEMESH_LEFT_EYEBROW | mesh.FACEMESH_RIGHT_EYEBROW
+    corners = {i for eye in EYES for i in eye[:2]}
+    return sorted({i for edge in edges for i in edge} | corners)
+
+
 def lip_indices() -> list[int]:
     """The 40 FaceMesh landmarks on the lips' outer and inner contours (Lip LMD's points)."""
     import mediapipe as mp  # lazy: a 0.7 s import (TensorFlow Lite), needed only where faces are tracked
