@@ -16,6 +16,10 @@ def test_the_face_crop_is_the_landmarks_box_enlarged_by_a_fifth():
     assert crop.shape == (1, 3, 24, 24)
     # the box is 20 px enlarged to 24 px: the face fills all but the outer 2 px on each side
     assert crop[0, :, 3:-3, 3:-3].min() > 0.99 and crop[0, :, 0, 0].max() < 0.01
+    # a frame where no face was found takes the others' box
+    lost = np.stack([landmarks[0], np.full((2, 2), np.nan)])
+    two = disentangle.face_crops(images.expand(2, -1, -1, -1), lost, size=24)
+    assert torch.isfinite(two).all() and torch.equal(two[0], two[1])
 
 
 def test_the_grey_input_is_blind_to_a_global_light():

@@ -10,8 +10,9 @@ feature of its face state (`DialogueNeRF.expression_code`). The reference codes 
 the training frames alone (no downloaded weights):
 
 * identity, albedo: positives the same person in another frame under another light;
-* expression: positives the other person in the frame whose tracked expression is nearest, and
-  hard negatives the same person in another frame (the paper's pairs);
+* expression: positives the other person in the frame whose tracked expression is nearest (each
+  person's coefficients standardised over their own frames: a face's rest is its own), and hard
+  negatives the same person in another frame (the paper's pairs);
 * illumination: positives another person or frame under the same light, hard negatives the same
   image under another light; the lights are random per-channel gains of the crop.
 
@@ -34,11 +35,17 @@ CROP = 48  # face crops of CROP x CROP pixels: enough for a mouth's opening, che
 
 def face_crops(images: torch.Tensor, landmarks: np.ndarray, size: int = CROP) -> torch.Tensor:
     """Square crops around the face, (N, 3, size, size) in 0..1, of images (N, S, S, 3) uint8 with
-    their FaceMesh landmarks (N, 478, 2 or 3) in pixels: the landmarks' box, enlarged by a fifth."""
-    pts = torch.tensor(np.asarray(landmarks)[..., :2], dtype=torch.float32)
-    lo, hi = pts.amin(1), pts.amax(1)  # (N, 2)
-    centre, half = (lo + hi) / 2, 0.6 * (hi - lo).amax(1)
+    their FaceMesh landmarks (N, 478, 2 or 3) in pixels: the landmarks' box, enlarged by a fifth. A
+    frame without landmarks (NaN) takes the median box of the others (the whole image if none)."""
     s = images.shape[1]
+    pts = np.asarray(landmarks, np.float64)[..., :2]
+    found = np.isfinite(pts).all((1, 2))
+    boxes = np.tile([0.0, 0.0, s, s], (len(pts), 1))  # (N, 4): x0, y0, x1, y1
+    boxes[found] = np.concatenate([pts[found].min(1), pts[found].max(1)], -1)
+    if found.any():
+        boxes[~found] = np.median(boxes[found], 0)
+    lo, hi = torch.tensor(boxes[:, :2], dtype=torch.float32), torch.tensor(boxes[:, 2:], dtype=torch.float32)
+    centre, half = (lo + hi) / 2, 0.6 * (hi - lo).amax(1)
     theta = torch.zeros(len(images), 2, 3)  # output [-1, 1] -> input [-1, 1] (align_corners=False)
     theta[:, 0, 0] = theta[:, 1, 1] = 2 * half / s
     theta[:, :, 2] = 2 * centre / s - 1
@@ -122,6 +129,14 @@ def contrastive(anchor, positive, not_negative=None, hard=None, temperature: flo
     return F.cross_entropy(logits, torch.arange(len(anchor), device=anchor.device))
 
 
+def relative_expression(expression: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """Each person's coefficients (P, T, K) less their mean over frames `pool`, over their spread: one
+    face at rest may read as another's half-open mouth (on the sample, one person's lips part at
+    rest), so "the same expression" is the same departure from one's own rest."""
+    own = expression[:, pool]
+    return (expression - own.mean(1, keepdim=True)) / (own.std(1, keepdim=True) + 1e-6)
+
+
 def nearest_expression(expression: torch.Tensor, person: torch.Tensor, frame: torch.Tensor,
                        pool: torch.Tensor) -> torch.Tensor:  # fmt: skip
     """For each (person, frame) (B,), the frame of `pool` (M,) where the other person's tracked
@@ -140,6 +155,7 @@ def train_reference_encoder(crops: torch.Tensor, expression: torch.Tensor, train
     the loss per step. Random numbers come from torch's global generator (seeded by the caller)."""
     n_people = crops.shape[0]
     pool = torch.nonzero(train)[:, 0]
+    expression = relative_expression(expression, pool)
     mean_face = torch.stack([grey_standardised(crops[p, pool]).mean(0) for p in range(n_people)])
     encoder = ReferenceEncoder(dims, mean_face)
     optim = torch.optim.Adam(encoder.parameters(), lr=1e-3)
