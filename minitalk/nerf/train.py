@@ -5,8 +5,10 @@ in each weighted toward the head and more again toward the mouth, casts their ra
 frame's own head pose and renders them through the one model. The loss (DialogueNeRF IV-B) is
 L2 on colour, plus a silhouette term (opacity 1 on the person, 0 elsewhere, the head field's on
 the head) that keeps empty space empty for the occupancy grids, plus the audio terms of
-`DialogueNeRF.audio_loss`. A quarter of the speaker frames are rendered from their tracked face
-state (teacher forcing), the rest from the audio's prediction, which is all rendering gets.
+`DialogueNeRF.audio_loss`, plus with disentangled codes Eq. 6 of the Disentangling Head NeRF
+(`minitalk.nerf.disentangle`, its reference encoder trained first, with a generator of its own).
+A quarter of the speaker frames are rendered from their tracked face state (teacher forcing),
+the rest from the audio's prediction, which is all rendering gets.
 Only samples that can show are differentiated (`min_transmittance`, Instant-NGP's compaction).
 Adam with separate rates for grid texels and MLPs, both falling tenfold over 3,000 steps.
 The evidence for each choice: docs/results.md, "Decisions before 2026-12-03".
