@@ -32,6 +32,7 @@ from minitalk.nerf import checkpoint, disentangle, evaluate, render, train
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.prepare import data
 from minitalk.prepare.face import detect_landmarks
+from minitalk.utils import to_uint8
 
 EVAL_FRAMES = 24  # held-out frames per person scored, spread over the clip (512 px per pixel: seconds each)
 STRETCH = 25  # consecutive held-out frames per person for sharpness and flicker
@@ -86,7 +87,7 @@ def one_run(mcfg: DialogueNeRFConfig, prepared: Path, run: Path, **train_setting
         flick_real.append(flicker(real))
         labels = frames.labels[p, stretch].numpy().reshape(len(stretch), frames.size, frames.size)
         regions.append(evaluate.region_scores(fake, real, labels))
-        marks = [detect_landmarks(disentangle.to_uint8(x)) for x in (fake, real)]
+        marks = [detect_landmarks(to_uint8(x)) for x in (fake, real)]
         lmd.append(metrics.lmd(*marks))
     swaps = {}
     for p in range(frames.n_people):  # each person with the other's expression (and codes, if it has them)

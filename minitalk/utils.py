@@ -117,6 +117,11 @@ def compact_figures(colours: int = 256, dpi: int = 100) -> bool:
 WORK_VARIABLE = "MINITALK_WORK"  # set: the notebooks chain through this folder (`minitalk.walkthrough`)
 
 
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images in 0..1 (any shape) as 8-bit grey levels, rounded to the nearest and clipped."""
+    return (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def approx(value: float, expected: float, tol: float, fmt: str = ".2f") -> str:
     """`value` formatted with `fmt`, followed by what it is checked against: "27.4 (expected 26.9 ± 1)".
 

@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from minitalk.utils import to_uint8
+
 CODES = ("identity", "expression", "albedo", "illumination")
 CROP = 48  # face crops of CROP x CROP pixels: enough for a mouth's opening, cheap on a CPU
 
@@ -225,10 +227,6 @@ def disentangling_loss(model, references: dict, person: torch.Tensor, frame: tor
 
 
 PARAMETERS = {"identity": "z_shape", "albedo": "z_app", "illumination": "z_light"}
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    return (np.clip(images, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def expression_swap(model, frames, person: int, donor: int, frame_ids, device) -> dict:
