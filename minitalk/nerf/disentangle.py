@@ -152,7 +152,7 @@ def nearest_expression(expression: torch.Tensor, person: torch.Tensor, frame: to
 def train_reference_encoder(crops: torch.Tensor, expression: torch.Tensor, train: torch.Tensor,
                             dims: dict[str, int], steps: int = 300, batch: int = 32,
                             progress=None) -> tuple[ReferenceEncoder, list[float]]:  # fmt: skip
-    """Train the four encoders contrastively on face crops (P, T, 3, 64, 64) of the training frames
+    """Train the four encoders contrastively on face crops (P, T, 3, 48, 48) of the training frames
     `train` (T,) bool, with the tracked expression (P, T, K); returns the encoder (in eval mode) and
     the loss per step. Random numbers come from torch's global generator (seeded by the caller)."""
     n_people = crops.shape[0]
@@ -200,7 +200,7 @@ def train_reference_encoder(crops: torch.Tensor, expression: torch.Tensor, train
 
 @torch.no_grad()
 def reference_codes(encoder: ReferenceEncoder, crops: torch.Tensor, train: torch.Tensor) -> dict:
-    """The C_ref of Eq. 6 from face crops (P, T, 3, 64, 64): per person (P, D) for identity, albedo
+    """The C_ref of Eq. 6 from face crops (P, T, 3, 48, 48): per person (P, D) for identity, albedo
     and illumination (the mean over training frames, made unit length again), per frame (P, T, D)
     for expression."""
     n_people, n_frames = crops.shape[:2]
