@@ -3,7 +3,8 @@ scratch on the same data and scored on the same held-out frames; prints one JSON
 
 Variants (`VARIANTS`: `DialogueNeRFConfig` options against the default, and training settings
 under "train"): ER-NeRF's hashed tri-planes (3.2), at the dense planes' resolutions and finer;
-its adaptive pose encoding of the torso (3.4), with and without the deformation field; the
+its adaptive pose encoding of the torso (3.4), with and without the deformation field, and its
+2D torso field over the image plane (3.4), on the key points or on the pose vector; the
 default's own parts taken out (the sinusoidal encoding of Eq. 2 in the planes' place, region
 attention, expression planes, deformation field, trailing pose); the Disentangling Head NeRF's
 codes with Eq. 6 and its Table 2 ablation (without the lip-sync module, without Eq. 6). Per
@@ -38,6 +39,8 @@ VARIANTS = {
     "hashed-fine": {"hash_log2": 14, "levels": 6, "max_res": 512},  # 256^2 and 512^2 hashed
     "keypoints": {"pose_encoding": "keypoints"},
     "keypoints-no-deformation": {"pose_encoding": "keypoints", "deformation": False},
+    "torso-2d": {"torso": "2d", "pose_encoding": "keypoints"},  # ER-NeRF's torso: 2D field, key points
+    "torso-2d-vector": {"torso": "2d"},  # the same field conditioned on the pose vector
     "sinusoidal": {"encoding": "frequency"},
     "no-region-attention": {"region_attention": False},
     "no-expression-planes": {"expression_planes": 0},

@@ -18,6 +18,21 @@ def test_encodings_have_their_sizes_and_gradients():
     assert Frequency(4)(x).shape == (5, 7, 3 * 9)
 
 
+def test_a_2d_grid_is_the_tri_planes_xy_plane():
+    """dims=2 (the 2D torso field's encoding, ER-NeRF 3.4): one plane, read as the tri-plane reads
+    its xy plane, dense and hashed levels alike."""
+    torch.manual_seed(0)
+    tri = TriPlane(levels=2, features=3, min_res=8, max_res=32, hash_log2=6)
+    flat = TriPlane(levels=2, features=3, min_res=8, max_res=32, hash_log2=6, dims=2)
+    assert flat.out_dim == 2 * 3 and flat.hashed == tri.hashed
+    with torch.no_grad():
+        for mine, theirs in zip(flat.grids, tri.grids, strict=True):
+            mine.copy_(theirs[:1])
+    x = torch.rand(40, 3) * 2 - 1
+    torch.testing.assert_close(flat(x[:, :2]), tri(x)[:, : flat.out_dim])  # xy's features come first
+    assert Frequency(4, dims=2)(x[:, :2]).shape == (40, 2 * 9) == (40, Frequency(4, dims=2).out_dim)
+
+
 def test_positional_encoding_and_static_nerf():
     x = torch.tensor([[0.25, -0.5, 1.0]])
     enc = static.positional_encoding(x, 3)

@@ -199,7 +199,8 @@ def test_adaptive_pose_encoding_projects_the_key_points_where_the_camera_sees_th
     "settings, field",
     [({"hash_log2": 4}, "hash_log2"), ({"hash_log2": 12, "encoding": "frequency"}, "hash_log2"),
      ({"hash_log2": 14}, "hash_log2"),
-     ({"pose_encoding": "image"}, "pose_encoding"), ({"codes": "split"}, "codes")],
+     ({"pose_encoding": "image"}, "pose_encoding"), ({"codes": "split"}, "codes"),
+     ({"torso": "flat"}, "torso")],
 )  # fmt: skip
 def test_bad_option_combinations_are_refused_by_name(settings, field):
     from minitalk.nerf.model import DialogueNeRFConfig

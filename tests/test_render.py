@@ -236,3 +236,39 @@ def test_front_to_back_rendering_matches_compositing_and_stops_behind_opaque_sur
         early = render.render_rays_front_to_back(model, rays, state, slab=4, min_transmittance=1e-3)
     assert (early["colour"] - full["colour"]).abs().max() <= 1e-3 + 1e-5
     assert early["samples"] < 0.6 * full["samples"]
+
+
+def test_a_2d_torso_is_a_layer_between_the_plate_and_the_head(tensors, tiny_model):
+    """ER-NeRF 3.4: C = C_head + (1 - A_head) (alpha c + (1 - alpha) c_bg). Without head samples the
+    picture is the layer over the plate, by hand; an opaque head hides the layer entirely; front to
+    back rendering composites the same way."""
+    frames = tensors
+    model = tiny_model(frames, torso="2d", pose_encoding="keypoints").eval()
+    pixel = torch.arange(0, frames.size * frames.size, 3)
+    rays = frames.rays(torch.ones_like(pixel), torch.full_like(pixel, 7), pixel)
+    state = torch.randn(1, model.config.n_expression + 1).expand(len(pixel), -1)
+    with torch.no_grad():
+        colour, alpha = model.torso_layer(rays)
+        assert colour.shape == (len(pixel), 3) and ((alpha > 0) & (alpha < 1)).all()
+        full = render.render_rays(model, rays, state, jitter=False)
+        exact = render.render_rays_front_to_back(model, rays, state, slab=3, min_transmittance=0.0)
+        torch.testing.assert_close(exact["colour"], full["colour"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(exact["opacity"], full["opacity"], atol=1e-5, rtol=0)
+        model.head_out.bias[0] = 8.0  # an opaque head
+        covered = render.render_rays(model, rays, state, jitter=False, parts=True)
+        hidden = covered["head_opacity"] > 1 - 1e-6
+        assert hidden.sum() > 20 and (~hidden).sum() > 20
+        model.torso_out[-1].bias[1:] += 3.0  # another torso colour: shows around the head only
+        recoloured = render.render_rays(model, rays, state, jitter=False)
+        torch.testing.assert_close(recoloured["colour"][hidden], covered["colour"][hidden], atol=1e-5, rtol=0)
+        assert (recoloured["colour"][~hidden] - covered["colour"][~hidden]).abs().max() > 0.05
+        model.head_grid.occupied.zero_()  # no head: the layer over the plate
+        bare = render.render_rays(model, rays, state, jitter=False, parts=True)
+        colour, alpha = model.torso_layer(rays)
+    assert bare["samples"] == 0
+    torch.testing.assert_close(
+        bare["colour"], alpha[:, None] * colour + (1 - alpha[:, None]) * rays["background"]
+    )
+    torch.testing.assert_close(bare["opacity"], alpha)
+    torch.testing.assert_close(bare["torso"], bare["colour"])
+    torch.testing.assert_close(bare["head"], rays["background"])

@@ -97,15 +97,18 @@ def test_divergence_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 3
 
 
-def test_the_variants_train_export_and_render_as_the_default_does(prepared_clip, tmp_path):
-    """ER-NeRF's hashed planes and adaptive pose encoding are options of the same model: a run with
-    both trains, exports and renders through the same code, its key points saved with it."""
-    config = DialogueNeRFConfig(head_samples=8, torso_samples=4, hash_log2=10, pose_encoding="keypoints")
+@pytest.mark.parametrize("torso", ["3d", "2d"])
+def test_the_variants_train_export_and_render_as_the_default_does(prepared_clip, tmp_path, torso):
+    """ER-NeRF's hashed planes, adaptive pose encoding and 2D torso are options of the same model: a
+    run with them trains, exports and renders through the same code, its key points saved with it."""
+    config = DialogueNeRFConfig(head_samples=8, torso_samples=4, hash_log2=10, pose_encoding="keypoints",
+                                torso=torso)  # fmt: skip
     train.train(prepared_clip, tmp_path / "run", config, progress=False, iters=3, **TINY)
     exported = checkpoint.export_model(tmp_path / "run", tmp_path / "model.pt")
     model, frames = checkpoint.load_exported(exported, prepared_clip)
     assert model.config.hash_log2 == 10 and model.keypoints is not None
     assert any(model.head_enc.hashed) and model.keypoints.shape == (3, 3)
+    assert (model.torso_grid is None) == (torso == "2d")
     image = render.render_frame(model, frames, 0, 5, torch.device("cpu"))
     assert image.shape == (frames.size, frames.size, 3) and np.isfinite(image).all()
 

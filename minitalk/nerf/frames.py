@@ -76,7 +76,8 @@ class Cameras:
 
         `size` puts the pixels on a finer (or coarser) size x size grid over the same view, as a
         field renders at any resolution: the camera's pixel units scale by size / self.size, and
-        the background plate is resampled (`plates`).
+        the background plate is resampled (`plates`). "xy" is the pixel's centre in the image,
+        (N, 2) in [-1, 1] whatever the size: where a 2D torso field reads it (`DialogueNeRF.torso_layer`).
         """
         size = size or self.size
         xy = torch.stack([pixel % size, pixel // size], -1).float()  # (N, 2)
@@ -86,6 +87,7 @@ class Cameras:
             "o_head": c2w[:, :3, 3],
             "d_head": torch.einsum("nij,nj->ni", c2w[:, :3, :3], d_cam),
             "d_cam": d_cam,
+            "xy": (xy + 0.5) * (2 / size) - 1,
             "person": person,
             **self.torso_inputs(person, frame),
             "background": self.plates(size)[person, pixel],

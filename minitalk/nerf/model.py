@@ -12,7 +12,8 @@
   expression planes add Eq. 1's linear model in feature space, sum_k e_k B_k(x).
 * The torso is a second field in camera coordinates, conditioned on the head pose and its lagged
   trail, with a deformation field x' = x + D(gamma(x), gamma(et)) so it follows the head; or, as
-  an option, on ER-NeRF's adaptive pose encoding (3.4). Tri-planes may be hashed (ER-NeRF 3.2).
+  options, on ER-NeRF's adaptive pose encoding and as its 2D field over the image plane, a colour
+  and an alpha per pixel under the head (3.4). Tri-planes may be hashed (ER-NeRF 3.2).
 * A per-person linear map from the face state to a pose offset corrects the tracker's camera.
 * With `upsample` u > 1 the fields return feature channels, composited u times coarser, and
   `NeuralRenderer` makes the image (the Disentangling Head NeRF's 2D neural renderer, 3.2).
@@ -74,6 +75,11 @@ class DialogueNeRFConfig:
         "pose encoding, trainable key points moved by the pose and projected into the image",
         choices=("vector", "keypoints"),
     )  # fmt: skip
+    torso: str = option(
+        "3d", "the torso: DialogueNeRF's field in the camera's space, volume-rendered with the head, or "
+        "ER-NeRF's 2D field over the image plane, a colour and an alpha per pixel laid under the head",
+        choices=("3d", "2d"),
+    )  # fmt: skip
     codes: str = option(
         "person", "a person's codes: DialogueNeRF's shape and appearance, or the Disentangling Head NeRF's "
         "identity, expression, albedo and illumination pulled toward contrastive reference codes (Eq. 6)",
@@ -112,6 +118,8 @@ class DialogueNeRFConfig:
                                "(2^K entries would hash none of their levels)", self.hash_log2)  # fmt: skip
         if self.pose_encoding not in ("vector", "keypoints"):
             raise SettingError("pose_encoding", "'vector' or 'keypoints'", repr(self.pose_encoding))
+        if self.torso not in ("3d", "2d"):
+            raise SettingError("torso", "'3d' or '2d'", repr(self.torso))
         if self.codes not in ("person", "disentangled"):
             raise SettingError("codes", "'person' or 'disentangled'", repr(self.codes))
 
@@ -240,16 +248,17 @@ class DialogueNeRF(nn.Module):
             mid = (lo + hi) / 2
             jaw = [torch.stack([x, hi[1], mid[2]]) for x in (lo[0], hi[0])]
             self.keypoints = nn.Parameter(torch.stack([*jaw, mid]))  # (3, 3) in the head frame, metres
+        dims = 2 if c.torso == "2d" else 3  # ER-NeRF 3.4: image-plane points (x, y); else camera-space ones
         self.deform_in = self.deform = None
         if c.deformation:  # D(gamma(x), gamma(et)): the pose part once per ray
-            self.deform_in = RayConditioned(3 * (1 + 2 * 4), et_dim, c.width)
+            self.deform_in = RayConditioned(dims * (1 + 2 * 4), et_dim, c.width)
             width = c.width
-            self.deform = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 3))
+            self.deform = nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, dims))
             nn.init.zeros_(self.deform[-1].weight)  # start as the identity warp
             nn.init.zeros_(self.deform[-1].bias)
-        self.torso_enc = make_encoder(c.encoding, **enc_kw)
+        self.torso_enc = make_encoder(c.encoding, dims=dims, **enc_kw)
         self.torso_in = RayConditioned(self.torso_enc.out_dim, et_dim + c.code_dim, c.width)  # gamma(et), z_s
-        self.torso_out = mlp(c.width, c.width, 1 + c.channels, layers=1)
+        self.torso_out = mlp(c.width, c.width, 1 + c.channels, layers=1)  # density or alpha, colour
         # the tracker's pose error follows the face: delta pose = W [expression, blink, 1], per person
         self.camera_fix = None
         if c.camera_correction:
@@ -258,7 +267,7 @@ class DialogueNeRF(nn.Module):
         self.upsampler = NeuralRenderer(c.channels, c.upsample) if c.upsample > 1 else None
         # empty-space skipping
         self.head_grid = Occupancy(c.n_people, c.grid_res)
-        self.torso_grid = Occupancy(c.n_people, c.grid_res)
+        self.torso_grid = Occupancy(c.n_people, c.grid_res) if c.torso == "3d" else None
 
     # -- conditions -------------------------------------------------------------------------
 
@@ -367,15 +376,37 @@ class DialogueNeRF(nn.Module):
     def torso(self, unit, person, et, ray_of, colour: bool = True):
         """Torso field at unit-box points (M, 3) of rays ray_of (M,); per ray: person (N,), et (N, 6 or
         12) the head's pose from `torso_condition`. Returns density (M,) and colour (M, 3), or None
-        for the colour when `colour` is False."""
+        for the colour when `colour` is False. With `torso="2d"` the points are image-plane ones
+        (M, 2) and the density is an alpha in 0..1 (`torso_layer`)."""
         gamma_et = positional_encoding(et, 4)
         if self.deform is not None:  # x' = x + D(gamma(x), gamma(et))
             unit = unit + self.deform(self.deform_in(positional_encoding(unit, 4), gamma_et, ray_of))
         per_ray = torch.cat([gamma_et, self.z_shape.index_select(0, person)], dim=-1)
         h = torch.relu(self.torso_in(self.torso_enc(unit), per_ray, ray_of))
         out = self.torso_out(h)
-        sigma = nn.functional.softplus(out[:, 0] - 1.0) * 40.0
-        return sigma, torch.sigmoid(out[:, 1:]) if colour else None
+        if self.config.torso == "2d":
+            opaque = torch.sigmoid(out[:, 0])
+        else:
+            opaque = nn.functional.softplus(out[:, 0] - 1.0) * 40.0  # densities per metre
+        return opaque, torch.sigmoid(out[:, 1:]) if colour else None
+
+    def torso_layer(self, rays: dict) -> tuple | None:
+        """ER-NeRF's torso (section 3.4), for `torso="2d"`: a 2D deformable neural field over each
+        person's image, read once per pixel, xy (N, 2) in [-1, 1] (`Cameras.rays`), conditioned
+        like the 3D torso on the head's pose (best on the adaptive pose encoding, `torso_condition`):
+
+            (alpha, c) = F_torso(gamma(xy + D(gamma(xy), gamma(et))), gamma(et), z_s)
+
+        Returns (colour (N, channels), alpha (N,)), which `minitalk.nerf.render` lays under the head:
+        C = C_head + (1 - A_head) (alpha c + (1 - alpha) c_bg). None for the 3D torso. One reading
+        per pixel instead of `torso_samples` along each ray; what it gives up is a torso that
+        occludes the head, which a portrait's torso never does."""
+        if self.config.torso != "2d":
+            return None
+        n = len(rays["xy"])
+        alpha, colour = self.torso(rays["xy"], rays["person"], self.torso_condition(rays),
+                                   torch.arange(n, device=rays["xy"].device))  # fmt: skip
+        return colour, alpha
 
     # -- rendering --------------------------------------------------------------------------
 
@@ -410,23 +441,21 @@ class DialogueNeRF(nn.Module):
         empty-space skipping). `minitalk.nerf.render.sample_fields` draws the samples."""
         c, person = self.config, rays["person"]
         n = len(person)
-        grids = (self.head_grid.occupied, self.torso_grid.occupied) if c.skipping else (None, None)
-        return {
-            "head": (rays["o_head"], rays["d_head"], self.head_box[0].expand(n, 3),
-                     self.head_box[1].expand(n, 3), c.head_samples, grids[0]),
-            "torso": (torch.zeros_like(rays["d_cam"]), rays["d_cam"], self.torso_boxes[person, 0],
-                      self.torso_boxes[person, 1], c.torso_samples, grids[1]),
-        }  # fmt: skip
+        boxes = {"head": (rays["o_head"], rays["d_head"], self.head_box[0].expand(n, 3),
+                          self.head_box[1].expand(n, 3), c.head_samples,
+                          self.head_grid.occupied if c.skipping else None)}  # fmt: skip
+        if self.torso_grid is not None:  # a 3D torso (the 2D one is `torso_layer`, no samples)
+            boxes["torso"] = (torch.zeros_like(rays["d_cam"]), rays["d_cam"], self.torso_boxes[person, 0],
+                              self.torso_boxes[person, 1], c.torso_samples,
+                              self.torso_grid.occupied if c.skipping else None)  # fmt: skip
+        return boxes
 
     def fields(self, rays: dict, face_state: torch.Tensor) -> dict:
-        """Both fields bound to a batch of rays, as the renderer calls them:
+        """The volume-rendered fields bound to a batch of rays, as the renderer calls them (the head,
+        and the torso unless it is the 2D `torso_layer`):
         `field(unit (M, 3), ray_of (M,), rows=None, colour=True) -> (sigma (M,), rgb (M, 3) or None)`,
         where `ray_of` indexes the batch's rays, or `rows` (R,) of them when given (the renderer
         then pays the per-ray inputs of those rows only). `face_state` (N, K + 1) from `face_state`."""
-        per_ray = {
-            "head": (rays["d_head"], rays["person"], face_state),
-            "torso": (rays["person"], self.torso_condition(rays)),
-        }
 
         def bind(field, inputs):
             def call(unit, ray_of, rows=None, colour: bool = True):
@@ -435,7 +464,10 @@ class DialogueNeRF(nn.Module):
 
             return call
 
-        return {"head": bind(self.head, per_ray["head"]), "torso": bind(self.torso, per_ray["torso"])}
+        bound = {"head": bind(self.head, (rays["d_head"], rays["person"], face_state))}
+        if self.torso_grid is not None:
+            bound["torso"] = bind(self.torso, (rays["person"], self.torso_condition(rays)))
+        return bound
 
     @torch.no_grad()
     def update_occupancy(self, face_state: torch.Tensor, et: torch.Tensor) -> None:
@@ -454,7 +486,8 @@ class DialogueNeRF(nn.Module):
             return self.torso(unit, person, et[p : p + 1], ray, colour=False)[0]
 
         self.head_grid.update(head_density)
-        self.torso_grid.update(torso_density)
+        if self.torso_grid is not None:
+            self.torso_grid.update(torso_density)
 
     def grid_parameters(self):
         """The tri-plane texels (trained with a larger learning rate than the MLPs)."""

@@ -8,7 +8,8 @@ For samples i = 1..S along a ray with densities sigma_i, colours c_i and lengths
     C       = sum_i w_i c_i + (1 - sum_i w_i) c_bg      (the background is the last sample)
 
 DialogueNeRF IV-B composites head and torso samples of the same pixel ray together, in depth
-order, with the background plate behind them (`depth_order`, `in_depth_order`). Compositing
+order, with the background plate behind them (`depth_order`, `in_depth_order`); ER-NeRF's 2D
+torso (3.4) is instead a layer over the plate, behind every head sample (`under_head`). Compositing
 comes in two layouts, padded (N_rays, N_samples) and packed (ray r owning a run of samples, as
 occupancy-grid marching produces), torch (differentiable, any device) beside NumPy and Numba
 twins. The renderer takes the fields as callables (nerfacc's style): it samples each field's box,
@@ -131,6 +132,31 @@ def sample_fields(boxes: dict, person: torch.Tensor, jitter: bool = True) -> dic
     return out
 
 
+def no_samples(n: int, device) -> tuple:
+    """`sample_fields`' entry for a field with no samples on n rays: t (N, 0), unit (0, 3), keep (0,).
+    It stands for the 3D torso when the torso is a 2D layer (`DialogueNeRF.torso_layer`)."""
+    return (
+        torch.zeros(n, 0, device=device),
+        torch.zeros(0, 3, device=device),
+        torch.zeros(0, dtype=torch.bool, device=device),
+    )
+
+
+def under_head(background: torch.Tensor, torso_layer: tuple | None) -> torch.Tensor:
+    """What the head's samples are composited over: the background (N, C), with a 2D torso layer
+    (colour (N, C), alpha (N,)) laid on it first, alpha c + (1 - alpha) c_bg (ER-NeRF 3.4)."""
+    if torso_layer is None:
+        return background
+    colour, alpha = torso_layer
+    return alpha[:, None] * colour + (1 - alpha[:, None]) * background
+
+
+def with_torso_layer(opacity: torch.Tensor, torso_layer: tuple | None) -> torch.Tensor:
+    """The person's opacity (N,): the volume-rendered one, and a 2D torso layer's alpha under it,
+    1 - (1 - A) (1 - alpha)."""
+    return opacity if torso_layer is None else 1 - (1 - opacity) * (1 - torso_layer[1])
+
+
 def _evaluate(field, unit, ray_of, channels: int, rows=None, colour: bool = True):
     """A field at the kept points; nothing to evaluate when every sample was skipped."""
     if len(unit) == 0:
@@ -161,18 +187,23 @@ def visible_samples(t, order, t_head, sigma_head, sigma_torso, keep_head, keep_t
 
 
 def composite_fields(samples: dict, fields: dict, background: torch.Tensor, parts: bool = False,
-                     min_transmittance: float = 0.0) -> dict:  # fmt: skip
+                     min_transmittance: float = 0.0, torso_layer: tuple | None = None) -> dict:  # fmt: skip
     """Composite head, torso and background for a batch of rays (differentiable).
 
-    `samples` from `sample_fields`, `fields` the two callables, background (N, C) with C the
-    fields' channels (3, or the neural renderer's features, `DialogueNeRF.background_features`). Only the
-    kept samples go through the fields; the rest have zero density. Returns colour, opacity (of
-    head and torso together), head_opacity, depth and the number of samples evaluated, with
-    `parts` also the head-only and torso-only colours. With `min_transmittance` > 0, samples
-    hidden behind what lies in front of them are left out (`visible_samples`).
+    `samples` from `sample_fields`, `fields` the callables, background (N, C) with C the fields'
+    channels (3, or the neural renderer's features, `DialogueNeRF.background_features`); a 2D torso
+    comes as `torso_layer` (`DialogueNeRF.torso_layer`) instead of samples. Only the kept samples
+    go through the fields; the rest have zero density. Returns colour, opacity (of head and torso
+    together), head_opacity, depth and the number of samples evaluated, with `parts` also the
+    head-only and torso-only colours. With `min_transmittance` > 0, samples hidden behind what
+    lies in front of them are left out (`visible_samples`).
     """
-    (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = samples["head"], samples["torso"]
-    n, channels = len(t_h), background.shape[-1]
+    n, channels = len(samples["head"][0]), background.shape[-1]
+    (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = (
+        samples["head"],
+        samples.get("torso", no_samples(n, background.device)),
+    )
+    behind = under_head(background, torso_layer)
 
     def evaluate(field, t, unit, keep, colour=True):
         """The field at the kept samples; zero density (and colour) at the others, (N, S)."""
@@ -190,29 +221,31 @@ def composite_fields(samples: dict, fields: dict, background: torch.Tensor, part
     if min_transmittance > 0:  # densities alone: where does each ray turn opaque?
         with torch.no_grad():
             sigma_h = evaluate(fields["head"], t_h, unit_h, keep_h, colour=False)[0]
-            sigma_t = evaluate(fields["torso"], t_t, unit_t, keep_t, colour=False)[0]
+            sigma_t = evaluate(fields.get("torso"), t_t, unit_t, keep_t, colour=False)[0]
         keep_h, keep_t = visible_samples(t, order, t_h, sigma_h, sigma_t, keep_h, keep_t, min_transmittance)
     sigma_h, rgb_h = evaluate(fields["head"], t_h, unit_h, keep_h)
-    sigma_t, rgb_t = evaluate(fields["torso"], t_t, unit_t, keep_t)
+    sigma_t, rgb_t = evaluate(fields.get("torso"), t_t, unit_t, keep_t)
     sigma = in_depth_order(order, sigma_h, sigma_t)
     rgb = in_depth_order(order, rgb_h, rgb_t)
-    colour, opacity, depth, _ = composite(sigma, rgb, t, background=background)
+    colour, opacity, depth, _ = composite(sigma, rgb, t, background=behind)
     out = {
         "colour": colour,
-        "opacity": opacity,
+        "opacity": with_torso_layer(opacity, torso_layer),
         "head_opacity": 1.0 - torch.exp(-(sigma_h * deltas(t_h)).sum(dim=1)),
         "depth": depth,
         "samples": int(keep_h.sum() + keep_t.sum()),
     }
     if parts:
         out["head"] = composite(sigma_h, rgb_h, t_h, background=background)[0]
-        out["torso"] = composite(sigma_t, rgb_t, t_t, background=background)[0]
+        out["torso"] = composite(sigma_t, rgb_t, t_t, background=behind)[0]
     return out
 
 
 @torch.no_grad()
-def composite_front_to_back(samples: dict, fields: dict, background: torch.Tensor, slab: int = 8,
-                            min_transmittance: float = 1e-3) -> dict:  # fmt: skip
+def composite_front_to_back(
+    samples: dict, fields: dict, background: torch.Tensor, slab: int = 8, min_transmittance: float = 1e-3,
+    torso_layer: tuple | None = None,
+) -> dict:  # fmt: skip
     """`composite_fields`' colour (unjittered samples), front to back with early ray termination.
 
     The merged head and torso samples are evaluated `slab` depths at a time, and a ray whose
@@ -221,8 +254,11 @@ def composite_front_to_back(samples: dict, fields: dict, background: torch.Tenso
     `composite_fields` by at most `min_transmittance` (0 gives the same samples exactly).
     Returns colour, opacity and the number of samples evaluated.
     """
-    (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = samples["head"], samples["torso"]
-    (n, s_h), channels = t_h.shape, background.shape[-1]
+    (n, s_h), channels = samples["head"][0].shape, background.shape[-1]
+    (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = (
+        samples["head"],
+        samples.get("torso", no_samples(n, background.device)),
+    )
     t, order = depth_order(t_h, t_t)  # (N, S): merged depth order
     keep = in_depth_order(order, keep_h.reshape(n, -1), keep_t.reshape(n, -1))
     dt = deltas(t)
@@ -240,7 +276,7 @@ def composite_front_to_back(samples: dict, fields: dict, background: torch.Tenso
         is_head = which < s_h
         sigma = torch.zeros(len(flat), device=t.device)
         rgb = torch.zeros(len(flat), channels, device=t.device)
-        for mask, field in ((is_head, fields["head"]), (~is_head, fields["torso"])):
+        for mask, field in ((is_head, fields["head"]), (~is_head, fields.get("torso"))):
             mine = torch.nonzero(mask)[:, 0]
             if len(mine):  # per-ray inputs of the rays that still sample, not of all N
                 r = ray.index_select(0, mine)
@@ -256,8 +292,8 @@ def composite_front_to_back(samples: dict, fields: dict, background: torch.Tenso
         slab_colour, slab_opacity, _, _ = composite(slab_sigma, slab_rgb, t[:, cols], dt[:, cols])
         colour += trans[:, None] * slab_colour
         trans = trans * (1.0 - slab_opacity)
-    colour += trans[:, None] * background
-    return {"colour": colour, "opacity": 1.0 - trans, "samples": evaluated}
+    colour += trans[:, None] * under_head(background, torso_layer)
+    return {"colour": colour, "opacity": with_torso_layer(1.0 - trans, torso_layer), "samples": evaluated}
 
 
 def render_rays(model, rays: dict, face_state: torch.Tensor, jitter: bool = True, parts: bool = False,
@@ -267,7 +303,8 @@ def render_rays(model, rays: dict, face_state: torch.Tensor, jitter: bool = True
     rays = model.corrected_rays(rays)
     samples = sample_fields(model.sample_boxes(rays), rays["person"], jitter)
     background = model.background_features(rays["background"])
-    return composite_fields(samples, model.fields(rays, face_state), background, parts, min_transmittance)
+    fields = model.fields(rays, face_state)
+    return composite_fields(samples, fields, background, parts, min_transmittance, model.torso_layer(rays))
 
 
 @torch.no_grad()
@@ -278,7 +315,9 @@ def render_rays_front_to_back(model, rays: dict, face_state: torch.Tensor, slab:
     samples = sample_fields(model.sample_boxes(rays), rays["person"], jitter=False)
     fields = model.fields(rays, face_state)
     background = model.background_features(rays["background"])
-    return composite_front_to_back(samples, fields, background, slab, min_transmittance)
+    return composite_front_to_back(
+        samples, fields, background, slab, min_transmittance, model.torso_layer(rays)
+    )
 
 
 # --- whole frames of a trained model ------------------------------------------------------------
