@@ -194,9 +194,10 @@ def composite_fields(samples: dict, fields: dict, background: torch.Tensor, part
     channels (3, or the neural renderer's features, `DialogueNeRF.background_features`); a 2D torso
     comes as `torso_layer` (`DialogueNeRF.torso_layer`) instead of samples. Only the kept samples
     go through the fields; the rest have zero density. Returns colour, opacity (of head and torso
-    together), head_opacity, depth and the number of samples evaluated, with `parts` also the
-    head-only and torso-only colours. With `min_transmittance` > 0, samples hidden behind what
-    lies in front of them are left out (`visible_samples`).
+    together), head_opacity, depth and the number of samples evaluated (and a 2D torso's alpha,
+    "torso_alpha"), with `parts` also the head-only and torso-only colours. With
+    `min_transmittance` > 0, samples hidden behind what lies in front of them are left out
+    (`visible_samples`).
     """
     n, channels = len(samples["head"][0]), background.shape[-1]
     (t_h, unit_h, keep_h), (t_t, unit_t, keep_t) = (
@@ -235,6 +236,8 @@ def composite_fields(samples: dict, fields: dict, background: torch.Tensor, part
         "depth": depth,
         "samples": int(keep_h.sum() + keep_t.sum()),
     }
+    if torso_layer is not None:
+        out["torso_alpha"] = torso_layer[1]
     if parts:
         out["head"] = composite(sigma_h, rgb_h, t_h, background=background)[0]
         out["torso"] = composite(sigma_t, rgb_t, t_t, background=behind)[0]

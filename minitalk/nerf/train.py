@@ -4,9 +4,10 @@ Each step draws 16 frames across both people and both roles (never a held-out on
 in each weighted toward the head and more again toward the mouth, casts their rays from the
 frame's own head pose and renders them through the one model. The loss (DialogueNeRF IV-B) is
 L2 on colour, plus a silhouette term (opacity 1 on the person, 0 elsewhere, the head field's on
-the head) that keeps empty space empty for the occupancy grids, plus the audio terms of
-`DialogueNeRF.audio_loss`, plus with disentangled codes Eq. 6 of the Disentangling Head NeRF
-(`minitalk.nerf.disentangle`, its reference encoder trained first, with a generator of its own).
+the head; a 2D torso's alpha on the torso) that keeps empty space empty for the occupancy grids,
+plus the audio terms of `DialogueNeRF.audio_loss`, plus with disentangled codes Eq. 6 of the
+Disentangling Head NeRF (`minitalk.nerf.disentangle`, its reference encoder trained first, with
+a generator of its own).
 A quarter of the speaker frames are rendered from their tracked face state (teacher forcing),
 the rest from the audio's prediction, which is all rendering gets.
 Only samples that can show are differentiated (`min_transmittance`, Instant-NGP's compaction).
@@ -374,7 +375,8 @@ def render_batch(model, frames: Frames, person_f, frame_f, low_px, high_px, face
     person_h, frame_h = person_f.repeat_interleave(per_high), frame_f.repeat_interleave(per_high)
     target = frames.target(person_h, frame_h, high_px.reshape(-1)).to(device)
     label = frames.labels[person_h, frame_h, high_px.reshape(-1)].to(device)
-    shares = torch.stack([(label > 0).float(), (label == 2).float()], -1)  # person, head
+    # silhouette targets: person, head, torso
+    shares = torch.stack([(label > 0).float(), (label == 2).float(), (label == 1).float()], -1)
     extra = {}
     if u == 1:
         image = out["colour"]
@@ -392,7 +394,7 @@ def render_batch(model, frames: Frames, person_f, frame_f, low_px, high_px, face
         extra["low_res"] = ((feat[:, :3] - target_low) ** 2).mean()
         extra["edge"] = edge_loss(image, target)
         shares = torch.nn.functional.avg_pool2d(square(shares, side * u), u)
-        shares = shares.permute(0, 2, 3, 1).reshape(-1, 2)
+        shares = shares.permute(0, 2, 3, 1).reshape(-1, 3)
     return image, target, out, shares, extra
 
 
@@ -416,6 +418,8 @@ def train_step(model, optim, frames: Frames, train_pairs, pair_weights, speaker_
     if cfg.mask_weight > 0:  # silhouettes make the fields opaque where people are, empty elsewhere
         silhouette = ((out["opacity"] - shares[:, 0]) ** 2).mean()
         silhouette = silhouette + ((out["head_opacity"] - shares[:, 1]) ** 2).mean()
+        if "torso_alpha" in out:  # a 2D torso paints no head of its own, to show when the head moves
+            silhouette = silhouette + ((out["torso_alpha"] - shares[:, 2]) ** 2).mean()
         loss = loss + cfg.mask_weight * silhouette
     if cfg.audio_weight > 0 and len(speaker_pairs) >= 2:
         sp = speaker_pairs[torch.randint(len(speaker_pairs), (32,))]
