@@ -254,6 +254,7 @@ def test_a_2d_torso_is_a_layer_between_the_plate_and_the_head(tensors, tiny_mode
         exact = render.render_rays_front_to_back(model, rays, state, slab=3, min_transmittance=0.0)
         torch.testing.assert_close(exact["colour"], full["colour"], atol=1e-5, rtol=0)
         torch.testing.assert_close(exact["opacity"], full["opacity"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(full["torso_alpha"], alpha)  # what training's torso silhouette fits
         model.head_out.bias[0] = 8.0  # an opaque head
         covered = render.render_rays(model, rays, state, jitter=False, parts=True)
         hidden = covered["head_opacity"] > 1 - 1e-6
