@@ -1,23 +1,25 @@
 """Rendering a new conversation from new speech with the shipped avatar file; prints one JSON line.
 
 Goals: a whole `minitalk render` faster than real time on 2 CPU cores at 128 px per person,
-everything included (`whole_render_by_size["128"]["realtime_factor"]` >= 1.0: seconds of clip
-per second of wall time); 512 px frame pairs at >= 5 per second on 2 CPU cores
+everything included (`whole_render_by_size["128"]["realtime_factor"]` >= 1.0: seconds of clip per
+second of wall time); 512 px frame pairs at >= 5 per second on 2 CPU cores
 (`whole_render_by_size["512"]["frame_pairs_per_second"]`) and >= 100 on a GPU, pure PyTorch
-(`render_fps_gpu_512`, where CUDA is); with `--paths`, per-pixel rendering against the 2D neural
-renderer trained for the same minutes at each size: the neural path's held-out PSNR within 1 dB of
-per-pixel's, its CPBD at least per-pixel's. Also: the rendered speaker is the voice's owner on
->= 95% of frames (`turn_accuracy`, against the exact turns of the sample's new speech); audio and
-video lengths within one frame; the rendered speaker's mouth, read from pixels, following the
-speech loudness at >= 0.6; the generated listener's pitch following the speaker's loudness at a
-lag of 0.1-0.8 s, as the sample's listener does; each person's blinks, read from the rendered
-pixels as the evaluator reads them (`rendered_blinks_per_second`), within 50% of the footage's
-rate (`real_blinks_per_second`); `minitalk evaluate` of the clip against the sample's footage: each
-talking row's |AVOffset| <= 1 frame with AVConf >= 0.5 (`talking_av_offset_conf`), and every row
-of what a viewer checks passing (`viewer_checks`: clip, footage, verdict); peak memory for 10
-minutes of audio <= 1.5 GB and flat in the audio's length.
+(`render_fps_gpu_512`, where CUDA is), with the shipped 256 px avatar and, with `--native-512`, with
+an avatar trained at 512 px through a 64 px feature map (`native_512`); with `--paths`, per-pixel
+rendering against the 2D neural renderer trained for the same minutes at each size: the neural
+path's held-out PSNR within 1 dB of per-pixel's, its CPBD at least per-pixel's. Also: the rendered
+speaker is the voice's owner on >= 95% of frames (`turn_accuracy`, against the exact turns of the
+sample's new speech); audio and video lengths within one frame; the rendered speaker's mouth, read
+from pixels, following the speech loudness at >= 0.6; the generated listener's pitch following the
+speaker's loudness at a lag of 0.1-0.8 s, as the sample's listener does; each person's blinks, read
+from the rendered pixels as the evaluator reads them (`rendered_blinks_per_second`), within 50% of
+the footage's rate (`real_blinks_per_second`); `minitalk evaluate` of the clip against the sample's
+footage: each talking row's |AVOffset| <= 1 frame with AVConf >= 0.5 (`talking_av_offset_conf`), and
+every row of what a viewer checks passing (`viewer_checks`: clip, footage, verdict); peak memory for
+10 minutes of audio <= 1.5 GB and flat in the audio's length.
 
     python benchmarks/bench_render.py [--size S] [--speed-sizes 128,256,512] [--paths MINUTES]
+                                      [--native-512 MINUTES]
 """
 
 from __future__ import annotations
@@ -165,6 +167,38 @@ def compare_paths(sizes: list[int], minutes: float, work: Path) -> dict:
     return out
 
 
+def native_avatar(size: int, factor: int, minutes: float, work: Path) -> dict:
+    """An avatar trained at `size` itself, as a user would make one: the sample prepared at `size`,
+    `minitalk train --upsample factor --minutes M --export` (a process of its own, so its peak memory
+    is its own), then a whole render of the new speech at `size`. The shipped avatar renders 512 px
+    from a 128 px feature map; a 512 px avatar with u = 8 from a 64 px one, a quarter of the rays."""
+    start = time.perf_counter()
+    prepared = mt.prepare.prepare(mt.SAMPLE_DIR / "dialogue.mp4", work / f"prepared_{size}", size=size,
+                                  progress=False)  # fmt: skip
+    prepare_seconds = time.perf_counter() - start
+    avatar_path = work / f"avatar_{size}.pt"
+    run = work / f"run_{size}"
+    subprocess.run([sys.executable, "-m", "minitalk", "train", str(prepared), "--upsample", str(factor),
+                    "--minutes", str(minutes), "--run", str(run), "--export", str(avatar_path), "--quiet"],
+                   check=True, capture_output=True)  # fmt: skip
+    report = json.loads((run / "train_report.json").read_text())
+    avatar = load_avatar(avatar_path)
+    return {
+        "size": size,
+        "upsample": factor,
+        "minutes": minutes,
+        "prepare_seconds": round(prepare_seconds, 1),
+        "steps": report["iterations"],
+        "psnr_by_role": report["psnr_by_role"],
+        "ssim_by_role": report["ssim_by_role"],
+        "psnr": report["psnr"],
+        "ssim": report["ssim"],
+        "peak_train_gb": report["peak_mem_gb"],
+        "avatar_mb": round(avatar_path.stat().st_size / 1e6, 2),
+        "whole_render": whole_render_speed(avatar, mt.SAMPLE_DIR / "new_dialogue.wav", size),
+    }
+
+
 KNOWN_SHIFTS = (-6, -3, 3, 6)  # frames the speech is moved later
 
 
@@ -193,6 +227,9 @@ def main() -> None:
                         help="also train per-pixel and neural-renderer models for MINUTES each at every "
                         "--path-sizes size and compare them")  # fmt: skip
     parser.add_argument("--path-sizes", default="128,256,512")
+    parser.add_argument("--native-512", type=float, metavar="MINUTES",
+                        help="also prepare the sample at 512 px, train it with --upsample 8 for MINUTES and "
+                        "time its whole render at 512 px (`native_512`)")  # fmt: skip
     parser.add_argument("--long-minutes", type=float, default=10.0)
     parser.add_argument("--long-size", type=int, default=16, help="pixels per person for the memory run")
     args = parser.parse_args()
@@ -315,6 +352,9 @@ def main() -> None:
             sizes = [int(x) for x in args.path_sizes.split(",")]
             result["paths"] = compare_paths(sizes, args.paths, Path(tmp))
             result["paths_minutes"] = args.paths
+    if args.native_512:
+        with tempfile.TemporaryDirectory() as tmp:
+            result["native_512"] = native_avatar(512, 8, args.native_512, Path(tmp))
     print(json.dumps(result))
 
 

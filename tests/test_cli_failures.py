@@ -59,7 +59,8 @@ def run(args, cwd) -> int:
 
 
 def corrupt_copy(work, name: str, how: str):
-    """A copy of the prepared folder with `name` damaged: cut to a third, or replaced by random bytes."""
+    """A copy of the prepared folder with `name` damaged: cut to a third, replaced by random bytes, or
+    (a video) cut to its first 10 frames."""
     import shutil
 
     d = work / f"prep_{how}_{name.replace('/', '_')}"
@@ -74,6 +75,12 @@ def corrupt_copy(work, name: str, how: str):
         raw = path.read_bytes()
         if how == "truncated":
             path.write_bytes(raw[: len(raw) // 3])
+        elif how == "short":  # a frames video of fewer frames than the tracks
+            import minitalk
+
+            frames, fps = minitalk.io.read_video(path)
+            path.unlink()
+            minitalk.io.write_video(path, frames[:10], fps)
         elif how == "random":
             path.write_bytes(np.random.default_rng(1).bytes(4000))
         elif how == "pickled":
@@ -115,6 +122,7 @@ CASES = {
     "truncated tracks.npz": ("tracks.npz:truncated", 1, ["tracks.npz", "truncated or corrupt tracks file"]),
     "random tracks.npz": ("tracks.npz:random", 1, ["tracks.npz", "not a minitalk tracks file"]),
     "truncated masks.npz": ("masks.npz:truncated", 1, ["masks.npz", "truncated or corrupt masks file"]),
+    "short frames_p1.mp4": ("frames_p1.mp4:short", 1, ["frames_p1.mp4", "10 frames, where tracks.npz has"]),
     "truncated checkpoint": ("run/checkpoint.pt:truncated", 1, ["checkpoint.pt", "truncated or corrupt"]),
     "random checkpoint": ("run/checkpoint.pt:random", 1, ["checkpoint.pt", "not a minitalk checkpoint"]),
     "pickled checkpoint": ("run/checkpoint.pt:pickled", 1, ["checkpoint.pt", "Python objects"]),

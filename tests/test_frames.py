@@ -67,6 +67,21 @@ def test_mouth_boxes_hold_the_lips_and_little_else(tensors):
             assert boxes[p, t, y, x], (p, t, i)
 
 
+def test_training_draws_head_and_mouth_pixels_by_the_one_weight_rule(tensors):
+    from minitalk.nerf.rays import pixel_weights
+    from minitalk.prepare.masks import HEAD
+
+    person, frame = torch.tensor([0, 1, 1]), torch.tensor([3, 3, 40])
+    weights = tensors.pixel_weights(person, frame)
+    assert weights.shape == (3, tensors.size**2) and weights.dtype == torch.float32
+    for row, (p, t) in enumerate(zip(person.tolist(), frame.tolist(), strict=True)):
+        head = tensors.labels[p, t].numpy() == HEAD
+        mouth = mouth_boxes(tensors.landmarks[p, t], tensors.size).reshape(-1)
+        expected = pixel_weights(head, mouth, tensors.face_weight, tensors.mouth_weight)
+        np.testing.assert_array_equal(weights[row].numpy(), expected)
+        assert set(np.unique(expected)) <= {1.0, 4.0, 16.0} and (expected[mouth & head] == 16).all()
+
+
 def test_mouth_interior_follows_the_true_opening_on_the_real_frames(tensors, sample_dir):
     """On the 64x64 clip, every speaking frame (0.90 / 0.65 for person 0 / 1 when written)."""
     with np.load(sample_dir / "dialogue_gt.npz") as z:

@@ -58,6 +58,22 @@ def test_patches_cover_the_same_square_at_both_sizes(tensors):
     assert (ly.max() < size // u) and (lx.min() >= 0)  # inside the image, however near the edge
 
 
+def test_patches_are_centred_where_the_weights_draw_pixels(tensors):
+    """Patch centres follow the one pixel-weight rule: a head pixel four times as often as another,
+    a mouth pixel sixteen times, so the head and the mouth fill far more of the patches than of the frame."""
+    from minitalk.prepare.masks import HEAD
+
+    torch.manual_seed(0)
+    n = 4000
+    person, frame = torch.zeros(n, dtype=torch.long), torch.full((n,), 5)
+    low, high = train.patch_pixels(tensors, person, frame, 2, 2)  # 4 x 4 image pixels around each centre
+    head = tensors.labels[0, 5] == HEAD
+    weights = tensors.pixel_weights(person[:1], frame[:1])[0]
+    expected = (weights * head).sum() / weights.sum()  # the share of centres on the head
+    drawn = head[high.reshape(n, -1)].float().mean()
+    assert head.float().mean() < 0.5 * expected and abs(drawn - expected) < 0.05, (drawn, expected)
+
+
 def test_a_neural_renderer_trains_renders_any_multiple_of_its_factor_and_refuses_others(
     prepared_clip, tmp_path, tiny_model, tensors
 ):

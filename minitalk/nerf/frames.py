@@ -1,10 +1,10 @@
 """A prepared folder as tensors: what training and rendering read (DialogueNeRF IV-B).
 
-`Frames` holds each person's crops, pixel sampling weights, head / torso labels, background
-plates, cameras (intrinsics and per-frame camera-to-head transforms), the torso's pose
-condition, the audio windows, and the face state of every frame (Eq. 1 expression
-coefficients and blink). `Frames.rays` casts the rays of any pixels of any frames through
-`minitalk.nerf.rays_torch.pixel_directions_torch`, the one pixel-to-ray rule.
+`Frames` holds each person's crops, head / torso labels (from which each batch's pixel
+sampling weights are made), background plates, cameras (intrinsics and per-frame camera-to-head
+transforms), the torso's pose condition, the audio windows, and the face state of every frame
+(Eq. 1 expression coefficients and blink). `Frames.rays` casts the rays of any pixels of any
+frames through `minitalk.nerf.rays_torch.pixel_directions_torch`, the one pixel-to-ray rule.
 
 The held-out frames (`held_out_frames`) are never trained on; every score is taken on them.
 """
@@ -109,7 +109,7 @@ class Cameras:
 
 
 class Frames(Cameras):
-    """A prepared folder as tensors: images, pixel weights, cameras, face states, boxes."""
+    """A prepared folder as tensors: images, labels, cameras, face states, boxes."""
 
     def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0,
                  held_out_every_s: float = 10.0, smooth_frames: int = 8, mouth_weight: float = 4.0,
@@ -117,12 +117,11 @@ class Frames(Cameras):
         tracks = data.load_tracks(folder)
         labels, plates = data.load_masks(folder)
         self.fps = float(tracks["fps"])
-        self.images = torch.from_numpy(np.stack([data.read_person_frames(folder, p) for p in range(2)]))
-        self.n_people, self.n_frames, self.size = self.images.shape[:3]
+        n_people, n_frames, size = labels.shape[:3]
+        self.images = torch.from_numpy(data.read_people_frames(folder, n_people, n_frames, size))
+        self.n_people, self.n_frames, self.size = n_people, n_frames, size
         self.landmarks = tracks["landmarks"]  # (P, T, 478, 3) in crop pixels
-        mouths = mouth_boxes(self.landmarks, labels.shape[-1])
-        weights = pixel_weights(labels == HEAD, mouths, face_weight, mouth_weight)
-        self.weights = torch.from_numpy(weights.reshape(self.n_people, self.n_frames, -1))
+        self.face_weight, self.mouth_weight = face_weight, mouth_weight
         self.labels = torch.from_numpy(labels.reshape(self.n_people, self.n_frames, -1))  # 0, 1 torso, 2 head
         pose = frame_poses(tracks)
         super().__init__(tracks["intrinsics"], pose, plates, self.fps, torso_lag_s)
@@ -151,6 +150,15 @@ class Frames(Cameras):
         keys = ("face_weight", "held_out_s", "held_out_every_s", "mouth_weight", "held_out_at")
         settings = {k: train_settings[k] for k in keys if k in train_settings}
         return cls(folder, smooth_frames=mcfg.smooth_frames, torso_lag_s=mcfg.torso_lag_s, **settings)
+
+    def pixel_weights(self, person: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """(B, S * S) float32: how often training draws each pixel of frames (person, frame) (B,),
+        `nerf.rays.pixel_weights` of the head label and the mouth box. Made for each batch, not
+        kept for every frame: at 512 px those would be 2 GB for the sample's 42 s."""
+        p, t = person.numpy(), frame.numpy()
+        head = self.labels[person, frame].numpy() == HEAD
+        mouth = mouth_boxes(self.landmarks[p, t], self.size).reshape(len(p), -1)
+        return torch.from_numpy(pixel_weights(head, mouth, self.face_weight, self.mouth_weight))
 
     def face_state_inputs(self, person: torch.Tensor, frame: torch.Tensor) -> tuple:
         """What `DialogueNeRF.face_state` takes for frames (person, frame) (B,)."""

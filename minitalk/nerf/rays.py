@@ -252,7 +252,7 @@ def pixel_weights(head, mouth=None, face: float = 4.0, mouth_weight: float = 4.0
     """Pixel sampling weights (..., H, W) float32 from head and mouth masks (..., H, W) bool:
     `face` on the head, times `mouth_weight` again on the mouth, 1 elsewhere. The one rule
     training batches are drawn by (`minitalk.nerf.frames.Frames`, notebook 04)."""
-    weights = np.where(head, face, 1.0).astype(np.float32)
+    weights = np.where(head, np.float32(face), np.float32(1.0))  # float32 throughout: no float64 copy
     if mouth is not None:
         weights[np.asarray(mouth, bool)] *= np.float32(mouth_weight)
     return weights

@@ -326,7 +326,11 @@ def patch_pixels(frames: Frames, person_f, frame_f, side: int, factor: int) -> t
     Returns flat pixel indices (F, side, side) at S / u and (F, side u, side u) at S."""
     size = frames.size
     low = size // factor
-    centre = torch.multinomial(frames.weights[person_f, frame_f], 1)[:, 0]  # (F,) at S
+    # one centre per frame by inverse CDF, as `rays.sample_pixels` draws (torch.multinomial over the
+    # S^2 pixels of 16 frames took a fifth of a 512 px step)
+    cdf = frames.pixel_weights(person_f, frame_f).cumsum(1)  # (F, S^2)
+    u = torch.rand(len(cdf), 1) * cdf[:, -1:]
+    centre = torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=size * size - 1)  # (F,) at S
     corner_y = (torch.div(centre, size * factor, rounding_mode="floor") - side // 2).clamp(0, low - side)
     corner_x = (torch.div(centre % size, factor, rounding_mode="floor") - side // 2).clamp(0, low - side)
     steps, fine = torch.arange(side), torch.arange(side * factor)
@@ -349,7 +353,9 @@ def draw_pixels(frames: Frames, person_f, frame_f, cfg: TrainConfig, factor: int
     `rays_per_frame` of them per frame drawn by the weights (both the same); with the neural
     renderer (u > 1), a square patch per frame (`patch_pixels`)."""
     if factor == 1:
-        pixels = torch.multinomial(frames.weights[person_f, frame_f], cfg.rays_per_frame, replacement=True)
+        pixels = torch.multinomial(
+            frames.pixel_weights(person_f, frame_f), cfg.rays_per_frame, replacement=True
+        )
         return pixels, pixels
     return patch_pixels(frames, person_f, frame_f, int(round(cfg.rays_per_frame**0.5)), factor)
 
