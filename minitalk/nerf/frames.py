@@ -154,7 +154,7 @@ class Frames(Cameras):
     def pixel_weights(self, person: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
         """(B, S * S) float32: how often training draws each pixel of frames (person, frame) (B,),
         `nerf.rays.pixel_weights` of the head label and the mouth box. Made for each batch, not
-        kept for every frame: at 512 px those would be 2 GB for the sample's 42 s."""
+        kept for every frame: kept, (P, T, S^2) float32 would outweigh the crops themselves."""
         p, t = person.numpy(), frame.numpy()
         head = self.labels[person, frame].numpy() == HEAD
         mouth = mouth_boxes(self.landmarks[p, t], self.size).reshape(len(p), -1)

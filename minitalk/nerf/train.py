@@ -326,8 +326,8 @@ def patch_pixels(frames: Frames, person_f, frame_f, side: int, factor: int) -> t
     Returns flat pixel indices (F, side, side) at S / u and (F, side u, side u) at S."""
     size = frames.size
     low = size // factor
-    # one centre per frame by inverse CDF, as `rays.sample_pixels` draws (torch.multinomial over the
-    # S^2 pixels of 16 frames took a fifth of a 512 px step)
+    # one centre per frame by inverse CDF, as `rays.sample_pixels` draws: far cheaper than
+    # torch.multinomial over S^2 pixels (docs/results.md, "512 px faces")
     cdf = frames.pixel_weights(person_f, frame_f).cumsum(1)  # (F, S^2)
     u = torch.rand(len(cdf), 1) * cdf[:, -1:]
     centre = torch.searchsorted(cdf, u, right=True)[:, 0].clamp(max=size * size - 1)  # (F,) at S

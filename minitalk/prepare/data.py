@@ -332,8 +332,8 @@ def read_person_frames(folder, person: int) -> np.ndarray:
 
 def read_people_frames(folder, n_people: int, n_frames: int, size: int) -> np.ndarray:
     """Every person's crops (P, T, S, S, 3) uint8, decoded straight into one array: no list of
-    frames and no stacked copy beside it, so loading costs the array alone (1.6 GB for the
-    sample's 42 s at 512 px, where stacking lists had needed three times that)."""
+    frames and no stacked copy beside it, so loading at 512 px costs the array alone
+    (docs/results.md, "512 px faces")."""
     images = np.empty((n_people, n_frames, size, size, 3), np.uint8)
     for p in range(n_people):
         path = Path(folder) / f"frames_p{p}.mp4"
