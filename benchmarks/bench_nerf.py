@@ -131,7 +131,7 @@ def main() -> None:
         "psnr_at_minutes": psnr_at,
         "psnr_vanilla": [vanilla["psnr_speaker"], vanilla["psnr_listener"]],
         "vanilla_iterations": vanilla["iterations"],
-        "eval_frames_per_person": int(frames.held_out.sum()),
+        "eval_frames_per_person": int(frames.held_out[0].sum()),
         "vanilla_eval_frames_per_person": VANILLA_EVAL_FRAMES,
         "psnr_on_vanilla_frames": [same_frames["psnr_speaker"], same_frames["psnr_listener"]],
         "iterations": report["iterations"],

@@ -45,7 +45,7 @@ def pose_split(rows: list[dict], frames) -> dict:
     """Held-out frames whose head pose (pitch, yaw, roll) lies outside the person's training range,
     counted and scored apart from those inside it."""
     pose = frames.pose.numpy()[..., :3]
-    train_frames = ~frames.held_out.numpy()
+    train_frames = frames.trainable[0].numpy()  # one clip: the same frames for both people
     lo, hi = pose[:, train_frames].min(axis=1), pose[:, train_frames].max(axis=1)  # (P, 3)
     beyond = [
         float(np.maximum(lo[r["person"]] - pose[r["person"], r["frame"]], 0).max()
@@ -118,7 +118,7 @@ def strip(model, frames, device, path: Path, per_person: int = 4) -> Path:
     """Rows per person of held-out frames: real over rendered."""
     import matplotlib.image
 
-    held = np.flatnonzero(frames.held_out.numpy())
+    held = np.flatnonzero(frames.held_out[0].numpy())
     picks = held[np.linspace(0, len(held) - 1, per_person).round().astype(int)]
     rows = []
     for p in range(frames.n_people):

@@ -41,7 +41,7 @@ SWAP_FRAMES = 16  # held-out frames per person for the swaps, spread over the do
 
 def held_out_stretch(frames, length: int = STRETCH) -> np.ndarray:
     """The first `length` consecutive held-out frames (the clip's first held-out block)."""
-    held = np.flatnonzero(frames.held_out.numpy())
+    held = np.flatnonzero(frames.held_out[0].numpy())
     return held[:length]
 
 

@@ -3,8 +3,8 @@
 minitalk demo [--sample DIR] [--out DIR]
 minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
 minitalk prepare --left A.mp4 --right B.mp4 [--audio C.wav] --out DIR
-minitalk train DIR [--run RUN] [--iters N] [--minutes M] [--encoding grid|frequency] [--export AVATAR]
-minitalk render AVATAR AUDIO --out CLIP.mp4 [--roles SPEC] [--pose-from POSES] [--size S] [--device D]
+minitalk train DIR [DIR ...] [--run RUN] [--iters N] [--minutes M] [--export AVATAR] [--names A,B,...]
+minitalk render AVATAR AUDIO --out CLIP.mp4 [--people 0,2] [--roles SPEC] [--pose-from POSES] [--size S]
 minitalk evaluate CLIP.mp4 [--reference REAL.mp4 | --prepared DIR] [--avatar AVATAR]
 
 Every option is checked before any work starts; errors name the file or option and exit 1
@@ -28,7 +28,7 @@ from minitalk.dialogue.avatar import load_avatar
 from minitalk.dialogue.render import RenderConfig, RenderInterrupted, render_dialogue
 from minitalk.evaluate.clip import EvaluateConfig, evaluate_clip
 from minitalk.evaluate.report import report_paths, summary, write_report
-from minitalk.export import export_avatar
+from minitalk.export import check_names, export_avatar
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.nerf.train import TrainConfig, TrainingInterrupted, train
 from minitalk.prepare.data import PrepareConfig, prepare
@@ -106,13 +106,16 @@ def _prepare_parser(commands) -> argparse.ArgumentParser:
 def _train_parser(commands) -> argparse.ArgumentParser:
     tr = commands.add_parser(
         "train",
-        help="train the two-person DialogueNeRF on a prepared folder",
+        help="train the DialogueNeRF on one or more prepared folders",
         description="Train one conditional NeRF for both people of a prepared folder (minitalk "
-        "prepare). Checkpoints go to --run (default DIR/run) and training resumes from the last one; "
-        "at the end train_report.json holds held-out PSNR and SSIM per person.",
+        "prepare), or for every person of several, numbered in the order given. Checkpoints go to "
+        "--run (default DIR/run; several folders need one named) and training resumes from the last "
+        "one; at the end train_report.json holds held-out PSNR and SSIM per person.",
     )
-    tr.add_argument("folder", metavar="DIR", help="a folder written by minitalk prepare")
+    tr.add_argument("folder", metavar="DIR", nargs="+", help="folders written by minitalk prepare")
     tr.add_argument("--run", help="run folder for checkpoints and the report (default: DIR/run)")
+    tr.add_argument("--names", help="one name per person, comma-separated, in order (default: from the "
+                    "files each folder was prepared from)")  # fmt: skip
     add_options(tr, TrainConfig)
     add_options(tr, DialogueNeRFConfig)
     tr.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint and start over")
@@ -182,17 +185,22 @@ def _prepare(args, sub: argparse.ArgumentParser) -> int:
 def _train(args, sub: argparse.ArgumentParser) -> int:
     model_cfg = from_options(DialogueNeRFConfig, args, sub.error)
     train_cfg = from_options(TrainConfig, args, sub.error)
-    folder = Path(args.folder)
-    if not (folder / "prepare_report.json").is_file():
-        what = "no such folder" if not folder.exists() else "not a finished minitalk prepare folder"
-        sub.error(f"argument DIR: {folder}: {what} (run minitalk prepare first)")
-    _check_output(sub, "--run", args.run or folder / "run", folder=True)
+    folders = [Path(f) for f in args.folder]
+    for folder in folders:
+        if not (folder / "prepare_report.json").is_file():
+            what = "no such folder" if not folder.exists() else "not a finished minitalk prepare folder"
+            sub.error(f"argument DIR: {folder}: {what} (run minitalk prepare first)")
+    if len(folders) > 1 and args.run is None:
+        sub.error(f"argument --run: {len(folders)} folders train one model; name its run folder")
+    run = Path(args.run) if args.run else folders[0] / "run"
+    _check_output(sub, "--run", run, folder=True)
+    names = check_names(args.names.split(",") if args.names else None, folders, 2 * len(folders))
     if args.export:
         _check_output(sub, "--export", args.export, folder=False)
     try:
         report = train(
-            args.folder, args.run, model_cfg, resume=not args.fresh, progress=not args.quiet,
-            **asdict(train_cfg),
+            folders[0] if len(folders) == 1 else folders, run, model_cfg, resume=not args.fresh,
+            progress=not args.quiet, **asdict(train_cfg),
         )  # fmt: skip
     except TrainingInterrupted as stop:
         print(
@@ -202,17 +210,17 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
         )
         return 130
     if args.export:
-        checkpoint = Path(args.run or folder / "run") / "checkpoint.pt"
-        print(f"wrote the avatar file {export_avatar(checkpoint, folder, args.export)}")
+        avatar = export_avatar(run / "checkpoint.pt", folders, args.export, names)
+        print(f"wrote the avatar file {avatar} ({', '.join(names)})")
     print(
         f"trained {report['iterations']} steps in {report['minutes']:.1f} min; held-out PSNR "
-        f"{report['psnr']} dB, SSIM {report['ssim']} (person 0, person 1) on "
+        f"{report['psnr']} dB, SSIM {report['ssim']} ({', '.join(names)}) on "
         f"{report['held_out_frames']} held-out frames"
     )
     seen = "; ".join(
-        f"person {p}: yaw {r['yaw'][0]:.0f} to {r['yaw'][1]:.0f}, "
+        f"{name}: yaw {r['yaw'][0]:.0f} to {r['yaw'][1]:.0f}, "
         f"pitch {r['pitch'][0]:.0f} to {r['pitch'][1]:.0f}"
-        for p, r in enumerate(report["pose_seen"])
+        for name, r in zip(names, report["pose_seen"], strict=True)
     )
     print(f"head poses the training frames cover (degrees): {seen}")
     return 0

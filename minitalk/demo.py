@@ -119,7 +119,7 @@ def nerf_stage(sample_dir: Path, prepared: Path, out_dir: Path) -> dict:
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: missing; see the README for the command that trains it")
     model, frames = checkpoint.load_exported(model_path, prepared)
-    held = torch.nonzero(frames.held_out)[:, 0].numpy()
+    held = torch.nonzero(frames.held_out[0])[:, 0].numpy()  # the same frames for both people
     fig = Figure(figsize=(12, 6.4))
     axes = fig.subplots(2, 4)
     scores: list[list[float]] = [[], []]

@@ -71,6 +71,21 @@ def prepared_clip(tmp_path_factory, clip, clip_audio):
     return folder / "out"
 
 
+@pytest.fixture(scope="session")
+def second_clip(tmp_path_factory, frames, sample_dir):
+    """A second conversation for the several-folder tests: 8 s of the sample after `clip`, its two
+    halves swapped, prepared at 64x64 from `swapped.mp4` (so its people are named apart)."""
+    folder = tmp_path_factory.mktemp("prep_second")
+    part = frames[CLIP_FRAMES : CLIP_FRAMES + 200]
+    half = part.shape[2] // 2
+    audio = minitalk.io.read_audio(sample_dir / "dialogue.mp4")
+    start, end = (n * minitalk.io.SAMPLE_RATE // FPS for n in (CLIP_FRAMES, CLIP_FRAMES + 200))
+    swapped = np.concatenate([part[:, :, half:], part[:, :, :half]], 2)
+    minitalk.io.write_video(folder / "swapped.mp4", swapped, FPS, audio=audio[start:end])
+    minitalk.prepare.data.prepare(folder / "swapped.mp4", folder / "out", size=CLIP_SIZE, progress=False)
+    return folder / "out"
+
+
 @pytest.fixture(scope="module")
 def tensors(prepared_clip):
     """The prepared clip as the training and rendering tests see it."""

@@ -73,7 +73,8 @@ def test_a_turn_change_renders_with_its_audio_and_the_right_speakers(work, capsy
     assert run(render_args("change.wav", "change.mp4"), work) == 0
     summary = json.loads((work / "change.json").read_text())
     # the settings the clip was made with, defaults included, beside it
-    assert summary["settings"] == {"size": SIZE, "device": None, "roles": None, "pose_from": None, "seed": 0}
+    assert summary["settings"] == {"size": SIZE, "device": None, "roles": None, "pose_from": None, "seed": 0,
+                                   "people": None}  # fmt: skip
     assert (work / "change_tracks.png").stat().st_size > 0
     info = io.probe(work / "change.mp4")
     frames = list(io.iter_frames(work / "change.mp4"))

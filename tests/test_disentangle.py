@@ -4,6 +4,7 @@ disentangling loss, and swapping codes between people."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minitalk.nerf import disentangle
 
@@ -90,13 +91,24 @@ def test_the_reference_encoder_learns_who_what_expression_and_what_light():
         error = (opening[0, :, 0] - opening[1, match, 0]).abs().mean()
         chance = (opening[0, :, 0, None] - opening[1, None, :, 0]).abs().mean()
         assert error < 0.6 * chance
-        # illumination: one light on both people is nearer than two lights on one person
-        warm, cool = torch.tensor([[1.3, 1.0, 0.7]]), torch.tensor([[0.7, 1.0, 1.3]])
-        zero, one = torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.long)
-        a = encoder(disentangle.relight(crops[0, :8], warm.expand(8, 3)), zero)["illumination"]
-        b = encoder(disentangle.relight(crops[1, :8], warm.expand(8, 3)), one)["illumination"]
-        c = encoder(disentangle.relight(crops[0, :8], cool.expand(8, 3)), zero)["illumination"]
-        assert (a * b).sum(-1).mean() > (a * c).sum(-1).mean() + 0.2
+        # illumination: under six lights, person 0's code under a light finds person 1's under the same
+        # light as the nearest (chance 1 in 6). A ranking, not a margin of similarity: how far apart
+        # the codes spread varies with the training's seed and the machine's arithmetic, while the
+        # ranking held on every seed tried (at least 5 of 6 at seeds 0 to 5)
+        lights = torch.tensor([[1.3, 1.0, 0.7], [0.7, 1.0, 1.3], [1.0, 1.3, 0.8], [0.75, 0.75, 0.75],
+                               [1.25, 1.25, 1.25], [1.0, 0.75, 1.2]])  # fmt: skip
+
+        def lit(p):  # (6, D): person p's mean illumination code under each light, unit length
+            own = torch.full((8,), p)
+            codes = [
+                encoder(disentangle.relight(crops[p, :8], g.expand(8, 3)), own)["illumination"]
+                for g in lights
+            ]
+            return F.normalize(torch.stack([c.mean(0) for c in codes]), dim=-1)
+
+        codes = [lit(0), lit(1)]
+        found = ((codes[0] @ codes[1].T).argmax(1) == torch.arange(len(lights))).sum()
+        assert found >= 4
 
 
 def test_the_disentangling_loss_is_zero_at_the_references_and_pulls_every_code(tensors, tiny_model):

@@ -10,7 +10,8 @@ through `minitalk.files`, so rendering needs neither the prepared folder nor the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,10 +56,46 @@ class Avatar:
     voice_prints: np.ndarray  # (P, 13)
     voice_spread: np.ndarray  # (13,)
     mouth_readout: np.ndarray  # (K + 1,): mouth opening ~ expression @ w[:-1] + w[-1], fitted on the tracks
+    names: list[str] = field(default_factory=list)  # (P,): one per person, from the files prepared
+    identity: np.ndarray | None = None  # (P,): each person's index among the model's codes
+
+    def __post_init__(self):
+        self.names = list(self.names) or [f"person {p}" for p in range(len(self.plates))]
+        if self.identity is None:
+            self.identity = np.arange(len(self.plates))
 
     @property
     def size(self) -> int:
         return int(self.plates.shape[1])
+
+    @property
+    def n_people(self) -> int:
+        return len(self.plates)
+
+    def select(self, people) -> Avatar:
+        """The avatar of `people` (indices among this avatar's, in the order given): every per-person
+        part cut to them, the one model shared, which still draws each by their own codes
+        (`identity`). A model of many people renders a conversation of any two of them."""
+        people = [int(p) for p in people]
+        bad = [p for p in people if not 0 <= p < self.n_people]
+        if bad:
+            raise ValueError(f"--people: no person {bad[0]} in this avatar; it holds {self.n_people} "
+                             f"(0 to {self.n_people - 1}: {', '.join(self.names)})")  # fmt: skip
+        if len(set(people)) != len(people):
+            raise ValueError(f"--people {','.join(map(str, people))}: a person given twice")
+        pose, listener, blinks = (copy.copy(m) for m in (self.pose, self.listener, self.blinks))
+        pose.pose_mean = self.pose.pose_mean[people]
+        listener.pose_mean, listener.expression_mean = (
+            self.listener.pose_mean[people],
+            self.listener.expression_mean[people],
+        )
+        blinks.rate, blinks.profile = self.blinks.rate[people], self.blinks.profile[people]
+        return replace(
+            self, plates=self.plates[people], intrinsics=self.intrinsics[people],
+            mean_translation=self.mean_translation[people], pose_range=self.pose_range[people],
+            pose=pose, listener=listener, blinks=blinks, voice_prints=self.voice_prints[people],
+            names=[self.names[p] for p in people], identity=self.identity[people],
+        )  # fmt: skip
 
 
 def save_avatar(
@@ -71,11 +108,12 @@ def save_avatar(
     motion: MotionModels,
     voice_prints: np.ndarray,
     voice_spread: np.ndarray,
+    names: list[str] | None = None,
 ) -> Path:
     """Pack an avatar file at `path`, atomically: `trained` is a checkpoint's state (model weights
     and both configs), `statistics` is `nerf.frames.scene_statistics` of its tracks, `motion` the
     fitted motion models, `voice_prints` (P, 13) and `voice_spread` (13,) from
-    `prepare.diarize.voice_prints`."""
+    `prepare.diarize.voice_prints`, `names` one per person."""
 
     def tensor(x):
         return torch.from_numpy(np.asarray(x))
@@ -97,6 +135,7 @@ def save_avatar(
         "listener": motion.listener.state_dict(),
         "blinks": motion.blinks.state_dict(),
         "voices": {"prints": tensor(voice_prints), "spread": tensor(voice_spread)},
+        "names": list(names or []),
     }
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -125,6 +164,7 @@ def load_avatar(path) -> Avatar:
             voice_prints=voices["prints"].numpy(),
             voice_spread=voices["spread"].numpy(),
             mouth_readout=scene["mouth_readout"].numpy(),
+            names=list(state.get("names", [])),  # files written before names: "person 0", ...
         )
     except (KeyError, TypeError, RuntimeError) as err:
         raise FileFormatError(

@@ -73,6 +73,10 @@ class RenderConfig:
         None, "replay head poses: a .npy (2, T, 6) or a prepared folder", metavar="POSES"
     )
     seed: int = option(0, "seed of the generated head motion, listener expressions and blinks")
+    people: str | None = option(
+        None, "which two of the avatar's people talk, by index: '0,2' (default: the first two; "
+        "an avatar trained on several folders numbers their people in order)",
+    )  # fmt: skip
 
     def __post_init__(self):
         if self.size is not None:
@@ -196,7 +200,7 @@ def dialogue_frames(avatar: Avatar, plan: Plan, states: torch.Tensor, size: int,
     `batch` frames go through the model as one batch of rays (`render_images`): fewer, larger
     tensor calls, so less of the time goes to Python and to starting each call."""
     cameras = Cameras(avatar.intrinsics, plan.pose, avatar.plates, plan.fps, avatar.model.config.torso_lag_s,
-                      avatar.mean_translation)  # fmt: skip
+                      avatar.mean_translation, avatar.identity)  # fmt: skip
     for start in range(0, plan.n_frames, batch):
         if stop is not None and stop.requested:
             raise RenderInterrupted(f"interrupted at frame {start} of {plan.n_frames}")
@@ -205,6 +209,20 @@ def dialogue_frames(avatar: Avatar, plan: Plan, states: torch.Tensor, size: int,
         images = render_images(avatar.model, cameras, person, t, device, states[person, t], size)
         for pair in images.reshape(-1, 2, *images.shape[1:]):  # (2, S, S, 3) per frame
             yield (np.concatenate(pair, axis=1) * 255 + 0.5).astype(np.uint8)
+
+
+def chosen_people(spec: str | None, n_people: int) -> list[int]:
+    """The two people of `--people` ('0,2') among the avatar's `n_people`, or the first two."""
+    if spec is None:
+        return [0, 1]
+    try:
+        people = [int(p) for p in str(spec).split(",")]
+    except ValueError:
+        raise ValueError(f"--people {spec}: write two person numbers, e.g. 0,2") from None
+    if len(people) != 2:
+        raise ValueError(f"--people {spec}: {len(people)} people; a conversation here is two "
+                         f"(this avatar holds {n_people})")  # fmt: skip
+    return people
 
 
 def check_size(avatar: Avatar, size: int) -> None:
@@ -236,6 +254,7 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, overwrite: bool = False,
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out}: exists; pass --overwrite to replace it")
     device = cfg.device if isinstance(cfg.device, torch.device) else get_device(cfg.device)
+    avatar = avatar.select(chosen_people(cfg.people, avatar.n_people))
     size = cfg.size or avatar.size
     check_size(avatar, size)
     start = time.perf_counter()
@@ -270,6 +289,7 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, overwrite: bool = False,
         "fps": plan.fps,
         "size": size,
         "device": str(device),
+        "people": avatar.names,
         "roles": plan.roles.method,
         "voice_distance": plan.roles.voice_distance,
         "turns": plan.roles.turns(plan.fps),

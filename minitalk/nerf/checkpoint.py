@@ -87,7 +87,9 @@ def model_from_state(state: dict, path) -> DialogueNeRF:
         mcfg = DialogueNeRFConfig(**state["model_config"])
     except (TypeError, ValueError) as err:
         raise FileFormatError(f"{path}: not a minitalk model ({err})") from None
-    model = DialogueNeRF(mcfg, torch.zeros(2, 3), torch.zeros(2, 2, 3))  # boxes: loaded with the weights
+    model = DialogueNeRF(
+        mcfg, torch.zeros(2, 3), torch.zeros(mcfg.n_people, 2, 3)
+    )  # boxes: loaded with the weights
     weights = {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()}
     missing = {k for k in set(model.state_dict()) - set(weights) if not k.endswith(".density")}
     if missing:

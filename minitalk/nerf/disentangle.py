@@ -268,7 +268,7 @@ def expression_swap(model, frames, person: int, donor: int, frame_ids, device) -
 def swap_frames(frames, donor: int, n: int) -> np.ndarray:
     """`n` held-out frames spread over the donor's tracked mouth opening, closed to wide open: the
     frames on which `expression_swap` can tell whether a mouth follows."""
-    held = np.flatnonzero(frames.held_out.numpy())
+    held = np.flatnonzero(frames.held_out[donor].numpy())
     order = held[np.argsort(frames.mouth[donor, held], kind="stable")]
     return order[np.linspace(0, len(order) - 1, n).round().astype(int)]
 

@@ -19,11 +19,11 @@ def frame_scores(model, frames: Frames, device, eval_frames: int | None = None) 
     """One row per held-out (person, frame): {"person", "frame", "speaking", "psnr", "ssim"}, on
     all held-out frames or `eval_frames` of them spread over the clip."""
     model.eval()
-    held = torch.nonzero(frames.held_out)[:, 0].numpy()
-    if eval_frames is not None and eval_frames < len(held):
-        held = held[np.linspace(0, len(held) - 1, eval_frames).round().astype(int)]
     rows = []
     for person in range(frames.n_people):
+        held = torch.nonzero(frames.held_out[person])[:, 0].numpy()
+        if eval_frames is not None and eval_frames < len(held):
+            held = held[np.linspace(0, len(held) - 1, eval_frames).round().astype(int)]
         for t in held:
             img = render_frame(model, frames, person, int(t), device)
             real = frames.images[person, int(t)].numpy().astype(np.float32) / 255
@@ -93,7 +93,7 @@ def mouth_measures(frames: Frames, model=None, device=None) -> tuple[np.ndarray,
 
     Returns (person, frame) pairs (M, 2) and {name: (M,)}.
     """
-    pairs = torch.nonzero(frames.speaking & frames.held_out[None]).numpy()
+    pairs = torch.nonzero(frames.speaking & frames.held_out).numpy()
     openings, interiors = np.full(len(pairs), np.nan), np.empty(len(pairs))  # NaN: no face found
     with face.LandmarkTracker(static=True) as track:
         for i, (p, t) in enumerate(pairs):

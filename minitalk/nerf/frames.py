@@ -11,6 +11,8 @@ The held-out frames (`held_out_frames`) are never trained on; every score is tak
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -54,11 +56,13 @@ class Cameras:
     for new speech is another (`minitalk.dialogue`)."""
 
     def __init__(self, intrinsics: np.ndarray, pose: np.ndarray, plates: np.ndarray, fps: float,
-                 torso_lag_s: float, mean_translation: np.ndarray | None = None):  # fmt: skip
+                 torso_lag_s: float, mean_translation: np.ndarray | None = None, identity=None):  # fmt: skip
         """intrinsics (P, 3, 3) at the plates' size; pose (P, T, 6) placing each frame's camera; plates
         (P, S, S, 3) uint8; `mean_translation` (P, 3) centres the torso's condition (default: the
-        poses' own mean, as training saw it)."""
+        poses' own mean, as training saw it); `identity` (P,) each person's index among the model's
+        people (default 0 to P - 1: these are the model's people, in its order)."""
         self.n_people, self.size = plates.shape[0], plates.shape[1]
+        self.identity = torch.arange(self.n_people) if identity is None else torch.as_tensor(identity).long()
         self.intrinsics = torch.from_numpy(np.asarray(intrinsics, np.float32))
         self.c2w = torch.from_numpy(camera_to_head(pose).astype(np.float32))  # (P, T, 4, 4)
         self.et = torch.from_numpy(pose_condition(pose, fps, torso_lag_s, mean_translation))  # (P, T, E)
@@ -88,7 +92,7 @@ class Cameras:
             "d_head": torch.einsum("nij,nj->ni", c2w[:, :3, :3], d_cam),
             "d_cam": d_cam,
             "xy": (xy + 0.5) * (2 / size) - 1,
-            "person": person,
+            "person": self.identity[person],  # the model's codes, boxes and grids are indexed by it
             **self.torso_inputs(person, frame),
             "background": self.plates(size)[person, pixel],
         }
@@ -109,39 +113,79 @@ class Cameras:
 
 
 class Frames(Cameras):
-    """A prepared folder as tensors: images, labels, cameras, face states, boxes."""
+    """One or several prepared folders as tensors: images, labels, cameras, face states, boxes.
+
+    Several folders (several conversations) are one set of people, numbered in the order given
+    (DialogueNeRF V-D: one network for every person). Each folder keeps its own clock and audio:
+    the arrays are (P, T, ...) with T the longest clip's frames, a shorter clip's people padded
+    with its last frame, and `present` (P, T) marks the real frames; `held_out` (P, T) is each
+    clip's own held-out stretch, and a frame is trained on where it is present and not held out."""
 
     def __init__(self, folder, face_weight: float = 4.0, held_out_s: float = 1.0,
                  held_out_every_s: float = 10.0, smooth_frames: int = 8, mouth_weight: float = 4.0,
                  torso_lag_s: float = 0.5, held_out_at=()):  # fmt: skip
-        tracks = data.load_tracks(folder)
-        labels, plates = data.load_masks(folder)
-        self.fps = float(tracks["fps"])
-        n_people, n_frames, size = labels.shape[:3]
-        self.images = torch.from_numpy(data.read_people_frames(folder, n_people, n_frames, size))
+        folders = [Path(folder)] if isinstance(folder, (str, Path)) else [Path(f) for f in folder]
+        clips = [data.load_tracks(f) for f in folders]
+        masks = [data.load_masks(f) for f in folders]
+        check_same_kind(folders, clips, [labels.shape[2] for labels, _ in masks])
+        self.folders = folders
+        self.fps = float(clips[0]["fps"])
+        lengths = [int(labels.shape[1]) for labels, _ in masks]
+        # (P,): the folder each person comes from, and their clip's length
+        self.group = torch.tensor([g for g, (labels, _) in enumerate(masks) for _ in range(len(labels))])
+        self.lengths = torch.tensor([lengths[g] for g in self.group.tolist()])
+        n_people, n_frames, size = len(self.group), max(lengths), masks[0][0].shape[2]
         self.n_people, self.n_frames, self.size = n_people, n_frames, size
-        self.landmarks = tracks["landmarks"]  # (P, T, 478, 3) in crop pixels
+        self.images = torch.from_numpy(np.empty((n_people, n_frames, size, size, 3), np.uint8))
+        first = 0
+        for f, labels in zip(folders, (m[0] for m in masks), strict=True):
+            people = slice(first, first + len(labels))
+            data.read_people_frames(f, len(labels), labels.shape[1], size, out=self.images.numpy()[people])
+            self.images[people, labels.shape[1] :] = self.images[
+                people, labels.shape[1] - 1 : labels.shape[1]
+            ]
+            first += len(labels)
+
+        def people(key, arrays=None):  # every clip's (P_f, T_f, ...) padded to T and stacked: (P, T, ...)
+            arrays = [c[key] for c in clips] if arrays is None else arrays
+            return np.concatenate([padded(a, n_frames) for a in arrays])
+
+        self.landmarks = people("landmarks")  # (P, T, 478, 3) in crop pixels
         self.face_weight, self.mouth_weight = face_weight, mouth_weight
-        self.labels = torch.from_numpy(labels.reshape(self.n_people, self.n_frames, -1))  # 0, 1 torso, 2 head
-        pose = frame_poses(tracks)
-        super().__init__(tracks["intrinsics"], pose, plates, self.fps, torso_lag_s)
+        labels = people(None, [m[0] for m in masks])
+        self.labels = torch.from_numpy(labels.reshape(n_people, n_frames, -1))  # 0, 1 torso, 2 head
+        pose = people(None, [frame_poses(c) for c in clips])
+        # the torso's condition is centred on each person's mean position over their real frames
+        mean_translation = np.concatenate([frame_poses(c)[..., 3:].mean(axis=1) for c in clips])
+        plates = np.concatenate([m[1] for m in masks])
+        intrinsics = np.concatenate([c["intrinsics"] for c in clips])
+        super().__init__(intrinsics, pose, plates, self.fps, torso_lag_s, mean_translation)
         self.pose = torch.from_numpy(pose.astype(np.float32))  # (P, T, 6)
-        self.mel = torch.from_numpy(tracks["mel"].astype(np.float32))  # (T, 16, 80)
+        # (G, T, 16, 80): each folder's own audio; padding repeats the last window, as clipping would
+        self.mel = torch.from_numpy(
+            np.stack([padded(c["mel"][None], n_frames)[0] for c in clips]).astype(np.float32)
+        )
         offsets = np.arange(smooth_frames) - smooth_frames // 2
         self.mel_index = torch.from_numpy(
             np.clip(np.arange(self.n_frames)[:, None] + offsets, 0, self.n_frames - 1)
         )
-        expression = tracks["expression"].astype(np.float32)
-        self.expression = torch.from_numpy(
-            expression / expression_scale(expression)
-        )  # (P, T, K), unit spread
-        self.blink = torch.from_numpy(tracks["blink"].astype(np.float32))
-        self.speaking = torch.from_numpy(tracks["speaking"])
-        self.mouth = tracks["mouth"]
-        held = held_out_frames(self.n_frames, self.fps, held_out_s, held_out_every_s, at_s=held_out_at)
-        self.held_out = torch.from_numpy(held)  # (T,)
-        self.head_box = head_box(tracks["face3d"])
-        self.torso_boxes = torso_boxes(pose)
+        expression = [c["expression"].astype(np.float32) for c in clips]
+        scale = expression_scale(np.concatenate([e.reshape(-1, e.shape[-1]) for e in expression])[None])
+        self.expression = torch.from_numpy(people(None, expression) / scale)  # (P, T, K), unit spread
+        self.blink = torch.from_numpy(people("blink").astype(np.float32))
+        self.present = torch.arange(n_frames)[None] < self.lengths[:, None]  # (P, T)
+        self.speaking = torch.from_numpy(people("speaking")) & self.present
+        self.mouth = people("mouth")
+        held = [held_out_frames(n, self.fps, held_out_s, held_out_every_s, at_s=held_out_at) for n in lengths]
+        self.held_out = torch.from_numpy(np.stack([padded(held[g][None], n_frames)[0] for g in self.group]))
+        self.held_out &= self.present  # (P, T)
+        self.head_box = head_box(np.concatenate([c["face3d"] for c in clips]))
+        self.torso_boxes = np.concatenate([torso_boxes(frame_poses(c)) for c in clips])
+
+    @property
+    def trainable(self) -> torch.Tensor:
+        """(P, T) bool: the frames training may draw, present and not held out."""
+        return self.present & ~self.held_out
 
     @classmethod
     def for_run(cls, folder, train_settings: dict, mcfg: DialogueNeRFConfig) -> Frames:
@@ -160,10 +204,14 @@ class Frames(Cameras):
         mouth = mouth_boxes(self.landmarks[p, t], self.size).reshape(len(p), -1)
         return torch.from_numpy(pixel_weights(head, mouth, self.face_weight, self.mouth_weight))
 
+    def audio_windows(self, person: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """(B, W, 16, 80): the log-mel windows around frames (person, frame) (B,), of the audio of
+        the person's own clip."""
+        return self.mel[self.group[person][:, None], self.mel_index[frame]]
+
     def face_state_inputs(self, person: torch.Tensor, frame: torch.Tensor) -> tuple:
         """What `DialogueNeRF.face_state` takes for frames (person, frame) (B,)."""
-        mel = self.mel[self.mel_index[frame]]  # (B, W, 16, 80)
-        return mel, self.expression[person, frame], self.blink[person, frame], self.speaking[person, frame]
+        return self.audio_windows(person, frame), self.expression[person, frame], self.blink[person, frame], self.speaking[person, frame]
 
     def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor,
              size: int | None = None) -> dict:  # fmt: skip
@@ -177,6 +225,31 @@ class Frames(Cameras):
         """True colours (N, 3) in 0..1 of pixels (flat indices) of frames (person, frame)."""
         flat = (person * self.n_frames + frame) * self.size * self.size + pixel
         return self.images.reshape(-1, 3)[flat].float() / 255
+
+
+def padded(x: np.ndarray, n_frames: int) -> np.ndarray:
+    """(P, T_f, ...) -> (P, n_frames, ...), the last frame repeated: a shorter clip beside a longer one."""
+    extra = n_frames - x.shape[1]
+    return x if extra == 0 else np.concatenate([x, np.repeat(x[:, -1:], extra, axis=1)], axis=1)
+
+
+def check_same_kind(folders: list[Path], clips: list[dict], sizes: list[int]) -> None:
+    """Several folders train one model only when their crops share a size and their clips a frame
+    rate, and no folder is given twice; refuses otherwise, naming the folders and both numbers."""
+    seen = {}
+    for folder in folders:
+        key = folder.resolve()
+        if key in seen:
+            raise ValueError(f"{folder}: given twice (as {seen[key]} too); each folder's people train once")
+        seen[key] = folder
+    for folder, clip, size in zip(folders[1:], clips[1:], sizes[1:], strict=True):
+        if size != sizes[0]:
+            raise ValueError(f"{folder}: prepared at {size} px, {folders[0]} at {sizes[0]} px; one model "
+                             "needs one size (prepare both with the same --size)")  # fmt: skip
+        if float(clip["fps"]) != float(clips[0]["fps"]):
+            fps, first = float(clip["fps"]), float(clips[0]["fps"])
+            raise ValueError(f"{folder}: {fps:g} fps, {folders[0]} {first:g} fps; one model needs one "
+                             "frame rate (prepare both with the same --fps)")  # fmt: skip
 
 
 def frame_poses(tracks: dict) -> np.ndarray:
@@ -196,16 +269,22 @@ def expression_scale(expression: np.ndarray) -> np.ndarray:
     return expression.reshape(-1, expression.shape[-1]).std(0) + 1e-8
 
 
-def scene_statistics(tracks: dict) -> dict[str, np.ndarray]:
-    """What turns generated motion into the model's inputs as training saw them, from the tracks:
+def scene_statistics(tracks) -> dict[str, np.ndarray]:
+    """What turns generated motion into the model's inputs as training saw them, from the tracks
+    (or a list of them, one per folder, people numbered in order, as `Frames` numbers them):
     `expression_scale` (K,), each person's `mean_translation` (P, 3) (centres the torso's
     condition, `pose_condition`), and `pose_range` (P, 2, 6), the lowest and highest head pose
     of the training cameras (`frame_poses`)."""
-    pose = frame_poses(tracks)
+    clips = tracks if isinstance(tracks, (list, tuple)) else [tracks]
+    pose = [frame_poses(c) for c in clips]
+    expression = np.concatenate([c["expression"].astype(np.float32).reshape(-1, c["expression"].shape[-1])
+                                 for c in clips])  # fmt: skip
     return {
-        "expression_scale": expression_scale(tracks["expression"].astype(np.float32)),
-        "mean_translation": pose[..., 3:].mean(axis=1).astype(np.float32),
-        "pose_range": np.stack([pose.min(axis=1), pose.max(axis=1)], 1).astype(np.float32),
+        "expression_scale": expression_scale(expression[None]),
+        "mean_translation": np.concatenate([p[..., 3:].mean(axis=1) for p in pose]).astype(np.float32),
+        "pose_range": np.concatenate([np.stack([p.min(axis=1), p.max(axis=1)], 1) for p in pose]).astype(
+            np.float32
+        ),
     }
 
 

@@ -25,7 +25,7 @@ import json
 import resource
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -153,21 +153,29 @@ def learning_rate_factor(step: int, decay_steps: int) -> float:
 
 def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, resume: bool = True,
           progress: bool = True, **train_settings) -> dict:  # fmt: skip
-    """Train (or resume) a DialogueNeRF on prepared `folder`; returns the report also written to the run."""
+    """Train (or resume) a DialogueNeRF on prepared `folder`, or on a list of folders whose people
+    it numbers in order (one model for all of them); returns the report also written to the run
+    (`run_dir`, by default `folder/run`; several folders need one named)."""
     cfg = TrainConfig(**train_settings)
-    mcfg = model_config or DialogueNeRFConfig()
-    frames = Frames.for_run(folder, asdict(cfg), mcfg)  # checks the folder before anything is written
+    several = not isinstance(folder, (str, Path))
+    if several and run_dir is None:
+        raise ValueError(f"{len(folder)} folders: name the run folder that trains them together (--run)")
+    frames = Frames.for_run(folder, asdict(cfg), model_config or DialogueNeRFConfig())  # checks the folders
+    # one shape and appearance code per person of every folder (DialogueNeRF V-D)
+    mcfg = replace(model_config or DialogueNeRFConfig(), n_people=frames.n_people)
+    folder = ", ".join(map(str, frames.folders))  # for messages
     check_neural_renderer(folder, frames.size, mcfg, cfg)
     run = Path(run_dir) if run_dir is not None else Path(folder) / "run"
     run.mkdir(parents=True, exist_ok=True)
-    n_held = int(frames.held_out.sum())
-    if n_held < MIN_HELD_OUT_FRAMES:
-        warnings.warn(
-            f"{folder}: only {n_held} held-out frames ({frames.n_frames} in the clip); "
-            "the held-out scores will be noisy",
-            TrainingWarning,
-            stacklevel=2,
-        )
+    for g, clip in enumerate(frames.folders):
+        n_held = int(frames.held_out[frames.group == g][0].sum())
+        if n_held < MIN_HELD_OUT_FRAMES:
+            warnings.warn(
+                f"{clip}: only {n_held} held-out frames ({int(frames.lengths[frames.group == g][0])} in the "
+                "clip); the held-out scores will be noisy",
+                TrainingWarning,
+                stacklevel=2,
+            )
     device = get_device()
     keep_freed_memory()
     set_seed(cfg.seed)
@@ -184,11 +192,11 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     if mcfg.codes == "disentangled" and cfg.disentangle_weight > 0:
         references = {k: v.to(device) for k, v in reference_codes_of(frames, mcfg, cfg, progress).items()}
     reference_seconds = time.perf_counter() - reference_start
-    train_pairs = torch.nonzero(~frames.held_out[None].expand(frames.n_people, -1))  # (M, 2): person, frame
+    train_pairs = torch.nonzero(frames.trainable)  # (M, 2): person, frame
     # closed eyes are a few per cent of the frames: drawn more often, the blink value learns to close
     # them fully rather than half (the expression coefficients carry no blink, prepare.expression)
     pair_weights = 1 + cfg.blink_weight * frames.blink[train_pairs[:, 0], train_pairs[:, 1]]
-    speaker_pairs = torch.nonzero(frames.speaking & ~frames.held_out[None])
+    speaker_pairs = torch.nonzero(frames.speaking & frames.trainable)
     start = time.perf_counter() - elapsed
     recent: list[float] = []
     bar = tqdm(total=cfg.iters, initial=step, desc="train", unit="it", disable=not progress)
@@ -247,11 +255,11 @@ def reference_codes_of(frames: Frames, mcfg: DialogueNeRFConfig, cfg: TrainConfi
         torch.manual_seed(cfg.seed)
         bar = tqdm(total=cfg.reference_steps, desc="reference codes", unit="it", disable=not progress)
         encoder, _ = disentangle.train_reference_encoder(
-            crops, frames.expression, ~frames.held_out, dims, cfg.reference_steps,
+            crops, frames.expression, frames.trainable.all(0), dims, cfg.reference_steps,
             progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")),
         )  # fmt: skip
         bar.close()
-    return disentangle.reference_codes(encoder, crops, ~frames.held_out)
+    return disentangle.reference_codes(encoder, crops, frames.trainable.all(0))
 
 
 def make_optimizer(model: DialogueNeRF, cfg: TrainConfig) -> torch.optim.Adam:
@@ -280,7 +288,7 @@ def run_report(model, frames: Frames, device, mcfg: DialogueNeRFConfig, cfg: Tra
         "interrupted": interrupted,
         "minutes": round(minutes, 2),
         **scores,
-        "held_out_frames": int(frames.held_out.sum()),
+        "held_out_frames": int(frames.held_out.sum(1).min()),  # of the person with the fewest
         "pose_seen": pose_seen(frames),
         "peak_mem_gb": round(peak_memory_gb(device), 3),
         "device": str(device),
@@ -294,9 +302,11 @@ def pose_seen(frames: Frames) -> list[dict]:
     """Per person, the head pose the training frames cover: {"pitch", "yaw", "roll": [lowest,
     highest] degrees}. A field has never seen a face from outside this range and cannot draw it
     (`minitalk render` keeps generated poses inside and warns about replayed ones)."""
-    pose = frames.pose.numpy()[:, ~frames.held_out.numpy(), :3]  # (P, T_train, 3)
+    pose = [
+        frames.pose[p, frames.trainable[p], :3].numpy() for p in range(frames.n_people)
+    ]  # (T_train, 3) each
     return [
-        {name: [round(float(pose[p, :, i].min()), 2), round(float(pose[p, :, i].max()), 2)]
+        {name: [round(float(pose[p][:, i].min()), 2), round(float(pose[p][:, i].max()), 2)]
          for i, name in enumerate(("pitch", "yaw", "roll"))}
         for p in range(frames.n_people)
     ]  # fmt: skip

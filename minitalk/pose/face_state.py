@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from minitalk.pose.generator import TemporalConvNet, audio_inputs, speaker_track, turn_segments
+from minitalk.pose.generator import TemporalConvNet, as_clips, audio_inputs, speaker_track, turn_segments
 from minitalk.utils import set_seed
 
 
@@ -56,26 +56,52 @@ class ListenerExpression:
         )
 
     def fit(self, expression, pose, speaking, zcr, rms, train_mask=None) -> ListenerExpression:
-        """expression (2, T, K), pose (2, T, 6), speaking (2, T), zcr and rms (T,) of a clip."""
+        """expression (2, T, K), pose (2, T, 6), speaking (2, T), zcr and rms (T,) of a clip; or lists
+        of these, one per conversation, whose people are numbered in the order given."""
         c = self.config
-        t_len = pose.shape[1]
-        train_mask = np.ones(t_len, bool) if train_mask is None else train_mask
-        speaker = speaker_track(speaking)
-        t = np.arange(t_len)
-        self.audio_scale = np.array([np.percentile(zcr, 95), np.percentile(rms, 95)], np.float32) + 1e-8
-        self.pose_mean = pose[:, train_mask].mean(1).astype(np.float32)
-        self.pose_std = (pose - self.pose_mean[:, None])[:, train_mask].reshape(-1, 6).std(0) + 1e-6
-        self.expression_mean = expression[:, train_mask].mean(1).astype(np.float32)
-        rel = expression - self.expression_mean[:, None]
-        self.expression_std = (rel[:, train_mask].reshape(-1, rel.shape[-1]).std(0) + 1e-6).astype(np.float32)
-        x = self._inputs(zcr, rms, pose[speaker, t] - self.pose_mean[speaker]).astype(np.float32)
-        y = (rel[1 - speaker, t] / self.expression_std).astype(np.float32)  # the listener's, per frame
-        windows = [
-            (max(a, end - c.window), end)
-            for a, b in turn_segments(speaker)
-            for end in range(b, a, -c.stride)
-            if train_mask[end - 1]
+        clips = list(zip(*map(as_clips, (expression, pose, speaking, zcr, rms)), strict=True))
+        masks = as_clips(train_mask) if train_mask is not None else [None] * len(clips)
+        masks = [
+            np.ones(p.shape[1], bool) if m is None else m for (_, p, *_), m in zip(clips, masks, strict=True)
         ]
+        all_zcr, all_rms = np.concatenate([cl[3] for cl in clips]), np.concatenate([cl[4] for cl in clips])
+        self.audio_scale = (
+            np.array([np.percentile(all_zcr, 95), np.percentile(all_rms, 95)], np.float32) + 1e-8
+        )
+        self.pose_mean = np.concatenate([p[:, m].mean(1) for (_, p, *_), m in zip(clips, masks, strict=True)])
+        self.pose_mean = self.pose_mean.astype(np.float32)
+        self.expression_mean = np.concatenate(
+            [e[:, m].mean(1) for (e, *_), m in zip(clips, masks, strict=True)]
+        )
+        self.expression_mean = self.expression_mean.astype(np.float32)
+        first = np.cumsum([0] + [len(p) for _, p, *_ in clips])  # each clip's first person
+        rel_pose = [
+            p - self.pose_mean[a : a + len(p), None] for (_, p, *_), a in zip(clips, first, strict=False)
+        ]
+        rel = [
+            e - self.expression_mean[a : a + len(e), None] for (e, *_), a in zip(clips, first, strict=False)
+        ]
+        self.pose_std = np.concatenate([r[:, m].reshape(-1, 6) for r, m in zip(rel_pose, masks, strict=True)])
+        self.pose_std = self.pose_std.std(0) + 1e-6
+        spread = np.concatenate([r[:, m].reshape(-1, r.shape[-1]) for r, m in zip(rel, masks, strict=True)])
+        self.expression_std = (spread.std(0) + 1e-6).astype(np.float32)
+        series, windows = (
+            [],
+            [],
+        )  # per clip (inputs (T, 8), the listener's targets (T, K), mask); (clip, start, end)
+        for i, ((_, _, talk, z, r), r_pose, r_exp, m) in enumerate(
+            zip(clips, rel_pose, rel, masks, strict=True)
+        ):
+            speaker, t = speaker_track(talk), np.arange(talk.shape[1])
+            x = self._inputs(z, r, r_pose[speaker, t]).astype(np.float32)
+            y = (r_exp[1 - speaker, t] / self.expression_std).astype(np.float32)  # the listener's, per frame
+            series.append((x, y, m))
+            windows += [
+                (i, max(a, end - c.window), end)
+                for a, b in turn_segments(speaker)
+                for end in range(b, a, -c.stride)
+                if m[end - 1]
+            ]
         gen = torch.Generator().manual_seed(c.seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         self.net.train()
@@ -83,11 +109,14 @@ class ListenerExpression:
             order = torch.randperm(len(windows), generator=gen).tolist()
             for i in range(0, len(order), c.batch):
                 idx = [windows[j] for j in order[i : i + c.batch]]
-                n = max(e - s for s, e in idx)
-                xb, yb, mb = (np.zeros((len(idx), n, d), np.float32) for d in (8, y.shape[1], 1))
-                for j, (s, e) in enumerate(idx):  # right-aligned: no history before the turn
+                n = max(e - s for _, s, e in idx)
+                xb, yb, mb = (
+                    np.zeros((len(idx), n, d), np.float32) for d in (8, len(self.expression_std), 1)
+                )
+                for j, (clip, s, e) in enumerate(idx):  # right-aligned: no history before the turn
+                    x, y, m = series[clip]
                     xb[j, n - (e - s) :], yb[j, n - (e - s) :] = x[s:e], y[s:e]
-                    mb[j, n - (e - s) :, 0] = train_mask[s:e]
+                    mb[j, n - (e - s) :, 0] = m[s:e]
                 xb, yb, mb = (torch.from_numpy(v).transpose(1, 2) for v in (xb, yb, mb))
                 loss = (((self.net(xb) - yb) ** 2) * mb).sum() / (yb.shape[1] * mb.sum())
                 opt.zero_grad()

@@ -1,4 +1,4 @@
-"""Every motion model of one person pair, fitted on a prepared clip's tracks in seconds.
+"""Every motion model of the people of one or more prepared clips, fitted on their tracks in seconds.
 
 What rendering new speech needs besides the radiance field (DialogueNeRF IV-A and Fig. 6): the
 head-pose TCNs (`PoseGenerator`), the listener's expression TCN (`ListenerExpression`), the
@@ -25,15 +25,23 @@ class MotionModels:
     mouth_readout: np.ndarray  # (K + 1,): mouth opening ~ expression @ w[:-1] + w[-1]
 
 
-def fit_motion_models(tracks: dict) -> MotionModels:
-    """Fit every motion model on `tracks` (`minitalk.prepare.data.load_tracks`)."""
-    pose, speaking, zcr, rms = tracks["pose"], tracks["speaking"], tracks["zcr"], tracks["rms"]
-    expression = tracks["expression"].astype(np.float32)  # (P, T, K)
+def fit_motion_models(tracks) -> MotionModels:
+    """Fit every motion model on `tracks` (`minitalk.prepare.data.load_tracks`), or on a list of
+    them, one per conversation, whose people are numbered in the order given."""
+    clips = tracks if isinstance(tracks, (list, tuple)) else [tracks]
+    pose, speaking, zcr, rms = ([c[k] for c in clips] for k in ("pose", "speaking", "zcr", "rms"))
+    expression = [c["expression"].astype(np.float32) for c in clips]  # (P_f, T_f, K) each
+    blinks = [BlinkModel.fit(c["blink"], c["speaking"], float(c["fps"])) for c in clips]
     return MotionModels(
         pose=PoseGenerator().fit(pose, speaking, zcr, rms),
-        listener=ListenerExpression(expression.shape[-1]).fit(expression, pose, speaking, zcr, rms),
-        blinks=BlinkModel.fit(tracks["blink"], speaking, float(tracks["fps"])),
-        mouth_readout=fit_mouth_readout(expression, tracks["mouth"]),
+        listener=ListenerExpression(expression[0].shape[-1]).fit(expression, pose, speaking, zcr, rms),
+        blinks=BlinkModel(
+            np.concatenate([b.rate for b in blinks]), np.concatenate([b.profile for b in blinks])
+        ),
+        mouth_readout=fit_mouth_readout(
+            np.concatenate([e.reshape(-1, e.shape[-1]) for e in expression])[None],
+            np.concatenate([c["mouth"].reshape(-1) for c in clips])[None],
+        ),
     )
 
 

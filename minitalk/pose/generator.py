@@ -148,6 +148,11 @@ def by_role(pose: np.ndarray, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return pose[speaker, t], pose[1 - speaker, t]
 
 
+def as_clips(x) -> list:
+    """One clip's array as a list of one; a list (or tuple) of clips as it is."""
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
 # --- the model ------------------------------------------------------------------------------
 
 
@@ -181,40 +186,61 @@ class PoseGenerator:
     # -- training --
 
     def fit(self, pose, speaking, zcr, rms, train_mask=None, device=None, progress=False):
-        """Learn both networks from tracks: pose (2, T, 6), speaking (2, T), zcr and rms (T,).
+        """Learn both networks from tracks: pose (2, T, 6), speaking (2, T), zcr and rms (T,); or
+        lists of these, one per conversation, whose people are numbered in the order given (each
+        keeps its own mean pose; the networks, which see poses relative to it, are shared).
 
         `train_mask` (T,) marks the frames whose poses may be learned from; the
         others (held-out) still feed the causal context as inputs, never as targets.
         """
         c = self.config
         device = device or get_device()
-        t_len = pose.shape[1]
-        train_mask = np.ones(t_len, bool) if train_mask is None else train_mask
-        speaker = speaker_track(speaking)
-        self.audio_scale = np.array([np.percentile(zcr, 95), np.percentile(rms, 95)], np.float32) + 1e-8
-        self.pose_mean = np.stack([pose[p, train_mask].mean(0) for p in range(2)]).astype(np.float32)
-        rel = pose - self.pose_mean[:, None]
-        self.pose_std = rel[:, train_mask].reshape(-1, 6).std(0).astype(np.float32) + 1e-6
-        spk, lst = by_role(rel / self.pose_std, speaker)
-        aud = audio_inputs(zcr, rms, self.audio_scale)
-
-        # windows inside one turn, ending every `stride` frames; targets only on training frames
-        windows = []
-        for a, b in turn_segments(speaker):
-            for end in range(b, a, -c.stride):
-                if train_mask[end - 1]:
-                    windows.append((max(a, end - c.window), end))
+        clips = list(zip(*map(as_clips, (pose, speaking, zcr, rms)), strict=True))
+        masks = as_clips(train_mask) if train_mask is not None else [None] * len(clips)
+        masks = [
+            np.ones(p.shape[1], bool) if m is None else m for (p, *_), m in zip(clips, masks, strict=True)
+        ]
+        all_zcr, all_rms = np.concatenate([z for *_, z, _ in clips]), np.concatenate([r for *_, r in clips])
+        self.audio_scale = (
+            np.array([np.percentile(all_zcr, 95), np.percentile(all_rms, 95)], np.float32) + 1e-8
+        )
+        self.pose_mean = np.concatenate(
+            [
+                np.stack([p[k, m].mean(0) for k in range(len(p))])
+                for (p, *_), m in zip(clips, masks, strict=True)
+            ]
+        ).astype(np.float32)
+        first = np.cumsum([0] + [len(p) for p, *_ in clips])  # each clip's first person
+        rel = [p - self.pose_mean[a : a + len(p), None] for (p, *_), a in zip(clips, first, strict=False)]
+        self.pose_std = (
+            np.concatenate([r[:, m].reshape(-1, 6) for r, m in zip(rel, masks, strict=True)])
+            .std(0)
+            .astype(np.float32)
+            + 1e-6
+        )
+        series = []  # per clip: audio (T, 2), speaker and listener poses (T, 6), mask (T,)
+        windows = []  # (clip, start, end): inside one turn, ending every `stride` frames, on training frames
+        for i, ((_, talk, z, r), r_pose, m) in enumerate(zip(clips, rel, masks, strict=True)):
+            speaker = speaker_track(talk)
+            series.append(
+                (audio_inputs(z, r, self.audio_scale), *by_role(r_pose / self.pose_std, speaker), m)
+            )
+            for a, b in turn_segments(speaker):
+                for end in range(b, a, -c.stride):
+                    if m[end - 1]:
+                        windows.append((i, max(a, end - c.window), end))
         gen = torch.Generator().manual_seed(c.seed)
 
         def batch_of(idx):
-            n = max(e - s for s, e in (windows[i] for i in idx))
+            n = max(e - s for _, s, e in (windows[i] for i in idx))
             x_a, x_s, y_s, y_l, m = (np.zeros((len(idx), n, d), np.float32) for d in (2, 6, 6, 6, 1))
             for j, i in enumerate(idx):
-                s, e = windows[i]
+                clip, s, e = windows[i]
+                aud, spk, lst, mask = series[clip]
                 k = e - s  # right-aligned, zero history before the turn starts (as at generation)
                 x_a[j, n - k :], x_s[j, n - k :] = aud[s:e], spk[s:e]
                 y_s[j, n - k :], y_l[j, n - k :] = spk[s:e], lst[s:e]
-                m[j, n - k :, 0] = train_mask[s:e]
+                m[j, n - k :, 0] = mask[s:e]
             return [torch.from_numpy(v).transpose(1, 2).to(device) for v in (x_a, x_s, y_s, y_l, m)]
 
         nets = [self.speaker_net.to(device), self.listener_net.to(device)]

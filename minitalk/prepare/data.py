@@ -330,11 +330,13 @@ def read_person_frames(folder, person: int) -> np.ndarray:
     return io.read_video(Path(folder) / f"frames_p{person}.mp4")[0]
 
 
-def read_people_frames(folder, n_people: int, n_frames: int, size: int) -> np.ndarray:
+def read_people_frames(
+    folder, n_people: int, n_frames: int, size: int, out: np.ndarray | None = None
+) -> np.ndarray:
     """Every person's crops (P, T, S, S, 3) uint8, decoded straight into one array: no list of
     frames and no stacked copy beside it, so loading at 512 px costs the array alone
-    (docs/results.md, "512 px faces")."""
-    images = np.empty((n_people, n_frames, size, size, 3), np.uint8)
+    (docs/results.md, "512 px faces"). `out` (P, T' >= T, S, S, 3): decode into its first T frames."""
+    images = np.empty((n_people, n_frames, size, size, 3), np.uint8) if out is None else out[:, :n_frames]
     for p in range(n_people):
         path = Path(folder) / f"frames_p{p}.mp4"
         count = 0
@@ -353,6 +355,17 @@ def read_people_frames(folder, n_people: int, n_frames: int, size: int) -> np.nd
         if count != n_frames:
             raise PrepareError(f"{path}: {count} frames, where tracks.npz has {n_frames}")
     return images
+
+
+def people_names(folder) -> list[str]:
+    """A name for each person of a prepared folder, from the file names it was prepared from:
+    `--left alice.mp4 --right bob.mp4` gives "alice" and "bob", one video `interview.mp4` gives
+    "interview left" and "interview right" (what `minitalk train --names` replaces)."""
+    report = json.loads((Path(folder) / "prepare_report.json").read_text())
+    videos = [Path(v).stem for v in report.get("inputs", {}).get("videos", [])] or [Path(folder).name]
+    if len(videos) == P:
+        return videos
+    return [f"{videos[0]} {side}" for side in ("left", "right")]
 
 
 def load_masks(folder) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,196 @@
+"""Several prepared folders, one model (DialogueNeRF V-D): the people numbered across folders, each
+clip on its own clock, the avatar naming them, and any two of them rendered together."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from minitalk.cli import main
+from minitalk.dialogue.avatar import load_avatar
+from minitalk.dialogue.render import plan_dialogue
+from minitalk.io import SAMPLE_RATE, probe, read_audio, write_audio
+from minitalk.nerf.frames import Frames
+from minitalk.pose.face_state import ListenerConfig, ListenerExpression
+from minitalk.pose.generator import PoseConfig, PoseGenerator
+from minitalk.prepare import data
+from minitalk.prepare.sources import PrepareError
+
+TINY = ["--iters", "6", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def both(prepared_clip, second_clip):
+    return Frames([prepared_clip, second_clip])
+
+
+def test_several_folders_are_one_set_of_people_each_on_its_own_clock(both, prepared_clip, second_clip):
+    one, two = Frames(prepared_clip), Frames(second_clip)
+    assert both.n_people == 4 and both.n_frames == max(one.n_frames, two.n_frames) > two.n_frames
+    assert both.group.tolist() == [0, 0, 1, 1] and both.lengths.tolist() == [300, 300, 200, 200]
+    # the second folder's people are persons 2 and 3, with their own frames, held-out stretch and audio
+    assert torch.equal(both.images[2:, : two.n_frames], two.images)
+    assert torch.equal(both.held_out[2:, : two.n_frames], two.held_out)
+    assert torch.equal(both.held_out[:2], one.held_out)
+    t = torch.tensor([0, 150, 199])
+    mel_two = two.face_state_inputs(torch.tensor([1, 1, 1]), t)[0]
+    assert torch.equal(both.face_state_inputs(torch.tensor([3, 3, 3]), t)[0], mel_two)
+    # the padding after a shorter clip is never trained on, held out or spoken in
+    pad = ~both.present
+    assert pad[2:, two.n_frames :].all() and not pad[:2].any()
+    assert (
+        not (both.trainable & pad).any()
+        and not (both.held_out & pad).any()
+        and not (both.speaking & pad).any()
+    )
+    # rays carry each person's own camera: the second folder's person 0 is person 2
+    pixel = torch.tensor([5, 900])
+    mine = two.rays(torch.tensor([0, 0]), torch.tensor([10, 10]), pixel)
+    theirs = both.rays(torch.tensor([2, 2]), torch.tensor([10, 10]), pixel)
+    torch.testing.assert_close(theirs["d_head"], mine["d_head"])
+    assert theirs["person"].tolist() == [2, 2]
+
+
+def test_folders_that_cannot_train_together_are_refused_with_the_numbers(
+    prepared_clip, second_clip, tmp_path
+):
+    with pytest.raises(ValueError, match="given twice"):
+        Frames([prepared_clip, second_clip, prepared_clip])
+    other_fps = tmp_path / "fps"
+    shutil.copytree(second_clip, other_fps)
+    tracks = dict(np.load(other_fps / "tracks.npz"))
+    np.savez(other_fps / "tracks.npz", **{**tracks, "fps": np.float32(30)})
+    with pytest.raises(ValueError, match=r"30 fps.* 25 fps"):
+        Frames([prepared_clip, other_fps])
+    other_size = tmp_path / "size"
+    shutil.copytree(second_clip, other_size)
+    masks = dict(np.load(other_size / "masks.npz"))
+    np.savez(
+        other_size / "masks.npz",
+        labels=masks["labels"][:, :, :32, :32],
+        background=masks["background"][:, :32, :32],
+    )
+    with pytest.raises(ValueError, match=r"prepared at 32 px.* at 64 px"):
+        Frames([prepared_clip, other_size])
+    with pytest.raises(PrepareError):  # and a broken one is still named as it was alone
+        (other_size / "prepare_report.json").unlink()
+        Frames([prepared_clip, other_size])
+
+
+def test_motion_models_of_one_clip_are_those_of_a_list_of_it_and_two_clips_hold_four_people(
+    prepared_clip, second_clip
+):
+    one, two = data.load_tracks(prepared_clip), data.load_tracks(second_clip)
+
+    def fitted(clips):  # one epoch each: the sharing, not the learning, is under test
+        pose = PoseGenerator(PoseConfig(epochs=1)).fit(
+            *([c[k] for c in clips] for k in ("pose", "speaking", "zcr", "rms"))
+        )
+        expression = [c["expression"].astype(np.float32) for c in clips]
+        listener = ListenerExpression(expression[0].shape[-1], ListenerConfig(epochs=1))
+        listener.fit(expression, *([c[k] for c in clips] for k in ("pose", "speaking", "zcr", "rms")))
+        return pose, listener
+
+    alone = PoseGenerator(PoseConfig(epochs=1)).fit(one["pose"], one["speaking"], one["zcr"], one["rms"])
+    listed, listener = fitted([one])
+    for key, value in alone.state_dict()["speaker_net"].items():
+        assert torch.equal(value, listed.state_dict()["speaker_net"][key]), key
+    assert np.array_equal(alone.pose_std, listed.pose_std)
+    pose, listener = fitted([one, two])
+    assert pose.pose_mean.shape == (4, 6) and listener.expression_mean.shape[0] == 4
+    np.testing.assert_allclose(pose.pose_mean[2:], two["pose"].mean(axis=1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        listener.expression_mean[:2], one["expression"].mean(axis=1), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.fixture(scope="module")
+def four(prepared_clip, second_clip, tmp_path_factory):
+    """Both folders trained into one model through the command line: the run and the avatar file."""
+    run = tmp_path_factory.mktemp("four") / "run"
+    avatar = run.parent / "four.pt"
+    assert (
+        main(
+            ["train", str(prepared_clip), str(second_clip), "--run", str(run), "--export", str(avatar), *TINY]
+        )
+        == 0
+    )
+    return run, avatar
+
+
+def test_train_several_folders_export_names_and_render_any_two(four, prepared_clip, tmp_path):
+    run, avatar_path = four
+    report = json.loads((run / "train_report.json").read_text())
+    assert len(report["psnr"]) == 4 and report["model"]["n_people"] == 4 and None not in report["psnr"]
+    avatar = load_avatar(avatar_path)
+    assert avatar.n_people == 4 and avatar.names == [
+        "clip left",
+        "clip right",
+        "swapped left",
+        "swapped right",
+    ]
+    assert avatar.voice_prints.shape == (4, 13) and avatar.pose_range.shape == (4, 2, 6)
+    pair = avatar.select([3, 0])
+    assert pair.names == ["swapped right", "clip left"] and pair.identity.tolist() == [3, 0]
+    assert np.array_equal(pair.plates[0], avatar.plates[3]) and np.array_equal(
+        pair.pose.pose_mean[1], avatar.pose.pose_mean[0]
+    )
+    speech = tmp_path / "speech.wav"
+    write_audio(speech, read_audio(prepared_clip / "audio.wav")[: 2 * SAMPLE_RATE])
+    clip = tmp_path / "pair.mp4"
+    assert (
+        main(["render", str(avatar_path), str(speech), "--out", str(clip), "--people", "3,0", "--quiet"]) == 0
+    )
+    assert probe(clip).width == 2 * probe(clip).height == 2 * avatar.size
+    assert json.loads(clip.with_suffix(".json").read_text())["people"] == ["swapped right", "clip left"]
+    # the generated motion sits on each chosen person's own mean pose
+    plan = plan_dialogue(pair, read_audio(speech), given_roles="0-1:0,1-2:1")
+    assert plan.pose.shape[0] == 2 and np.all(plan.pose >= pair.pose_range[:, None, 0] - 1e-5)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["a person who is not there", "three people", "one person twice", "no run folder", "one name twice",
+     "too few names"],
+)  # fmt: skip
+def test_bad_people_are_refused_before_anything_is_written(case, four, prepared_clip, second_clip, tmp_path,
+                                                           capsys):  # fmt: skip
+    folders = [str(prepared_clip), str(second_clip)]
+    if case in ("a person who is not there", "three people", "one person twice"):
+        avatar = four[1]
+        people = {"a person who is not there": "0,4", "three people": "0,1,2", "one person twice": "1,1"}[
+            case
+        ]
+        speech = tmp_path / "speech.wav"
+        write_audio(speech, np.zeros(SAMPLE_RATE, np.float32))
+        capsys.readouterr()
+        assert (
+            main(["render", str(avatar), str(speech), "--out", str(tmp_path / "c.mp4"), "--people", people])
+            == 1
+        )
+        err = capsys.readouterr().err
+        assert {"0,4": "no person 4", "0,1,2": "3 people", "1,1": "given twice"}[people] in err
+        assert not (tmp_path / "c.mp4").exists()
+        return
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared_clip, copy)  # the same people under the same names
+    args = {
+        "no run folder": ["train", *folders],
+        "one name twice": ["train", str(prepared_clip), str(copy), "--run", str(tmp_path / "run")],
+        "too few names": ["train", *folders, "--run", str(tmp_path / "run"), "--names", "a,b,c"],
+    }[case]
+    try:
+        code = main([*args, "--quiet"])
+    except SystemExit as stop:  # argparse's own errors: a usage line and exit status 2
+        code = stop.code
+    err = capsys.readouterr().err
+    if case == "no run folder":
+        assert code == 2 and "name its run folder" in err
+    else:
+        assert (
+            code == 1
+            and {"one name twice": "named twice", "too few names": "3 names for 4 people"}[case] in err
+        )
+    assert not (tmp_path / "run").exists()
