@@ -211,7 +211,12 @@ class Frames(Cameras):
 
     def face_state_inputs(self, person: torch.Tensor, frame: torch.Tensor) -> tuple:
         """What `DialogueNeRF.face_state` takes for frames (person, frame) (B,)."""
-        return self.audio_windows(person, frame), self.expression[person, frame], self.blink[person, frame], self.speaking[person, frame]
+        return (
+            self.audio_windows(person, frame),
+            self.expression[person, frame],
+            self.blink[person, frame],
+            self.speaking[person, frame],
+        )
 
     def rays(self, person: torch.Tensor, frame: torch.Tensor, pixel: torch.Tensor,
              size: int | None = None) -> dict:  # fmt: skip
