@@ -74,7 +74,7 @@ def test_a_turn_change_renders_with_its_audio_and_the_right_speakers(work, capsy
     summary = json.loads((work / "change.json").read_text())
     # the settings the clip was made with, defaults included, beside it
     assert summary["settings"] == {"size": SIZE, "device": None, "roles": None, "pose_from": None, "seed": 0,
-                                   "people": None}  # fmt: skip
+                                   "people": None, "highlight": False}  # fmt: skip
     assert (work / "change_tracks.png").stat().st_size > 0
     info = io.probe(work / "change.mp4")
     frames = list(io.iter_frames(work / "change.mp4"))
@@ -124,7 +124,7 @@ def test_given_roles_and_their_errors(tmp_path):
     assert parse_roles(str(tmp_path / "roles.txt"), 50, 25.0).speaking[1, :25].all()
     with pytest.raises(ValueError, match="START-END:PERSON"):
         parse_roles("0-1", 50, 25.0)
-    with pytest.raises(ValueError, match="0 or 1"):
+    with pytest.raises(ValueError, match="0 to 1"):
         parse_roles("0-1:2", 50, 25.0)
 
 

@@ -1,5 +1,5 @@
 """Several prepared folders, one model (DialogueNeRF V-D): the people numbered across folders, each
-clip on its own clock, the avatar naming them, and any two of them rendered together."""
+clip on its own clock, the avatar naming them, and any two to nine of them rendered as a call."""
 
 import json
 import shutil
@@ -11,11 +11,13 @@ import torch
 from minitalk.cli import main
 from minitalk.dialogue.avatar import load_avatar
 from minitalk.dialogue.render import plan_dialogue
-from minitalk.io import SAMPLE_RATE, probe, read_audio, write_audio
+from minitalk.dialogue.roles import assign_roles
+from minitalk.io import SAMPLE_RATE, probe, read_audio, read_video, write_audio
 from minitalk.nerf.frames import Frames
 from minitalk.pose.face_state import ListenerConfig, ListenerExpression
-from minitalk.pose.generator import PoseConfig, PoseGenerator
+from minitalk.pose.generator import PoseConfig, PoseGenerator, speaker_track, staggered
 from minitalk.prepare import data
+from minitalk.prepare.audio import log_mel
 from minitalk.prepare.sources import PrepareError
 
 TINY = ["--iters", "6", "--quiet"]
@@ -150,19 +152,75 @@ def test_train_several_folders_export_names_and_render_any_two(four, prepared_cl
     assert plan.pose.shape[0] == 2 and np.all(plan.pose >= pair.pose_range[:, None, 0] - 1e-5)
 
 
+def test_a_call_of_three_is_a_grid_with_the_speaker_framed(four, tmp_path):
+    avatar = load_avatar(four[1])
+    speech = tmp_path / "speech.wav"
+    write_audio(speech, np.zeros(2 * SAMPLE_RATE, np.float32))
+    clip = tmp_path / "call.mp4"
+    roles = "0-1:2,1-2:0"  # the third person of the call (avatar person 1), then the first (person 3)
+    args = ["--people", "3,0,1", "--roles", roles, "--highlight", "--quiet"]
+    assert main(["render", str(four[1]), str(speech), "--out", str(clip), *args]) == 0
+    s = avatar.size
+    video, _ = read_video(clip)
+    assert video.shape[1:3] == (2 * s, 2 * s)  # three people in a 2 x 2 grid
+    summary = json.loads(clip.with_suffix(".json").read_text())
+    assert summary["people"] == ["swapped right", "clip left", "clip right"]
+    assert [t["speaker"] for t in summary["turns"]] == [2, 0]
+    # the frame in white around the speaker's cell only: bottom left, then top left; the fourth cell empty
+    first, last = video[5].astype(int), video[-5].astype(int)
+    assert (first[2 * s - 1, :s] > 200).all() and (first[s - 1, s : 2 * s] < 200).any()
+    assert (last[0, :s] > 200).all() and (last[2 * s - 1, :s] < 200).any()
+    assert first[s + 4 :, s + 4 :].max() < 40  # no one in the fourth cell (H.264 leaves a little)
+
+
+def test_voices_go_to_the_nearest_of_three_prints(new_speech_roles):
+    two, three = new_speech_roles
+    assert three.speaking.shape == (3, two.speaking.shape[1]) and not three.speaking[2].any()
+    assert np.array_equal(three.speaking[:2], two.speaking)  # a print far from every voice changes nothing
+
+
+@pytest.fixture(scope="module")
+def new_speech_roles(sample_dir):
+    """Roles of the sample's new speech from the shipped avatar's two prints, and from those two and a
+    third far from both (a person of the avatar who never speaks in it)."""
+    avatar = load_avatar(sample_dir / "avatars.pt")
+    audio = read_audio(sample_dir / "new_dialogue.wav")
+    n = int(len(audio) / SAMPLE_RATE * avatar.fps)
+    far = avatar.voice_prints[:1] + 10 * avatar.voice_spread
+    return [
+        assign_roles(audio, log_mel(audio), n, avatar.fps, prints, avatar.voice_spread)
+        for prints in (avatar.voice_prints, np.concatenate([avatar.voice_prints, far]))
+    ]
+
+
+def test_listeners_follow_the_same_speech_each_a_little_later():
+    x = np.arange(10.0)[:, None]
+    speaker = np.array([0] * 5 + [2] * 5)
+    out = staggered(x, speaker, 3, fps=25.0, stagger_s=0.08)  # 2 frames per listener
+    # first turn, person 0 speaks: person 1 listens on time, person 2 two frames later from the turn's start
+    assert out[0, :5, 0].tolist() == out[1, :5, 0].tolist() == [0, 1, 2, 3, 4]
+    assert out[2, :5, 0].tolist() == [0, 0, 0, 1, 2]
+    # second turn, person 2 speaks: now person 1 is the second listener
+    assert out[0, 5:, 0].tolist() == out[2, 5:, 0].tolist() == [5, 6, 7, 8, 9]
+    assert out[1, 5:, 0].tolist() == [5, 5, 5, 6, 7]
+    assert speaker_track(np.array([[0, 1, 0, 0], [0, 0, 0, 0], [1, 0, 0, 1]], bool)).tolist() == [2, 0, 0, 2]
+
+
 @pytest.mark.parametrize(
     "case",
-    ["a person who is not there", "three people", "one person twice", "no run folder", "one name twice",
+    ["a person who is not there", "ten people", "one person twice", "no run folder", "one name twice",
      "too few names"],
 )  # fmt: skip
 def test_bad_people_are_refused_before_anything_is_written(case, four, prepared_clip, second_clip, tmp_path,
                                                            capsys):  # fmt: skip
     folders = [str(prepared_clip), str(second_clip)]
-    if case in ("a person who is not there", "three people", "one person twice"):
+    if case in ("a person who is not there", "ten people", "one person twice"):
         avatar = four[1]
-        people = {"a person who is not there": "0,4", "three people": "0,1,2", "one person twice": "1,1"}[
-            case
-        ]
+        people, said = {
+            "a person who is not there": ("0,4", "no person 4"),
+            "ten people": ("0,1,2,3,0,1,2,3,0,1", "10 people; a call here is 2 to 9"),
+            "one person twice": ("1,1", "given twice"),
+        }[case]
         speech = tmp_path / "speech.wav"
         write_audio(speech, np.zeros(SAMPLE_RATE, np.float32))
         capsys.readouterr()
@@ -170,8 +228,7 @@ def test_bad_people_are_refused_before_anything_is_written(case, four, prepared_
             main(["render", str(avatar), str(speech), "--out", str(tmp_path / "c.mp4"), "--people", people])
             == 1
         )
-        err = capsys.readouterr().err
-        assert {"0,4": "no person 4", "0,1,2": "3 people", "1,1": "given twice"}[people] in err
+        assert said in capsys.readouterr().err
         assert not (tmp_path / "c.mp4").exists()
         return
     copy = tmp_path / "copy"

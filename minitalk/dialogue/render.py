@@ -1,17 +1,18 @@
-"""New speech in, a two-person conversation out (DialogueNeRF Fig. 1 and 9): `minitalk render`.
+"""New speech in, a conversation out (DialogueNeRF Fig. 1 and 9; V-D for more than two): `minitalk render`.
 
 1. audio: any file (a video's audio track too), resampled to 16 kHz mono; per frame ZCR, RMS
    and log-mel windows, as preparation computes them;
 2. roles: who speaks when, each voice matched to a person by the avatar's voice prints
-   (`minitalk.dialogue.roles`), or given with `--roles`;
+   (`minitalk.dialogue.roles`), or given with `--roles`; of the people `--people` chose;
 3. head poses: the TCNs per turn (the speaker's from the audio, the listener's from the audio
    and the speaker's pose), cross-faded at turn changes and held inside the range of poses
    training saw, since a field cannot draw a side of a face it never saw; or replayed from a
    `.npy` of poses or a prepared folder's tracks;
 4. face states: the speaker's expression from the audio (the NeRF's own audio encoder), the
    listener's from `ListenerExpression`, everyone's blinks from `BlinkModel`;
-5. frames: both people rendered by the one DialogueNeRF, side by side, streamed into an H.264 +
-   AAC mp4 that is written atomically, with `CLIP.json` and `CLIP_tracks.png` beside it.
+5. frames: every person rendered by the one DialogueNeRF, two side by side, three to nine in a
+   grid (`grid`), the speaker framed with `--highlight`, streamed into an H.264 + AAC mp4 that
+   is written atomically, with `CLIP.json` and `CLIP_tracks.png` beside it.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from minitalk.dialogue.avatar import Avatar
 from minitalk.dialogue.roles import Roles, assign_roles, parse_roles
 from minitalk.nerf.frames import Cameras
 from minitalk.nerf.render import render_images, rendered_size
-from minitalk.pose.generator import speaker_track
+from minitalk.pose.generator import speaker_track, staggered
 from minitalk.prepare import audio as au
 from minitalk.prepare import data
 from minitalk.settings import as_record, check_side, option
@@ -74,9 +75,10 @@ class RenderConfig:
     )
     seed: int = option(0, "seed of the generated head motion, listener expressions and blinks")
     people: str | None = option(
-        None, "which two of the avatar's people talk, by index: '0,2' (default: the first two; "
-        "an avatar trained on several folders numbers their people in order)",
+        None, "which of the avatar's people take part, 2 to 9 by index: '0,2,3' (default: the first "
+        "two; an avatar trained on several folders numbers their people in order)",
     )  # fmt: skip
+    highlight: bool = option(False, "a thin frame around whoever speaks", const=True)
 
     def __post_init__(self):
         if self.size is not None:
@@ -92,9 +94,9 @@ class Plan:
     fps: float
     audio: np.ndarray  # (n,) 16 kHz mono, exactly n_frames / fps seconds
     roles: Roles
-    pose: np.ndarray  # (2, T, 6)
-    expression: np.ndarray  # (2, T, K): the listener's generated coefficients (a speaker's come from audio)
-    blink: np.ndarray  # (2, T)
+    pose: np.ndarray  # (P, T, 6)
+    expression: np.ndarray  # (P, T, K): the listeners' generated coefficients (a speaker's come from audio)
+    blink: np.ndarray  # (P, T)
     mel: np.ndarray  # (T, 16, 80) log-mel window per frame
     rms: np.ndarray  # (T,)
     seconds: dict = field(default_factory=dict)
@@ -120,7 +122,7 @@ def plan_dialogue(avatar: Avatar, audio: np.ndarray, given_roles: str | None = N
     seconds["audio"], clock = time.perf_counter() - clock, time.perf_counter()
 
     if given_roles is not None:
-        roles = parse_roles(given_roles, n_frames, fps)
+        roles = parse_roles(given_roles, n_frames, fps, avatar.n_people)
     else:
         roles = assign_roles(audio, log_mel, n_frames, fps, avatar.voice_prints, avatar.voice_spread)
     seconds["roles"], clock = time.perf_counter() - clock, time.perf_counter()
@@ -139,18 +141,22 @@ def plan_dialogue(avatar: Avatar, audio: np.ndarray, given_roles: str | None = N
     else:
         pose = avatar.pose.generate(zcr, rms, roles.speaking, fps)
         pose = np.clip(pose, avatar.pose_range[:, None, 0], avatar.pose_range[:, None, 1])
-    speaker_pose = pose[speaker_track(roles.speaking), np.arange(n_frames)]
+    speaker = speaker_track(roles.speaking)
+    speaker_pose = pose[speaker, np.arange(n_frames)]
     listening = avatar.listener.generate(zcr, rms, speaker_pose, roles.speaking)  # (T, K), relative
-    # (2, T, K): each person's coefficients where they listen
-    expression = (listening[None] + avatar.listener.expression_mean[:, None]).astype(np.float32)
+    # (P, T, K): each person's coefficients where they listen, later for a second listener (`staggered`)
+    expression = (
+        staggered(listening, speaker, avatar.n_people, fps) + avatar.listener.expression_mean[:, None]
+    )
+    expression = expression.astype(np.float32)
     blink = avatar.blinks.generate(roles.speaking, fps, seed)
     seconds["motion"] = time.perf_counter() - clock
     return Plan(fps, audio, roles, pose.astype(np.float32), expression, blink, mel, rms, seconds, notes)
 
 
 def replayed_poses(source, n_frames: int, avatar: Avatar) -> np.ndarray:
-    """Head poses (2, T, 6) from a `.npy` of (2, T, 6) or (T, 6) poses, or from a prepared folder,
-    moved onto each avatar person's mean pose and looped or cut to `n_frames`."""
+    """Head poses (P, T, 6) from a `.npy` of (P, T, 6) or (T, 6) poses, or from a prepared folder of
+    P people, moved onto each avatar person's mean pose and looped or cut to `n_frames`."""
     source = Path(source)
     if source.is_dir() or source.suffix == ".npz":
         pose = data.load_tracks(source if source.is_dir() else source.parent)["pose"]
@@ -159,24 +165,25 @@ def replayed_poses(source, n_frames: int, avatar: Avatar) -> np.ndarray:
     else:
         raise ValueError(f"{source}: --pose-from takes a .npy of poses or a prepared folder")
     pose = np.asarray(pose, np.float64)
+    n = avatar.n_people
     if pose.ndim == 2:
-        pose = np.stack([pose, pose])
-    if pose.ndim != 3 or pose.shape[0] != 2 or pose.shape[2] != 6 or not np.isfinite(pose).all():
-        raise ValueError(f"{source}: poses must be finite, (2, T, 6) or (T, 6); got {pose.shape}")
+        pose = np.stack([pose] * n)
+    if pose.ndim != 3 or pose.shape[0] != n or pose.shape[2] != 6 or not np.isfinite(pose).all():
+        raise ValueError(f"{source}: poses must be finite, ({n}, T, 6) or (T, 6); got {pose.shape}")
     pose = pose[:, np.arange(n_frames) % pose.shape[1]]
     return pose - pose.mean(axis=1, keepdims=True) + avatar.pose.pose_mean[:, None]
 
 
 @torch.no_grad()
 def face_states(avatar: Avatar, plan: Plan, device, chunk: int = 256) -> torch.Tensor:
-    """(2, T, K + 1) face states: a speaker's coefficients predicted from the audio by the model's
-    audio encoder, a listener's generated; blinks generated for both."""
+    """(P, T, K + 1) face states: a speaker's coefficients predicted from the audio by the model's
+    audio encoder, a listener's generated; blinks generated for everyone."""
     model = avatar.model
     windows = model.config.smooth_frames
     offsets = np.arange(windows) - windows // 2
     scale = torch.from_numpy(avatar.expression_scale)
     out = []
-    for p in range(2):
+    for p in range(avatar.n_people):
         rows = []
         for a in range(0, plan.n_frames, chunk):  # mel windows of W frames: bounded memory at any length
             t = np.arange(a, min(a + chunk, plan.n_frames))
@@ -195,32 +202,64 @@ def face_states(avatar: Avatar, plan: Plan, device, chunk: int = 256) -> torch.T
 
 
 def dialogue_frames(avatar: Avatar, plan: Plan, states: torch.Tensor, size: int, device, stop=None,
-                    batch: int = 4):  # fmt: skip
-    """The clip's frames, (size, 2 * size, 3) uint8 each, person 0 on the left. Both people of
-    `batch` frames go through the model as one batch of rays (`render_images`): fewer, larger
-    tensor calls, so less of the time goes to Python and to starting each call."""
+                    batch: int = 4, highlight: bool = False):  # fmt: skip
+    """The clip's frames, uint8 each, the people laid out by `grid` (two: (size, 2 * size, 3),
+    person 0 on the left), the speaker framed with `highlight`. Every person of `batch` frames goes
+    through the model as one batch of rays (`render_images`): fewer, larger tensor calls, so less
+    of the time goes to Python and to starting each call."""
+    n = avatar.n_people
     cameras = Cameras(avatar.intrinsics, plan.pose, avatar.plates, plan.fps, avatar.model.config.torso_lag_s,
                       avatar.mean_translation, avatar.identity)  # fmt: skip
     for start in range(0, plan.n_frames, batch):
         if stop is not None and stop.requested:
             raise RenderInterrupted(f"interrupted at frame {start} of {plan.n_frames}")
-        t = torch.arange(start, min(start + batch, plan.n_frames)).repeat_interleave(2)  # (2 b,)
-        person = torch.arange(2).repeat(len(t) // 2)
+        t = torch.arange(start, min(start + batch, plan.n_frames)).repeat_interleave(n)  # (P b,)
+        person = torch.arange(n).repeat(len(t) // n)
         images = render_images(avatar.model, cameras, person, t, device, states[person, t], size)
-        for pair in images.reshape(-1, 2, *images.shape[1:]):  # (2, S, S, 3) per frame
-            yield (np.concatenate(pair, axis=1) * 255 + 0.5).astype(np.uint8)
+        for frame, people in zip(t[::n].tolist(), images.reshape(-1, n, *images.shape[1:]), strict=True):
+            speaking = plan.roles.speaking[:, frame] if highlight else None
+            yield grid((people * 255 + 0.5).astype(np.uint8), speaking)  # people (P, S, S, 3)
+
+
+GRIDS = {
+    2: (1, 2),
+    3: (2, 2),
+    4: (2, 2),
+    5: (2, 3),
+    6: (2, 3),
+    7: (3, 3),
+    8: (3, 3),
+    9: (3, 3),
+}  # rows, columns
+
+
+def grid(people: np.ndarray, speaking: np.ndarray | None = None) -> np.ndarray:
+    """One frame of a call: people (P, S, S, 3) uint8 in rows of `GRIDS[P]`, in order, left to right
+    and top to bottom, empty cells black; with `speaking` (P,) bool a frame S / 64 wide (at least
+    2 px) in white around each who speaks."""
+    n, s = people.shape[:2]
+    rows, cols = GRIDS[n]
+    out = np.zeros((rows * s, cols * s, 3), np.uint8)
+    width = max(2, s // 64)
+    for p, image in enumerate(people):
+        y, x = (p // cols) * s, (p % cols) * s
+        out[y : y + s, x : x + s] = image
+        if speaking is not None and speaking[p]:
+            cell = out[y : y + s, x : x + s]
+            cell[:width], cell[-width:], cell[:, :width], cell[:, -width:] = 255, 255, 255, 255
+    return out
 
 
 def chosen_people(spec: str | None, n_people: int) -> list[int]:
-    """The two people of `--people` ('0,2') among the avatar's `n_people`, or the first two."""
+    """The people of `--people` ('0,2,3') among the avatar's `n_people`, or the first two."""
     if spec is None:
         return [0, 1]
     try:
         people = [int(p) for p in str(spec).split(",")]
     except ValueError:
-        raise ValueError(f"--people {spec}: write two person numbers, e.g. 0,2") from None
-    if len(people) != 2:
-        raise ValueError(f"--people {spec}: {len(people)} people; a conversation here is two "
+        raise ValueError(f"--people {spec}: write person numbers, e.g. 0,2,3") from None
+    if not 2 <= len(people) <= max(GRIDS):
+        raise ValueError(f"--people {spec}: {len(people)} people; a call here is 2 to {max(GRIDS)} "
                          f"(this avatar holds {n_people})")  # fmt: skip
     return people
 
@@ -276,7 +315,7 @@ def render_dialogue(avatar: Avatar, audio_path, out, *, overwrite: bool = False,
     plan.seconds["face_states"] = time.perf_counter() - clock
     clock = time.perf_counter()
     with stop_on_interrupt() as stop:
-        frames = dialogue_frames(avatar, plan, states, size, device, stop)
+        frames = dialogue_frames(avatar, plan, states, size, device, stop, highlight=cfg.highlight)
         if device.type == "cuda":  # the GPU renders while the CPU encodes; on a CPU the two would
             frames = in_background(frames)  # only contend for the same cores (docs/results.md)
         bar = tqdm(frames, total=plan.n_frames, desc="render", unit="frame", disable=not progress)
@@ -311,8 +350,9 @@ def plot_tracks(plan: Plan, states: torch.Tensor, avatar: Avatar, path: Path) ->
     t = np.arange(plan.n_frames) / plan.fps
     fig = Figure(figsize=(10, 4.5))
     axes = fig.subplots(3, 1, sharex=True)
-    for p, colour in ((0, "tab:blue"), (1, "tab:orange")):
-        axes[0].fill_between(t, p, p + 0.8 * plan.roles.speaking[p], color=colour, lw=0, label=f"person {p}")
+    for p, name in enumerate(avatar.names):
+        colour = f"C{p}"
+        axes[0].fill_between(t, p, p + 0.8 * plan.roles.speaking[p], color=colour, lw=0, label=name)
         axes[1].plot(t, plan.pose[p, :, 0], color=colour, lw=1)
         axes[2].plot(t, mouth_opening(avatar, states[p]), color=colour, lw=1)
     axes[0].set_yticks([]), axes[0].set_ylabel("speaks"), axes[0].legend(loc="upper right", fontsize=8)

@@ -1,4 +1,4 @@
-"""Who speaks when in new speech, and which of the avatar's two people owns each voice.
+"""Who speaks when in new speech, and which of the avatar's people owns each voice.
 
 The same voice activity and clustering as preparation (`minitalk.prepare.diarize`): voiced
 pieces of about a second, each described by its median pitch and mean MFCC, clustered into two
@@ -35,14 +35,14 @@ FOREIGN_VOICE = 1.4
 
 @dataclass
 class Roles:
-    speaking: np.ndarray  # (2, T) bool
+    speaking: np.ndarray  # (P, T) bool
     method: str  # "voices", "one voice", "silence" or "given"
     voice_distance: list[float] = field(default_factory=list)  # per voice, to the print it went to
     warnings: list[str] = field(default_factory=list)
 
     def turns(self, fps: float) -> list[dict]:
         """Stretches of one speaker (or nobody, -1) as {"start", "end" (seconds), "speaker"}."""
-        speaker = np.where(self.speaking[0], 0, np.where(self.speaking[1], 1, -1))
+        speaker = np.where(self.speaking.any(0), self.speaking.argmax(0), -1)
         cuts = np.flatnonzero(np.diff(speaker)) + 1
         bounds = np.concatenate([[0], cuts, [len(speaker)]])
         return [
@@ -60,32 +60,32 @@ def assign_roles(
     spread: np.ndarray,
     min_separation: float = 0.15,
 ) -> Roles:
-    """Who speaks when (2, T) in new 16 kHz audio, each voice given to the nearest voice print."""
+    """Who speaks when (P, T) in new 16 kHz audio, each voice given to the nearest of the P voice
+    prints (P, 13)."""
     pieces = split_pieces(voice_activity(audio))
     if not pieces:
-        return Roles(np.zeros((2, n_frames), bool), "silence")
+        return Roles(np.zeros((len(prints), n_frames), bool), "silence")
     feats = voice_features(audio, pieces, log_mel) / spread  # (n, 13) in the training clip's units
     known = np.isfinite(prints).all(axis=1)
     scaled = prints / spread
     standardised = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
-    to_print = np.linalg.norm(feats[:, None] - scaled[None], axis=-1)  # (n, 2): each piece to each print
+    to_print = np.linalg.norm(feats[:, None] - scaled[None], axis=-1)  # (n, P): each piece to each print
     to_print[:, ~known] = np.inf
     voice = two_means(standardised)
     distance = np.array(
-        [to_print[voice == v].mean(0) if (voice == v).any() else [np.inf] * 2 for v in (0, 1)]
+        [to_print[voice == v].mean(0) if (voice == v).any() else [np.inf] * len(prints) for v in (0, 1)]
     )
-    nearest = distance.argmin(axis=1)
+    nearest = distance.argmin(axis=1)  # (2,): each voice's nearest print
     if separation(standardised, voice) >= min_separation and nearest[0] != nearest[1]:
-        # two clusters, each nearest another print: the pairing of least total distance
-        swap = distance[0, 1] + distance[1, 0] < distance[0, 0] + distance[1, 1]
-        person = np.where(voice == 0, int(swap), int(not swap))
+        # two clusters, each nearest another print (with two prints: the pairing of least total distance)
+        person = nearest[voice]
     else:  # no two clusters to trust (one voice, voices alike, few pieces, a third voice): piece by piece
         person = np.argmin(to_print, axis=1)
     voices = sorted(set(person.tolist()))
     kept = [float(to_print[person == p, p].mean()) / np.sqrt(feats.shape[1]) for p in voices]
     roles = Roles(
-        speaking_from_pieces(pieces, person, n_frames, fps),
-        "voices" if len(voices) == 2 else "one voice",
+        speaking_from_pieces(pieces, person, n_frames, fps, n_people=len(prints)),
+        "voices" if len(voices) >= 2 else "one voice",
         [round(d, 3) for d in kept],
     )
     nearest_distance = to_print[np.arange(len(pieces)), person] / np.sqrt(feats.shape[1])
@@ -97,12 +97,12 @@ def assign_roles(
     return roles
 
 
-def parse_roles(spec: str, n_frames: int, fps: float) -> Roles:
+def parse_roles(spec: str, n_frames: int, fps: float, n_people: int = 2) -> Roles:
     """Roles from `0-4.2:0,4.2-9:1` (start-end seconds: person), or from a file holding such entries
-    (commas or new lines); frames outside every entry have both people listening."""
+    (commas or new lines); frames outside every entry have everyone listening."""
     path = Path(spec)
     text = path.read_text() if path.is_file() else spec
-    speaking = np.zeros((2, n_frames), bool)
+    speaking = np.zeros((n_people, n_frames), bool)
     times = (np.arange(n_frames) + 0.5) / fps
     for entry in text.replace("\n", ",").split(","):
         entry = entry.strip()
@@ -116,7 +116,9 @@ def parse_roles(spec: str, n_frames: int, fps: float) -> Roles:
             raise ValueError(
                 f"--roles: cannot read {entry!r}; write START-END:PERSON, e.g. 0-4.2:0"
             ) from None
-        if person not in (0, 1) or not end > start >= 0:
-            raise ValueError(f"--roles: {entry!r}: the person must be 0 or 1 and 0 <= START < END")
+        if not 0 <= person < n_people or not end > start >= 0:
+            raise ValueError(
+                f"--roles: {entry!r}: the person must be 0 to {n_people - 1} and 0 <= START < END"
+            )
         speaking[person] |= (times >= start) & (times < end)
     return Roles(speaking, "given")

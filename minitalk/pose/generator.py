@@ -112,8 +112,10 @@ PAPER_CONFIG = PoseConfig(lr=5e-5, epochs=200, stride=1)
 
 
 def speaker_track(speaking: np.ndarray) -> np.ndarray:
-    """Who holds the floor at each frame (T,): the last person who spoke, through pauses."""
-    speaker_now = np.where(speaking[0], 0, np.where(speaking[1], 1, -1))
+    """Who holds the floor at each frame (T,) of who speaks when (P, T): the last person who spoke,
+    through pauses (where two speak at once, the first of them)."""
+    speaking = np.asarray(speaking, bool)
+    speaker_now = np.where(speaking.any(0), speaking.argmax(0), -1)
     first = speaker_now[speaker_now >= 0][0] if np.any(speaker_now >= 0) else 0
     out = np.empty(len(speaker_now), np.int64)
     current = first
@@ -128,6 +130,29 @@ def turn_segments(speaker: np.ndarray) -> list[tuple[int, int]]:
     cuts = np.flatnonzero(np.diff(speaker)) + 1
     bounds = np.concatenate([[0], cuts, [len(speaker)]])
     return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+LISTENER_STAGGER_S = 0.12  # a second listener reacts this much after the first, a third twice as much
+
+
+def delayed(x: np.ndarray, frames: int) -> np.ndarray:
+    """x (T, ...) later by `frames`, its first value held before it starts."""
+    frames = min(frames, len(x))
+    return x if frames == 0 else np.concatenate([np.repeat(x[:1], frames, 0), x[: len(x) - frames]])
+
+
+def staggered(x: np.ndarray, speaker: np.ndarray, n_people: int, fps: float,
+              stagger_s: float = LISTENER_STAGGER_S) -> np.ndarray:  # fmt: skip
+    """(P, T, D): listening motion x (T, D) as each of `n_people` follows it. Within each turn the
+    i-th listener, in order with the speaker left out, moves i x `stagger_s` later: people who hear
+    one speaker react to the same speech, not in the same frame (DialogueNeRF's listener model
+    takes only the speaker, so it gives every listener the same motion). The speaker's row is x."""
+    out = np.repeat(x[None], n_people, 0)
+    for a, b in turn_segments(speaker):
+        listeners = [p for p in range(n_people) if p != speaker[a]]
+        for i, p in enumerate(listeners):
+            out[p, a:b] = delayed(x[a:b], int(round(i * stagger_s * fps)))
+    return out
 
 
 def moving_average(x: np.ndarray, n: int) -> np.ndarray:
@@ -308,16 +333,20 @@ class PoseGenerator:
         return spk_out, lst_out
 
     def generate(self, zcr, rms, speaking, fps: float = 25.0, crossfade_s: float = 0.4):
-        """Poses (2, T, 6) of both people for new speech, given who speaks when (2, T).
+        """Poses (P, T, 6) of every person for new speech, given who speaks when (P, T): the speaker's
+        from the audio, every listener's from the audio and the speaker's (`staggered` where
+        several listen), each on their own mean pose.
 
         At a change of turn each person passes from one role to the other; a
         centred moving average over `crossfade_s` around each cut softens the switch.
         """
         speaker = speaker_track(speaking)
         t = np.arange(len(speaker))
-        spk, lst = self.generate_by_role(zcr, rms, speaking)
-        out = np.empty((2, len(speaker), 6), np.float32)
-        out[speaker, t], out[1 - speaker, t] = spk, lst
+        spk, lst = np.zeros((2, len(speaker), 6), np.float32)  # relative to each one's mean
+        for a, b in turn_segments(speaker):
+            spk[a:b], lst[a:b] = self.generate_roles(zcr[a:b], rms[a:b])
+        out = (staggered(lst, speaker, len(speaking), fps) + self.pose_mean[:, None]).astype(np.float32)
+        out[speaker, t] = spk + self.pose_mean[speaker]
         n = max(1, int(crossfade_s * fps)) | 1
         blurred = moving_average(out, n)
         near_cut = np.zeros(len(speaker), bool)

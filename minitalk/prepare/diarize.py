@@ -319,8 +319,9 @@ def _correlation(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1]) if x.std() > 1e-9 and y.std() > 1e-9 else 0.0
 
 
-def speaking_from_pieces(pieces, person, n_frames: int, fps: float, max_pause_s: float = 1.0) -> np.ndarray:
-    """(2, T) bool from voiced pieces (seconds) and the person each went to.
+def speaking_from_pieces(pieces, person, n_frames: int, fps: float, max_pause_s: float = 1.0,
+                         n_people: int = 2) -> np.ndarray:  # fmt: skip
+    """(P, T) bool from voiced pieces (seconds) and the person each went to.
 
     Who holds the floor, not only who makes sound: a speaker holds the turn through their own
     pauses shorter than `max_pause_s` when the other does not speak (a silence between two
@@ -338,7 +339,7 @@ def speaking_from_pieces(pieces, person, n_frames: int, fps: float, max_pause_s:
         spans[0][0] = 0.0
     if spans and duration - spans[-1][1] < max_pause_s:
         spans[-1][1] = duration
-    speaking = np.zeros((2, n_frames), bool)
+    speaking = np.zeros((n_people, n_frames), bool)
     times = (np.arange(n_frames) + 0.5) / fps
     for a, b, p in spans:
         speaking[int(p)] |= (times >= a) & (times < b)
