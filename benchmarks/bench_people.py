@@ -40,18 +40,20 @@ from minitalk.nerf.model import DialogueNeRF, DialogueNeRFConfig
 from minitalk.nerf.train import train
 
 RENDER_SECONDS = 10.0  # of the sample's new speech, rendered from each avatar
+PER_PERSON = ("z_shape", "z_app", "z_light", "camera_fix")  # a row per person each (`DialogueNeRF`)
 
 
 def model_sizes(max_people: int = 8) -> dict:
     """Per number of identities: the model's parameters, those that belong to people (their codes
-    and camera corrections), and the bytes of its float16 weights as an avatar file holds them."""
+    and camera corrections), and the bytes of its float16 weights as an avatar file holds them
+    (with each person's occupancy grids, which are buffers, not parameters)."""
     out = {}
     for n in range(1, max_people + 1):
         torch.manual_seed(0)
         model = DialogueNeRF(DialogueNeRFConfig(n_people=n), torch.zeros(2, 3), torch.zeros(n, 2, 3))
         buffer = io.BytesIO()
         torch.save(slim_weights(model.state_dict()), buffer)
-        per_person = sum(p.numel() for name, p in model.named_parameters() if p.shape[:1] == (n,))
+        per_person = sum(p.numel() for name, p in model.named_parameters() if name in PER_PERSON)
         out[str(n)] = {
             "parameters": sum(p.numel() for p in model.parameters()),
             "per_person_parameters": per_person,

@@ -4,7 +4,7 @@ minitalk demo [--sample DIR] [--out DIR]
 minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
 minitalk prepare --left A.mp4 --right B.mp4 [--audio C.wav] --out DIR
 minitalk train DIR [DIR ...] [--run RUN] [--iters N] [--minutes M] [--export AVATAR] [--names A,B,...]
-minitalk render AVATAR AUDIO --out CLIP.mp4 [--people 0,2] [--roles SPEC] [--pose-from POSES] [--size S]
+minitalk render AVATAR AUDIO --out CLIP.mp4 [--people 0,2,3] [--highlight] [--roles SPEC] [--size S]
 minitalk evaluate CLIP.mp4 [--reference REAL.mp4 | --prepared DIR] [--avatar AVATAR]
 
 Every option is checked before any work starts; errors name the file or option and exit 1
@@ -128,9 +128,10 @@ def _train_parser(commands) -> argparse.ArgumentParser:
 def _render_parser(commands) -> argparse.ArgumentParser:
     ren = commands.add_parser(
         "render",
-        help="render a new two-person conversation from new speech",
+        help="render a new conversation from new speech",
         description="Render a conversation with the avatars of AVATAR (minitalk train --export) speaking "
-        "and listening to AUDIO (any audio file, or a video's audio track): who speaks when, head "
+        "and listening to AUDIO (any audio file, or a video's audio track), two side by side or up to "
+        "nine in a grid (--people): who speaks when, head "
         "motion, expressions and blinks are generated. Writes OUT (H.264 + AAC), OUT with .json "
         "(frames, turns, seconds per stage, settings) and OUT_tracks.png.",
     )

@@ -1,4 +1,4 @@
-"""`minitalk train --export`: the avatar file from a trained model and the folder it learned from.
+"""`minitalk train --export`: the avatar file from a trained model and the folders it learned from.
 
 Gathers what rendering needs, each part from the stage that owns it: the scene statistics from
 the radiance field's frames (`nerf.frames.scene_statistics`), the motion models fitted on the

@@ -6,8 +6,10 @@ voices. New audio has no faces to say whose voice is whose, so each voice goes t
 whose voice print is nearest: the mean features of that person's pieces in the training clip,
 kept in the avatar file, compared in units of the training clip's spread of features. Where
 the pieces do not cluster (one voice, voices alike, a few pieces), each piece goes to its
-nearest print. One voice only: the other person listens throughout; silence: both listen. A
-voice far from both prints (a third person) still goes to the nearer one, with a warning.
+nearest print. With more than two people (a call) the speech is still split into at most two
+voices, each given to the nearest of all the prints; the others listen. One voice only: the
+others listen throughout; silence: everyone listens. A voice far from every print (someone not
+in the avatar) still goes to the nearest one, with a warning.
 
 `--roles` overrides all of it: `0-4.2:0,4.2-9:1` (seconds: person), or a file of such entries.
 """

@@ -133,8 +133,8 @@ def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, 
         return tracks["speaking"][:n_people, :n_frames], f"the tracks in {Path(prepared).name}"
     if audio is None:
         return np.zeros((n_people, n_frames), bool), "nobody (no audio)"
-    if avatar is not None and n_people == 2:
-        av = load_avatar(avatar)
+    av = load_avatar(avatar) if avatar is not None and n_people == 2 else None
+    if av is not None and av.n_people == 2:  # an avatar of more people: which two are here is not known
         roles = assign_roles(audio, log_mel(audio), n_frames, fps, av.voice_prints, av.voice_spread)
         return roles.speaking, f"voice prints in {Path(avatar).name}"
     return speaking_from_mouths(audio, readings, fps, n_frames), "whose mouth moves while someone speaks"

@@ -138,9 +138,17 @@ def restore(state: dict, path: Path, model, optim, mcfg, cfg: TrainConfig) -> tu
 
 
 def peak_memory_gb(device) -> float:
+    """The run's peak memory: on CUDA the most allocated; on a CPU this process's resident high-water
+    mark, VmHWM where Linux has it: `ru_maxrss` survives exec, so a training started by another
+    program (a benchmark, a notebook's shell) would report that program's peak when it was higher
+    (docs/results.md, "Several people in one model")."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e9
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1e6  # kB
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kilobytes on Linux
 
 
 def learning_rate_factor(step: int, decay_steps: int) -> float:
