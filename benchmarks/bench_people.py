@@ -93,8 +93,7 @@ def training_memory(folders: list[Path], work: Path) -> dict:
     for n in range(1, len(folders) + 1):
         run = work / f"memory_{n}"
         chosen = [str(f) for f in folders[:n]]
-        given = json.dumps(chosen if n > 1 else chosen[0])
-        line = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, given, str(run)], check=True,
+        line = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, json.dumps(chosen), str(run)], check=True,
                               capture_output=True, text=True).stdout.strip()  # fmt: skip
         result = json.loads(line.splitlines()[-1])
         out[str(result["people"])] = result["peak_mem_gb"]

@@ -200,7 +200,7 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
         _check_output(sub, "--export", args.export, folder=False)
     try:
         report = train(
-            folders[0] if len(folders) == 1 else folders, run, model_cfg, resume=not args.fresh,
+            folders, run, model_cfg, resume=not args.fresh,
             progress=not args.quiet, **asdict(train_cfg),
         )  # fmt: skip
     except TrainingInterrupted as stop:

@@ -165,15 +165,15 @@ def train(folder, run_dir=None, model_config: DialogueNeRFConfig | None = None, 
     it numbers in order (one model for all of them); returns the report also written to the run
     (`run_dir`, by default `folder/run`; several folders need one named)."""
     cfg = TrainConfig(**train_settings)
-    several = not isinstance(folder, (str, Path))
-    if several and run_dir is None:
-        raise ValueError(f"{len(folder)} folders: name the run folder that trains them together (--run)")
-    frames = Frames.for_run(folder, asdict(cfg), model_config or DialogueNeRFConfig())  # checks the folders
+    folders = [folder] if isinstance(folder, (str, Path)) else list(folder)
+    if len(folders) > 1 and run_dir is None:
+        raise ValueError(f"{len(folders)} folders: name the run folder that trains them together (--run)")
+    frames = Frames.for_run(folders, asdict(cfg), model_config or DialogueNeRFConfig())  # checks the folders
     # one shape and appearance code per person of every folder (DialogueNeRF V-D)
     mcfg = replace(model_config or DialogueNeRFConfig(), n_people=frames.n_people)
     folder = ", ".join(map(str, frames.folders))  # for messages
     check_neural_renderer(folder, frames.size, mcfg, cfg)
-    run = Path(run_dir) if run_dir is not None else Path(folder) / "run"
+    run = Path(run_dir) if run_dir is not None else Path(folders[0]) / "run"
     run.mkdir(parents=True, exist_ok=True)
     for g, clip in enumerate(frames.folders):
         n_held = int(frames.held_out[frames.group == g][0].sum())
