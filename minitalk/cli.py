@@ -3,6 +3,7 @@
 minitalk demo [--sample DIR] [--out DIR]
 minitalk prepare VIDEO --out DIR [--size 128] [--fps 25]
 minitalk prepare --left A.mp4 --right B.mp4 [--audio C.wav] --out DIR
+minitalk prepare --single ONE.mp4 --out DIR
 minitalk train DIR [DIR ...] [--run RUN] [--iters N] [--minutes M] [--export AVATAR] [--names A,B,...]
 minitalk render AVATAR AUDIO --out CLIP.mp4 [--people 0,2,3] [--highlight] [--roles SPEC] [--size S]
 minitalk evaluate CLIP.mp4 [--reference REAL.mp4 | --prepared DIR] [--avatar AVATAR]
@@ -87,15 +88,16 @@ def _demo_parser(commands) -> argparse.ArgumentParser:
 def _prepare_parser(commands) -> argparse.ArgumentParser:
     prep = commands.add_parser(
         "prepare",
-        help="turn a two-person video into a training-ready folder",
+        help="turn a video of a conversation (or of one person) into a training-ready folder",
         description="Prepare a conversation for training: audio features, who speaks when, "
         "face crops, 478 landmarks, head pose, expression, blinks, head/torso masks and "
         "background, written to --out (tracks.npz, frames_p*.mp4, masks.npz, audio.wav, "
         "prepare_report.json). Finished stages are cached, so a re-run resumes.",
     )
-    prep.add_argument("video", nargs="?", help="a video with both people side by side")
+    prep.add_argument("video", nargs="?", help="a video of two or three people side by side (or in a grid)")
     prep.add_argument("--left", help="the left person's video (instead of VIDEO)")
     prep.add_argument("--right", help="the right person's video (instead of VIDEO)")
+    prep.add_argument("--single", metavar="VIDEO", help="one person's video, to train beside others' folders")
     prep.add_argument("--audio", help="the conversation's audio (default: the video's own track)")
     prep.add_argument("--out", required=True, help="output folder")
     add_options(prep, PrepareConfig)
@@ -171,7 +173,7 @@ def _prepare(args, sub: argparse.ArgumentParser) -> int:
     cfg = from_options(PrepareConfig, args, sub.error)
     _check_output(sub, "--out", args.out, folder=True)
     out = prepare(
-        args.video, args.out, left=args.left, right=args.right, audio=args.audio,
+        args.video, args.out, left=args.left, right=args.right, single=args.single, audio=args.audio,
         progress=not args.quiet, **asdict(cfg),
     )  # fmt: skip
     report = json.loads((out / "prepare_report.json").read_text())

@@ -86,6 +86,28 @@ def second_clip(tmp_path_factory, frames, sample_dir):
     return folder / "out"
 
 
+@pytest.fixture(scope="session")
+def three_and_one(tmp_path_factory, frames, sample_dir):
+    """Two folders prepared at 64x64 from 8 s of the sample (frames 150-350, both voices): `row.mp4`,
+    three people in a row (the sample's two and, on the right, its right person 16 s later and
+    mirrored: a mouth out of time with both voices), and `alone.mp4`, the left person on their own
+    (`prepare --single`). Returns (row folder, single folder, the true speaking (2, 200))."""
+    folder = tmp_path_factory.mktemp("prep_three")
+    a, n = 150, 200
+    part, half = frames[a : a + n], frames.shape[2] // 2
+    later = frames[a + 400 : a + 400 + n, :, half:][:, :, ::-1]
+    audio = minitalk.io.read_audio(sample_dir / "dialogue.mp4")[
+        a * 640 : (a + n) * 640
+    ]  # 640 samples a frame
+    minitalk.io.write_video(folder / "row.mp4", np.concatenate([part, later], 2), FPS, audio=audio)
+    minitalk.io.write_video(folder / "alone.mp4", part[:, :, :half], FPS, audio=audio)
+    prepare = minitalk.prepare.data.prepare
+    row = prepare(folder / "row.mp4", folder / "row", size=CLIP_SIZE, progress=False)
+    alone = prepare(single=folder / "alone.mp4", out=folder / "alone", size=CLIP_SIZE, progress=False)
+    speaking = np.load(sample_dir / "dialogue_gt.npz")["speaking"][:, a : a + n]
+    return row, alone, speaking
+
+
 @pytest.fixture(scope="module")
 def tensors(prepared_clip):
     """The prepared clip as the training and rendering tests see it."""

@@ -1,5 +1,6 @@
-"""Several prepared folders, one model (DialogueNeRF V-D): the people numbered across folders, each
-clip on its own clock, the avatar naming them, and any two to nine of them rendered as a call."""
+"""Several people (DialogueNeRF V-D): one video of three people or one person alone prepared, several
+prepared folders in one model, the people numbered across folders, each clip on its own clock, the
+avatar naming them, and any two to nine of them rendered as a call."""
 
 import json
 import shutil
@@ -18,7 +19,7 @@ from minitalk.pose.face_state import ListenerConfig, ListenerExpression
 from minitalk.pose.generator import PoseConfig, PoseGenerator, speaker_track, staggered
 from minitalk.prepare import data
 from minitalk.prepare.audio import log_mel
-from minitalk.prepare.sources import PrepareError
+from minitalk.prepare.sources import PrepareError, face_centres, grid_regions
 
 TINY = ["--iters", "6", "--quiet"]
 
@@ -79,6 +80,52 @@ def test_folders_that_cannot_train_together_are_refused_with_the_numbers(
     with pytest.raises(PrepareError):  # and a broken one is still named as it was alone
         (other_size / "prepare_report.json").unlink()
         Frames([prepared_clip, other_size])
+
+
+def test_three_people_in_a_row_and_one_alone_are_prepared(three_and_one):
+    row, alone, truth = three_and_one
+    report = json.loads((row / "prepare_report.json").read_text())
+    tracks = data.load_tracks(row)
+    assert report["people"] == ["left", "middle", "right"] and len(report["faces_found"]) == 3
+    assert tracks["speaking"].shape == (3, 200) and tracks["pose"].shape == (3, 200, 6)
+    assert data.people_names(row) == ["row left", "row middle", "row right"]
+    # both voices go to the sample's two people; the mouth that moves out of time with them never speaks
+    assert report["who_speaks"]["method"] == "voice+mouth"
+    assert (tracks["speaking"][:2] == truth).all(axis=0).mean() > 0.9 and not tracks["speaking"][2].any()
+    lone = data.load_tracks(alone)
+    assert lone["speaking"].shape == (1, 200) and data.people_names(alone) == ["alone"]
+    assert json.loads((alone / "prepare_report.json").read_text())["who_speaks"]["method"] == "one person"
+    assert (lone["speaking"][0] == truth.any(axis=0)).mean() > 0.9  # alone: every voice heard is theirs
+
+
+def test_faces_in_a_grid_get_a_cell_each_in_reading_order():
+    # a 2 x 2 call of three (the bottom right cell empty), faces 100 px high, two of them a little off level
+    boxes = np.array([[660, 120, 760, 220, 0.9], [250, 600, 350, 700, 0.8], [240, 100, 340, 200, 0.95],
+                      [5, 5, 20, 20, 0.1]])  # fmt: skip
+    centres = face_centres(boxes, 3)  # the least confident box is not a face
+    np.testing.assert_array_equal(centres, [[290, 150], [710, 170], [300, 650]])
+    regions, names = grid_regions(centres, 1000, 800, 100)
+    # rows split halfway between their heights (160 and 650), the lone face takes its row's width
+    assert regions == [(0, 0, 500, 405, 0), (500, 0, 1000, 405, 0), (0, 405, 1000, 800, 0)]
+    assert names == ["1", "2", "3"]
+    regions, names = grid_regions(np.array([[100, 200], [300, 230], [500, 190]]), 600, 400, 100)
+    assert [r[:4] for r in regions] == [(0, 0, 200, 400), (200, 0, 400, 400), (400, 0, 600, 400)]
+    assert names == ["left", "middle", "right"]
+
+
+def test_motion_models_learn_every_listener_of_three_and_only_the_mean_pose_of_one_alone(three_and_one):
+    row, alone = (data.load_tracks(f) for f in three_and_one[:2])
+    keys = ("pose", "speaking", "zcr", "rms")
+    pose = PoseGenerator(PoseConfig(epochs=1)).fit(*([c[k] for c in (row, alone)] for k in keys))
+    assert pose.pose_mean.shape == (4, 6)
+    np.testing.assert_allclose(pose.pose_mean[3], alone["pose"][0].mean(0), rtol=1e-5, atol=1e-5)
+    expression = [c["expression"].astype(np.float32) for c in (row, alone)]
+    listener = ListenerExpression(expression[0].shape[-1], ListenerConfig(epochs=1))
+    assert (
+        listener.fit(expression, *([c[k] for c in (row, alone)] for k in keys)).expression_mean.shape[0] == 4
+    )
+    with pytest.raises(ValueError, match="two or more people"):  # nobody to learn listening from
+        PoseGenerator(PoseConfig(epochs=1)).fit(*(alone[k] for k in keys))
 
 
 def test_motion_models_of_one_clip_are_those_of_a_list_of_it_and_two_clips_hold_four_people(

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import librosa
 import numpy as np
 import pytest
 
@@ -40,9 +41,9 @@ def test_embeddings_are_unit_vectors_that_tell_the_two_voices_apart(conversation
     same = [float(e[i] @ e[j]) for i in range(len(e)) for j in range(i) if owner[i] == owner[j]]
     other = [float(e[i] @ e[j]) for i in range(len(e)) for j in range(i) if owner[i] != owner[j]]
     assert np.mean(same) > np.mean(other) + 0.1
-    labels = diarize.two_means(e)
+    labels = diarize.k_means(e, 2)
     assert max(np.mean(labels == owner), np.mean(labels != owner)) > 0.95
-    assert diarize.two_voices(e, labels, "ge2e")
+    assert diarize.distinct_voices(e, labels, "ge2e")
 
 
 def test_one_voice_does_not_split_into_two(conversation):
@@ -51,7 +52,7 @@ def test_one_voice_does_not_split_into_two(conversation):
     alone = wav[: first_turn * io.SAMPLE_RATE // FPS]
     pieces, bounds = diarize.voiced_pieces(alone, "ge2e")
     e = voices.embed_pieces(alone, pieces, bounds=bounds)
-    assert len(pieces) > 10 and not diarize.two_voices(e, diarize.two_means(e), "ge2e")
+    assert len(pieces) > 10 and not diarize.distinct_voices(e, diarize.k_means(e, 2), "ge2e")
 
 
 @pytest.mark.parametrize("voice_print", ["ge2e", "pitch+mfcc"])
@@ -88,3 +89,46 @@ def test_one_call_leaves_librosa_s_yin_kernel_compiled_on_disk(tmp_path):
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
     index = [p.name for p in tmp_path.rglob("*.nbi")]
     assert any("_pi_wrapper" in name for name in index), index  # YIN's parabolic interpolation
+
+
+def test_three_voices_among_three_people(conversation):
+    """The sample's 40 s, then the same 40 s with the first voice pitched down 4 semitones (another
+    voice to the embedding: a third person); the first person's mouth moves in the first half only,
+    the third's in the second, the second's throughout."""
+    wav, speaking, mouth = conversation
+    step = io.SAMPLE_RATE // FPS
+    lower = librosa.effects.pitch_shift(wav, sr=io.SAMPLE_RATE, n_steps=-4)
+    first = np.repeat(speaking[0], step)[: len(wav)]
+    audio = np.concatenate([wav, np.where(first, lower, wav)]).astype(np.float32)
+    n = speaking.shape[1]
+    truth = np.zeros((3, 2 * n), bool)
+    truth[0, :n], truth[1], truth[2, n:] = speaking[0], np.tile(speaking[1], 2), speaking[0]
+    out_of_time = np.roll(mouth[1], 333)
+    mouths = np.stack([np.concatenate([mouth[0], out_of_time]), np.tile(mouth[1], 2),
+                       np.concatenate([np.roll(mouth[0], 500), mouth[0]])])  # fmt: skip
+    who = diarize.diarize(audio, au.log_mel(audio), 2 * n, FPS, mouth=mouths, voice_print="ge2e")
+    assert who.method == "voice+mouth" and who.voice_cluster.max() == 2  # three voices
+    assert (who.speaking == truth).all(axis=0).mean() > 0.97
+
+
+def test_k_means_counts_the_clusters_it_is_given():
+    rng = np.random.default_rng(0)
+    centres = np.zeros((3, 13))  # three voices' 13 features (`voice_features`), 10 spreads apart
+    centres[1, 0], centres[2, 1] = 10.0, 10.0
+    x = np.concatenate([c + rng.standard_normal((30, 13)) for c in centres])
+    labels = diarize.k_means(x, 3)
+    assert [len(set(labels[i : i + 30].tolist())) for i in (0, 30, 60)] == [1, 1, 1]
+    np.testing.assert_array_equal(labels[[0, 30, 60]], [0, 1, 2])  # numbered as first met
+    dist = np.linalg.norm(x[:, None] - x[None], axis=-1)  # the silhouette, point by point
+    same = labels[:, None] == labels[None]
+    own = (dist * same).sum(1) / (same.sum(1) - 1)
+    other = np.array([min(dist[i, labels == c].mean() for c in range(3) if c != k) for i, k in enumerate(labels)])
+    assert diarize.separation(x, labels) == pytest.approx(np.mean((other - own) / np.maximum(own, other)))
+    assert diarize.count_voices(x, 3, "pitch+mfcc").max() == 2
+    assert diarize.count_voices(x[:30], 3, "pitch+mfcc").max() == 0  # one blob is one voice
+
+
+def test_each_voice_goes_to_a_different_person():
+    # two voices, three mouths: both voices follow person 2's mouth best, voice 0 far better
+    score = np.array([[0.1, 0.2, 1.5], [0.2, 0.9, 1.0]])
+    np.testing.assert_array_equal(diarize.match_voices(score), [2, 1])

@@ -1,15 +1,16 @@
 """Who speaks when in new speech, and which of the avatar's people owns each voice.
 
 The same voice activity and clustering as preparation (`minitalk.prepare.diarize`): voiced
-pieces of about a second, each described by its median pitch and mean MFCC, clustered into two
-voices. New audio has no faces to say whose voice is whose, so each voice goes to the person
-whose voice print is nearest: the mean features of that person's pieces in the training clip,
-kept in the avatar file, compared in units of the training clip's spread of features. Where
-the pieces do not cluster (one voice, voices alike, a few pieces), each piece goes to its
-nearest print. With more than two people (a call) the speech is still split into at most two
-voices, each given to the nearest of all the prints; the others listen. One voice only: the
-others listen throughout; silence: everyone listens. A voice far from every print (someone not
-in the avatar) still goes to the nearest one, with a warning.
+pieces of about a second, each described by its median pitch and mean MFCC, clustered into as
+many voices as the call has people, or fewer (`count_voices`). New audio has no faces to say
+whose voice is whose, so each voice goes to the person whose voice print is nearest (the mean
+features of that person's pieces in the training clip, kept in the avatar file, compared in
+units of the training clip's spread of features). Where the pieces do not cluster, or two
+clusters are nearest one print (one voice, voices alike, a few pieces), each piece goes to its
+nearest print.
+One voice only: the others listen throughout; silence: everyone listens. A voice far from
+every print (someone not in the avatar, or more voices than people) still goes to the
+nearest one, with a warning.
 
 `--roles` overrides all of it: `0-4.2:0,4.2-9:1` (seconds: person), or a file of such entries.
 """
@@ -22,13 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from minitalk.prepare.audio import voice_activity
-from minitalk.prepare.diarize import (
-    separation,
-    speaking_from_pieces,
-    split_pieces,
-    two_means,
-    voice_features,
-)
+from minitalk.prepare.diarize import count_voices, speaking_from_pieces, split_pieces, voice_features
 
 # a piece this far from both prints (root mean square over the 13 features, in spreads of the
 # training clip) is taken for nobody's voice: the sample's own voices reach 1.2 on new speech
@@ -60,10 +55,9 @@ def assign_roles(
     fps: float,
     prints: np.ndarray,
     spread: np.ndarray,
-    min_separation: float = 0.15,
 ) -> Roles:
-    """Who speaks when (P, T) in new 16 kHz audio, each voice given to the nearest of the P voice
-    prints (P, 13)."""
+    """Who speaks when (P, T) in new 16 kHz audio, the voices given to different ones of the P
+    voice prints (P, 13), nearest in all."""
     pieces = split_pieces(voice_activity(audio))
     if not pieces:
         return Roles(np.zeros((len(prints), n_frames), bool), "silence")
@@ -73,15 +67,12 @@ def assign_roles(
     standardised = (feats - feats.mean(0)) / (feats.std(0) + 1e-8)
     to_print = np.linalg.norm(feats[:, None] - scaled[None], axis=-1)  # (n, P): each piece to each print
     to_print[:, ~known] = np.inf
-    voice = two_means(standardised)
-    distance = np.array(
-        [to_print[voice == v].mean(0) if (voice == v).any() else [np.inf] * len(prints) for v in (0, 1)]
-    )
-    nearest = distance.argmin(axis=1)  # (2,): each voice's nearest print
-    if separation(standardised, voice) >= min_separation and nearest[0] != nearest[1]:
-        # two clusters, each nearest another print (with two prints: the pairing of least total distance)
+    voice = count_voices(standardised, int(known.sum()), "pitch+mfcc")  # (n,) 0 .. V - 1
+    distance = np.stack([to_print[voice == v].mean(0) for v in range(voice.max() + 1)])  # (V, P)
+    nearest = distance.argmin(axis=1)  # (V,): each voice's nearest print
+    if len(nearest) > 1 and len(set(nearest.tolist())) == len(nearest):  # V voices, V people
         person = nearest[voice]
-    else:  # no two clusters to trust (one voice, voices alike, few pieces, a third voice): piece by piece
+    else:  # no clusters to trust (one voice, voices alike, few pieces, two near one print): piece by piece
         person = np.argmin(to_print, axis=1)
     voices = sorted(set(person.tolist()))
     kept = [float(to_print[person == p, p].mean()) / np.sqrt(feats.shape[1]) for p in voices]

@@ -19,7 +19,14 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from minitalk.pose.generator import TemporalConvNet, as_clips, audio_inputs, speaker_track, turn_segments
+from minitalk.pose.generator import (
+    TemporalConvNet,
+    as_clips,
+    audio_inputs,
+    listener_tracks,
+    speaker_track,
+    turn_segments,
+)
 from minitalk.utils import set_seed
 
 
@@ -85,23 +92,23 @@ class ListenerExpression:
         self.pose_std = self.pose_std.std(0) + 1e-6
         spread = np.concatenate([r[:, m].reshape(-1, r.shape[-1]) for r, m in zip(rel, masks, strict=True)])
         self.expression_std = (spread.std(0) + 1e-6).astype(np.float32)
-        series, windows = (
-            [],
-            [],
-        )  # per clip (inputs (T, 8), the listener's targets (T, K), mask); (clip, start, end)
-        for i, ((_, _, talk, z, r), r_pose, r_exp, m) in enumerate(
-            zip(clips, rel_pose, rel, masks, strict=True)
-        ):
+        series = []  # per clip and listener: inputs (T, 8), the listener's targets (T, K), mask
+        windows = []  # (series, start, end)
+        for (_, _, talk, z, r), r_pose, r_exp, m in zip(clips, rel_pose, rel, masks, strict=True):
             speaker, t = speaker_track(talk), np.arange(talk.shape[1])
             x = self._inputs(z, r, r_pose[speaker, t]).astype(np.float32)
-            y = (r_exp[1 - speaker, t] / self.expression_std).astype(np.float32)  # the listener's, per frame
-            series.append((x, y, m))
-            windows += [
-                (i, max(a, end - c.window), end)
-                for a, b in turn_segments(speaker)
-                for end in range(b, a, -c.stride)
-                if m[end - 1]
-            ]
+            for listener in listener_tracks(speaker, len(talk)):
+                y = (r_exp[listener, t] / self.expression_std).astype(np.float32)  # the listener's, per frame
+                series.append((x, y, m))
+                windows += [
+                    (len(series) - 1, max(a, end - c.window), end)
+                    for a, b in turn_segments(speaker)
+                    for end in range(b, a, -c.stride)
+                    if m[end - 1]
+                ]
+        if not windows:
+            raise ValueError("the listener's expression is learned from a conversation: give at least "
+                             "one clip of two or more people")  # fmt: skip
         gen = torch.Generator().manual_seed(c.seed)
         opt = torch.optim.Adam(self.net.parameters(), lr=c.lr)
         self.net.train()

@@ -167,10 +167,20 @@ def audio_inputs(zcr: np.ndarray, rms: np.ndarray, scale: np.ndarray) -> np.ndar
     return np.stack([zcr / scale[0], rms / scale[1]], -1).astype(np.float32)
 
 
-def by_role(pose: np.ndarray, speaker: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(T, 6) poses of whoever speaks and whoever listens at each frame."""
+def listener_tracks(speaker: np.ndarray, n_people: int) -> list[np.ndarray]:
+    """The listeners of who holds the floor (T,) among `n_people`: P - 1 tracks (T,), the i-th the
+    i-th person other than the speaker at each frame (with two people the one other, 1 - speaker;
+    with one person none: nobody listens)."""
+    others = np.array([[q for q in range(n_people) if q != s] for s in range(n_people)], np.int64)
+    return [others[speaker, i] for i in range(n_people - 1)]
+
+
+def by_role(pose: np.ndarray, speaker: np.ndarray, listener: np.ndarray | None = None):
+    """(T, 6) poses of whoever speaks and whoever listens at each frame (by default the first
+    listener of `listener_tracks`)."""
     t = np.arange(len(speaker))
-    return pose[speaker, t], pose[1 - speaker, t]
+    listener = listener_tracks(speaker, len(pose))[0] if listener is None else listener
+    return pose[speaker, t], pose[listener, t]
 
 
 def as_clips(x) -> list:
@@ -243,17 +253,22 @@ class PoseGenerator:
             .astype(np.float32)
             + 1e-6
         )
-        series = []  # per clip: audio (T, 2), speaker and listener poses (T, 6), mask (T,)
-        windows = []  # (clip, start, end): inside one turn, ending every `stride` frames, on training frames
-        for i, ((_, talk, z, r), r_pose, m) in enumerate(zip(clips, rel, masks, strict=True)):
+        # per clip and listener: audio (T, 2), speaker and listener poses (T, 6), mask (T,); a clip
+        # of three people is two speaker-listener pairs at every frame, a clip of one person none
+        series = []
+        windows = []  # (series, start, end): inside one turn, ending every `stride` frames, on trained frames
+        for (_, talk, z, r), r_pose, m in zip(clips, rel, masks, strict=True):
             speaker = speaker_track(talk)
-            series.append(
-                (audio_inputs(z, r, self.audio_scale), *by_role(r_pose / self.pose_std, speaker), m)
-            )
-            for a, b in turn_segments(speaker):
-                for end in range(b, a, -c.stride):
-                    if m[end - 1]:
-                        windows.append((i, max(a, end - c.window), end))
+            for listener in listener_tracks(speaker, len(talk)):
+                roles = by_role(r_pose / self.pose_std, speaker, listener)
+                series.append((audio_inputs(z, r, self.audio_scale), *roles, m))
+                for a, b in turn_segments(speaker):
+                    for end in range(b, a, -c.stride):
+                        if m[end - 1]:
+                            windows.append((len(series) - 1, max(a, end - c.window), end))
+        if not windows:
+            raise ValueError("the motion models learn listening from a conversation: give at least one "
+                             "clip of two or more people")  # fmt: skip
         gen = torch.Generator().manual_seed(c.seed)
 
         def batch_of(idx):

@@ -1,13 +1,13 @@
-"""Data preparation: a two-person video -> a training-ready folder (DialogueNeRF III-B, IV-A).
+"""Data preparation: a conversation's video -> a training-ready folder (DialogueNeRF III-B, IV-A).
 
 `prepare()` (and `minitalk prepare`) runs seven stages, each shown on its own in notebook 01/02:
 
 1. audio        16 kHz mono; per frame ZCR, RMS and a log-mel window  (audio.py)
-2. faces        find both people, one region of the frame each          (face.py)
+2. faces        find the people (1 to 3), one region of the frame each  (face.py, sources.py)
 3. landmarks    478 FaceMesh points per frame, tracked per person       (face.py)
 4. pose         canonical face, PnP, One-Euro smoothing, the camera     (headpose.py)
 5. expression   Eq. 1 morphable model coefficients, mouth, blink        (expression.py)
-6. who speaks   voice activity split between the two people             (diarize.py)
+6. who speaks   voice activity split among the people                   (diarize.py)
 7. crops, masks square crops at --size, head / torso labels, background  (masks.py)
 
 Video is streamed through stages 3 and 7, a frame at a time, so a long clip is never held whole.
@@ -45,8 +45,6 @@ from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source, 
 from minitalk.settings import as_record, check_side, option
 from minitalk.utils import ArrayParts, SettingError, atomic_path, save_npz_atomic
 
-P = 2  # people in a conversation
-
 
 @dataclass(frozen=True)
 class PrepareConfig:
@@ -79,9 +77,18 @@ class PrepareConfig:
 
 
 def prepare(
-    video=None, out="prepared", *, left=None, right=None, audio=None, progress: bool = True, **settings
+    video=None,
+    out="prepared",
+    *,
+    left=None,
+    right=None,
+    single=None,
+    audio=None,
+    progress: bool = True,
+    **settings,
 ) -> Path:
-    """Prepare a side-by-side two-person `video` (or `left` + `right` videos) into folder `out`.
+    """Prepare a `video` of two or three people side by side or in a grid (or `left` + `right`
+    videos of two, or `single`, one person's video) into folder `out`.
 
     `settings` are the fields of `PrepareConfig`. Returns the folder. Warnings
     (trimmed lengths, resampling, silence) are issued and kept in the report.
@@ -94,12 +101,13 @@ def prepare(
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            src = open_source(video, left=left, right=right, audio=audio, fps=cfg.fps)
+            src = open_source(video, left=left, right=right, single=single, audio=audio, fps=cfg.fps)
             out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be there
             (out / "prepare_report.json").unlink(missing_ok=True)  # unfinished until the end
             cache = _Cache(out / ".cache", src.key(), cfg)
             with _timed(seconds, "faces"):
                 regions = src.find_people()
+                n_people = len(regions)
 
             with _timed(seconds, "landmarks"):
                 lm_region = cache.get(
@@ -116,13 +124,11 @@ def prepare(
             max_gap = int(round(cfg.max_gap_s * cfg.fps))
             src.check_tracked(lm_region, max_gap)  # a face lost for longer than max_gap_s is an error
             found = np.isfinite(lm_region).all(axis=(2, 3)).mean(axis=1)
-            lm_region = np.stack([headpose.fill_gaps(lm_region[p], max_gap)[0] for p in range(P)]).astype(
-                np.float32
-            )
+            lm_region = np.stack([headpose.fill_gaps(lm, max_gap)[0] for lm in lm_region]).astype(np.float32)
 
             with _timed(seconds, "pose"):
                 heads = _head_poses(lm_region, regions, cfg)
-                for p in range(P):
+                for p in range(n_people):
                     src.warn_turned(p, heads["pose"][p])
 
             with _timed(seconds, "expression"):
@@ -146,9 +152,9 @@ def prepare(
                     lambda: write_crops_and_masks(
                         frames, heads["landmarks"], n_frames, cfg.fps, out, progress
                     ),
-                    outputs=[out / "masks.npz"] + [out / f"frames_p{p}.mp4" for p in range(P)],
+                    outputs=[out / "masks.npz"] + [out / f"frames_p{p}.mp4" for p in range(n_people)],
                 )
-                for p in range(P):
+                for p in range(n_people):
                     src.warn_cuts(p, cuts[f"cuts_p{p}"].tolist())
 
             with _timed(seconds, "write"):
@@ -180,6 +186,7 @@ def _report(src, cfg: PrepareConfig, start: int, n_frames: int, found, diarizati
         "complete": True,
         "inputs": src.describe(),
         "settings": as_record(cfg),
+        "people": src.names,  # where each person is in the video: "left", "middle", "2", ...
         "frames": int(n_frames),
         "source_frames": [int(start), int(start + n_frames)],  # the input's frames kept, at `fps`
         "fps": cfg.fps,
@@ -227,6 +234,7 @@ def _head_poses(landmarks: np.ndarray, regions, cfg: PrepareConfig) -> dict[str,
     """Each person's square crop box (P, 3), canonical face (P, 478, 3), head pose by PnP per frame
     (`pose_raw`) and smoothed (`pose`) (P, T, 6), and the crop's camera `intrinsics` (P, 3, 3) and
     `landmarks` (P, T, 478, 3), from landmarks (P, T, 478, 3) in each person's region's pixels."""
+    P = len(landmarks)
     boxes = np.array([square_crop(landmarks[p], regions[p], cfg.crop_scale) for p in range(P)])
     region_cameras = [
         intrinsic_matrix(focal_from_fov(r[2] - r[0], cfg.fov), r[2] - r[0], r[3] - r[1]) for r in regions
@@ -244,9 +252,10 @@ def _head_poses(landmarks: np.ndarray, regions, cfg: PrepareConfig) -> dict[str,
 
 
 def _face_states(landmarks: np.ndarray, face3d: np.ndarray, n_expression: int):
-    """The expression model fitted on both people's landmarks (P, T, 478, 3) with their canonical
+    """The expression model fitted on every person's landmarks (P, T, 478, 3) with their canonical
     faces, the normalised shapes it was fitted on, and per person and frame its `expression`
     code (P, T, K), `blink` (P, T) and `mouth` opening (P, T)."""
+    P = len(landmarks)
     shapes = [expression.normalise_landmarks(landmarks[p], face3d[p]) for p in range(P)]
     blink = np.stack([expression.blink_from_ear(expression.eye_aspect_ratio(s)) for s in shapes])
     model = expression.MorphableModel.fit(shapes, n_expression, blinks=list(blink))
@@ -359,13 +368,14 @@ def read_people_frames(
 
 def people_names(folder) -> list[str]:
     """A name for each person of a prepared folder, from the file names it was prepared from:
-    `--left alice.mp4 --right bob.mp4` gives "alice" and "bob", one video `interview.mp4` gives
-    "interview left" and "interview right" (what `minitalk train --names` replaces)."""
+    `--left alice.mp4 --right bob.mp4` gives "alice" and "bob", `--single carol.mp4` "carol", one
+    video `interview.mp4` "interview left" and "interview right" (three in a row: "... middle";
+    a grid: "interview 1", "interview 2", ...) (what `minitalk train --names` replaces)."""
     report = json.loads((Path(folder) / "prepare_report.json").read_text())
     videos = [Path(v).stem for v in report.get("inputs", {}).get("videos", [])] or [Path(folder).name]
-    if len(videos) == P:
+    if len(videos) == 2:
         return videos
-    return [f"{videos[0]} {side}" for side in ("left", "right")]
+    return [f"{videos[0]} {where}".strip() for where in report.get("people", ["left", "right"])]
 
 
 def load_masks(folder) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Who speaks when: voice activity split between the two people (DialogueNeRF section III-B).
+"""Who speaks when: voice activity split among the people in view (DialogueNeRF section III-B).
 
 DialogueNeRF labels its roles with pyannote, a hub-downloaded model. Ours runs
 offline and uses the fact that we also see the faces:
@@ -8,14 +8,15 @@ offline and uses the fact that we also see the faces:
 2. each piece gets a voice print: a learned speaker embedding (GE2E,
    `voices.py`) where its weights are installed, else its median pitch (YIN)
    and mean MFCC, which tell apart voices of unlike pitch only; the pieces
-   are clustered into two voices (2-means);
-3. each voice goes to the person whose mouth moves with it over all of its
-   frames (`voice_mouth_match`; a listener's mouth may move too, but not in
-   time with the other's voice). Where the clusters are not two voices
-   (`two_voices`), each piece goes to the mouth that follows it;
+   are clustered into as many voices as there are people, or fewer: the
+   most k-means clusters that are still distinct voices (`count_voices`);
+3. each voice goes to a different person, the one whose mouth moves with it
+   over all of its frames (`voice_mouth_match`, `match_voices`; a listener's
+   mouth may move too, but not in time with another's voice). Where the
+   pieces are one voice, each piece goes to the mouth that follows it;
 4. a speaker holds the turn through their own pauses under `max_pause_s`.
 
-The result is `speaking` bool (2, T) on the video's frames.
+The result is `speaking` bool (P, T) on the video's frames, P the people in view.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 import librosa
 import numpy as np
 from scipy.fft import dct
+from scipy.optimize import linear_sum_assignment
 
 from minitalk.prepare import voices
 from minitalk.prepare.audio import MEL_HOP, voice_activity, zcr_rms
@@ -32,13 +34,13 @@ from minitalk.prepare.audio import MEL_HOP, voice_activity, zcr_rms
 
 @dataclass
 class Diarization:
-    speaking: np.ndarray  # (2, T) bool
+    speaking: np.ndarray  # (P, T) bool
     pieces: list[tuple[float, float]]  # voiced pieces, seconds
     person: np.ndarray  # (n_pieces,) the person each piece went to
-    voice_cluster: np.ndarray  # (n_pieces,) 0 / 1 from the voice signature alone
+    voice_cluster: np.ndarray  # (n_pieces,) 0 .. voices - 1 from the voice signature alone
     mouth_person: np.ndarray  # (n_pieces,) whose mouth moved more, -1 without mouth tracks
     agreement: float  # fraction of pieces where the voice clusters and the mouths agree
-    method: str  # "voice+mouth", "mouth" or "voice"
+    method: str  # "voice+mouth", "mouth", "voice", "one person" or "none"
     voice_print: str  # "ge2e" (learned embedding) or "pitch+mfcc" (the fallback)
 
 
@@ -101,11 +103,11 @@ def voice_features(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: int 
 
 
 def voice_prints(audio: np.ndarray, log_mel: np.ndarray, speaking: np.ndarray, fps: float):
-    """Each person's voice print (2, 13) and the clip's spread of voice features (13,), from the
-    training clip's 16 kHz audio, its log-mel and who speaks when (2, T). A person who never
+    """Each person's voice print (P, 13) and the clip's spread of voice features (13,), from the
+    training clip's 16 kHz audio, its log-mel and who speaks when (P, T). A person who never
     speaks has a print of NaN."""
     pieces = split_pieces(voice_activity(audio))
-    prints = np.full((2, 13), np.nan)
+    prints = np.full((len(speaking), 13), np.nan)
     if not pieces:
         return prints, np.ones(13)
     feats = voice_features(audio, pieces, log_mel)
@@ -115,7 +117,7 @@ def voice_prints(audio: np.ndarray, log_mel: np.ndarray, speaking: np.ndarray, f
         share = speaking[:, frames].mean(axis=1)
         owner.append(int(np.argmax(share)) if share.max() > 0.5 else -1)
     owner = np.asarray(owner)
-    for p in (0, 1):
+    for p in range(len(speaking)):
         if (owner == p).any():
             prints[p] = feats[owner == p].mean(0)
     return prints, feats.std(0) + 1e-8
@@ -128,11 +130,11 @@ def voice_signatures(audio: np.ndarray, pieces, mel: np.ndarray, sample_rate: in
 
 
 VOICE_PRINTS = ("ge2e", "pitch+mfcc")
-# pitch and MFCC: two clusters are two voices when their silhouette reaches this
+# pitch and MFCC: k clusters are k voices when their silhouette reaches this
 MIN_SEPARATION = 0.15
-# embeddings: two clusters are two voices when their mean directions are less alike than this
-# (cosine); one voice's two halves stay near 0.85-0.9, two people's voices near 0.65-0.72. The
-# silhouette does not tell: pieces heard through overlapping windows cluster in time
+# embeddings: clusters are distinct voices when every two of their mean directions are less alike
+# than this (cosine); one voice's two halves stay near 0.85-0.9, two people's voices near
+# 0.65-0.72. The silhouette does not tell: pieces heard through overlapping windows cluster in time
 MAX_VOICE_COSINE = 0.8
 # voiced pieces are cut this short (s): a quarter second with the embedding, which hears 0.75 s
 # of context about each (a turn changes within half a second of where it does); a second with
@@ -163,51 +165,73 @@ def voiced_pieces(audio: np.ndarray, voice_print: str, sample_rate: int = 16_000
     return pieces, bounds
 
 
-def two_voices(prints: np.ndarray, labels: np.ndarray, voice_print: str) -> bool:
-    """Whether a two-cluster labelling of the pieces' prints is two voices rather than one split."""
-    if len(set(labels.tolist())) < 2:
+def distinct_voices(prints: np.ndarray, labels: np.ndarray, voice_print: str) -> bool:
+    """Whether a labelling of the pieces' prints into k >= 2 clusters is k voices rather than
+    fewer voices split: with embeddings, every two clusters' mean directions differ (cosine under
+    `MAX_VOICE_COSINE`); with pitch and MFCC, the clusters' silhouette reaches `MIN_SEPARATION`."""
+    clusters = sorted(set(labels.tolist()))
+    if len(clusters) < 2:
         return False
     if voice_print == "ge2e":
-        centres = np.stack([prints[labels == c].mean(0) for c in (0, 1)])
+        centres = np.stack([prints[labels == c].mean(0) for c in clusters])
         centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-        return float(centres[0] @ centres[1]) < MAX_VOICE_COSINE
+        cosine = centres @ centres.T
+        return bool(cosine[np.triu_indices(len(clusters), 1)].max() < MAX_VOICE_COSINE)
     return separation(prints, labels) >= MIN_SEPARATION
 
 
-def two_means(x: np.ndarray, iterations: int = 50) -> np.ndarray:
-    """Labels 0 / 1 from k-means with k = 2 (deterministic), started at two far-apart points: the
-    point farthest from the mean and the point farthest from that one (O(n) memory: an hour's
-    pieces are tens of thousands, their pairwise distances gigabytes)."""
-    if len(x) < 2:
-        return np.zeros(len(x), np.int64)
-    i = int(np.argmax(np.linalg.norm(x - x.mean(0), axis=1)))
-    j = int(np.argmax(np.linalg.norm(x - x[i], axis=1)))
-    centres = x[[min(i, j), max(i, j)]].copy()
+def count_voices(prints: np.ndarray, max_voices: int, voice_print: str) -> np.ndarray:
+    """Labels 0 .. k - 1 of the pieces' prints (n, D): the most voices k <= `max_voices` into which
+    k-means splits them as distinct voices (`distinct_voices`), or all 0 (one voice).
+
+    From the most down: a recording's voices are at most the people in view, and k-means with
+    too many clusters splits one voice, which `distinct_voices` refuses (its halves stay alike)."""
+    for k in range(min(max_voices, len(prints)), 1, -1):
+        labels = k_means(prints, k)
+        if distinct_voices(prints, labels, voice_print):
+            return labels
+    return np.zeros(len(prints), np.int64)
+
+
+def k_means(x: np.ndarray, k: int = 2, iterations: int = 50) -> np.ndarray:
+    """Labels 0 .. k - 1 from k-means (deterministic), started at far-apart points: the point
+    farthest from the mean, then each time the point farthest from all chosen so far (O(n k)
+    memory: an hour's pieces are tens of thousands, their pairwise distances gigabytes). Labels
+    are numbered in the order the clusters first occur."""
+    if len(x) < k:
+        return np.arange(len(x), dtype=np.int64)
+    chosen = [int(np.argmax(np.linalg.norm(x - x.mean(0), axis=1)))]
+    while len(chosen) < k:
+        nearest = np.min(np.linalg.norm(x[:, None] - x[chosen][None], axis=-1), axis=1)
+        chosen.append(int(np.argmax(nearest)))
+    centres = x[sorted(chosen)].copy()
     labels = np.zeros(len(x), np.int64)
     for _ in range(iterations):
         labels = np.argmin(np.linalg.norm(x[:, None] - centres[None], axis=-1), axis=1)
-        new = np.stack([x[labels == c].mean(0) if (labels == c).any() else centres[c] for c in (0, 1)])
+        new = np.stack([x[labels == c].mean(0) if (labels == c).any() else centres[c] for c in range(k)])
         if np.allclose(new, centres):
             break
         centres = new
-    return labels
+    order = list(dict.fromkeys(labels.tolist()))  # clusters in the order they first occur
+    return np.asarray([order.index(c) for c in labels.tolist()], np.int64)
 
 
 def mouth_sync(
     mouth: np.ndarray, loudness: np.ndarray, pieces, fps: float, context_s: float = 1.0
 ) -> np.ndarray:
-    """(n_pieces, 2): how well each person's mouth opening follows the audio's loudness in each piece.
+    """(n_pieces, P): how well each person's mouth opening (P, T) follows the audio's loudness in
+    each piece.
 
     The correlation between the mouth opening and the RMS envelope over the
     piece's frames and `context_s` either side (over a one-second piece alone
     the correlation is noisy); a still or untracked mouth scores 0. It is the
     speaker's mouth that moves with the sound, whatever the other mouth does.
     """
-    out = np.zeros((len(pieces), 2))
+    out = np.zeros((len(pieces), len(mouth)))
     for piece, (a, b) in enumerate(pieces):
         i, j = int(max(a - context_s, 0) * fps), int(np.ceil((b + context_s) * fps))
         env = loudness[i:j]
-        for p in (0, 1):
+        for p in range(len(mouth)):
             m = mouth[p, i:j]
             if len(m) > 2 and np.isfinite(m).all() and m.std() > 1e-6 and env.std() > 1e-9:
                 out[piece, p] = np.corrcoef(m, env)[0, 1]
@@ -215,16 +239,21 @@ def mouth_sync(
 
 
 def separation(x: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette of a two-cluster labelling (1: tight, far apart clusters; 0: no structure)."""
-    if len(set(labels.tolist())) < 2:
+    """Mean silhouette of a labelling (1: tight, far apart clusters; 0: no structure): per point,
+    (b - a) / max(a, b), a its mean distance to its own cluster, b to the nearest other cluster."""
+    clusters = sorted(set(labels.tolist()))
+    if len(clusters) < 2:
         return 0.0
+    one_hot = (labels[:, None] == np.asarray(clusters)[None]).astype(np.float64)  # (n, k)
+    sizes = one_hot.sum(0)
     own, other = np.zeros(len(x)), np.zeros(len(x))
     for a in range(0, len(x), 256):  # a block of rows of the distance matrix at a time
         dist = np.linalg.norm(x[a : a + 256, None] - x[None], axis=-1)  # (block, n)
-        same = labels[a : a + 256, None] == labels[None]
-        own[a : a + 256] = (dist * same).sum(1) / np.maximum(same.sum(1) - 1, 1)
-        other[a : a + 256] = (dist * ~same).sum(1) / (~same).sum(1)
-    return float(np.mean((other - own) / np.maximum(own, other)))
+        mine = one_hot[a : a + 256].astype(bool)  # (block, k)
+        mean = dist @ one_hot / np.maximum(sizes - mine, 1)  # (block, k), without the point itself
+        own[a : a + 256] = mean[mine]
+        other[a : a + 256] = np.where(mine, np.inf, mean).min(1)
+    return float(np.mean((other - own) / np.maximum(np.maximum(own, other), 1e-12)))
 
 
 def diarize(
@@ -236,35 +265,42 @@ def diarize(
     sample_rate: int = 16_000,
     max_pause_s: float = 1.0,
     voice_print: str = "auto",
+    n_people: int = 2,
 ) -> Diarization:
-    """Who speaks when, from 16 kHz audio, its log-mel and (optionally) both mouth openings (2, T).
+    """Who speaks when, from 16 kHz audio, its log-mel and (optionally) every person's mouth
+    opening (P, T); without mouths, among `n_people`.
 
     `voice_print`: "auto", "ge2e" or "pitch+mfcc" (see `choose_voice_print`)."""
     voice_print = choose_voice_print(voice_print)
+    n_people = n_people if mouth is None else len(mouth)
     pieces, bounds = voiced_pieces(audio, voice_print, sample_rate)
     if not pieces:
         empty = np.zeros(0, np.int64)
-        return Diarization(np.zeros((2, n_frames), bool), [], empty, empty, empty, 1.0, "none", voice_print)
+        return Diarization(np.zeros((n_people, n_frames), bool), [], empty, empty, empty, 1.0, "none",
+                           voice_print)  # fmt: skip
+    if n_people == 1:  # one person in view: every voiced piece is theirs
+        zeros = np.zeros(len(pieces), np.int64)
+        speaking = speaking_from_pieces(pieces, zeros, n_frames, fps, max_pause_s, n_people=1)
+        return Diarization(speaking, pieces, zeros, zeros, zeros, 1.0, "one person", voice_print)
     if voice_print == "ge2e":
         signatures = voices.embed_pieces(audio, pieces, bounds=bounds)
     else:
         signatures = voice_signatures(audio, pieces, mel, sample_rate)
-    cluster = two_means(signatures)
-    separated = two_voices(signatures, cluster, voice_print)
-    if mouth is None:
+    cluster = count_voices(signatures, n_people, voice_print)
+    separated = cluster.max() > 0
+    if mouth is None:  # voices numbered in the order they are first heard
         mouth_person = np.full(len(pieces), -1)
-        person = cluster if cluster[0] == 0 else 1 - cluster  # person 0: whoever speaks first
-        agreement, method = float("nan"), "voice"
+        person, agreement, method = cluster, float("nan"), "voice"
     else:
         mouth = np.asarray(mouth, dtype=np.float64)
         _, rms = zcr_rms(audio, sample_rate, fps, n_frames)
-        sync = mouth_sync(mouth, rms, pieces, fps)
-        margin = sync[:, 0] - sync[:, 1]
-        mouth_person = np.where(np.abs(margin) > 0.1, (margin < 0).astype(np.int64), -1)  # -1: undecided
+        sync = mouth_sync(mouth, rms, pieces, fps)  # (n_pieces, P)
+        ranked = np.sort(sync, axis=1)
+        margin = ranked[:, -1] - ranked[:, -2]  # the best mouth's lead over the next
+        mouth_person = np.where(margin > 0.1, sync.argmax(axis=1), -1)  # -1: undecided
         if separated:  # name each voice after the mouth that moves with it
             follows = voice_mouth_match(mouth, rms, pieces, cluster, fps)  # (voice, person)
-            swap = follows[0, 1] + follows[1, 0] > follows[0, 0] + follows[1, 1]
-            person = 1 - cluster if swap else cluster
+            person = match_voices(follows)[cluster]
             method = "voice+mouth"
         else:  # one voice, or voices too alike: each piece goes to the mouth that follows it
             person = _fill_undecided(mouth_person)
@@ -273,16 +309,26 @@ def diarize(
         agreement = (
             float(np.mean(person[decided] == mouth_person[decided])) if decided.any() else float("nan")
         )
-    speaking = speaking_from_pieces(pieces, person, n_frames, fps, max_pause_s)
+    speaking = speaking_from_pieces(pieces, person, n_frames, fps, max_pause_s, n_people=n_people)
     return Diarization(
         speaking, pieces, np.asarray(person), cluster, mouth_person, agreement, method, voice_print
     )
 
 
+def match_voices(score: np.ndarray) -> np.ndarray:
+    """(V,) a different person for each voice, of highest total score (V, P), V <= P: each voice
+    goes to the mouth that follows it best, two voices never to one person (the Hungarian method,
+    `scipy.optimize.linear_sum_assignment`)."""
+    voice, person = linear_sum_assignment(score, maximize=True)
+    out = np.zeros(len(score), np.int64)
+    out[voice] = person
+    return out
+
+
 def voice_mouth_match(
     mouth: np.ndarray, loudness: np.ndarray, pieces, voice: np.ndarray, fps: float, max_lag: int = 2
 ) -> np.ndarray:
-    """(2, 2) how well each person's mouth moves with each voice: over all of a voice's frames, the
+    """(V, P) how well each person's mouth moves with each voice: over all of a voice's frames, the
     correlation of the mouth's opening (T,) with the loudness plus that of the mouth's speed
     |d opening / dt| with the log loudness, each the best over lags of up to `max_lag` frames
     either way (mouth and sound need not meet on a frame).
@@ -297,15 +343,15 @@ def voice_mouth_match(
         (mouth[:, :n], loudness[:n]),
         (np.abs(np.diff(mouth[:, :n], axis=1, prepend=mouth[:, :1])), np.log(loudness[:n] + 1e-4)),
     ]
-    out = np.zeros((2, 2))
-    for v in (0, 1):
+    out = np.zeros((int(voice.max()) + 1, len(mouth)))
+    for v in range(len(out)):
         frames = np.zeros(n, bool)
         for (a, b), w in zip(pieces, voice, strict=True):
             if w == v:
                 frames[int(a * fps) : int(np.ceil(b * fps))] = True
         if frames.sum() <= 2 * max_lag + 2:
             continue
-        for p in (0, 1):
+        for p in range(len(mouth)):
             for signal, env in cues:
                 if np.isfinite(signal[p]).all():
                     out[v, p] += max(

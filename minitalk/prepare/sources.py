@@ -1,11 +1,13 @@
-"""The input of data preparation: one side-by-side video, or one video per person, plus audio.
+"""The input of data preparation: one video of two or three people side by side (or in a grid),
+one video per person of a conversation, or one person alone, plus audio.
 
 DialogueNeRF's dataset puts the two people of a conversation side by side in
-one frame; a user may instead have one recording per person and a separate
-audio track. `open_source` turns either into the same thing: a stream of
-frames at the requested rate, a region of the frame per person, and 16 kHz
-mono audio, with every problem reported against the file (and frames) it
-comes from.
+one frame; a video call puts up to three in a row or a grid; a user may instead
+have one recording per person and a separate audio track, or one person's
+recording to add to a model of several (`--single`). `open_source` turns each
+into the same thing: a stream of frames at the requested rate, a region of the
+frame per person, and 16 kHz mono audio, with every problem reported against
+the file (and frames) it comes from.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from minitalk.prepare.headpose import fill_gaps
 from minitalk.utils import MinitalkWarning
 
 FIND_SAMPLES = 16  # people are looked for in this many frames spread over the whole clip
+MAX_PEOPLE_IN_VIEW = 3  # one video holds up to this many people (side by side, or in a grid)
 QUIET_PEAK = 10 ** (-30 / 20)  # audio that never comes within 30 dB of full scale is raised
 TRACK_MAX_SIDE = 640  # larger regions are downscaled for FaceMesh (it works on a 192 px face crop)
 
@@ -37,10 +40,12 @@ class PrepareWarning(MinitalkWarning):
 
 
 class Source:
-    """Frames of one or two videos at `fps`, split into one region per person."""
+    """Frames of one or two videos at `fps`, split into one region per person (`single`: the one
+    video shows one person)."""
 
-    def __init__(self, videos: list[Path], audio: Path, fps: float):
-        self.videos, self.audio_path, self.fps = videos, audio, fps
+    def __init__(self, videos: list[Path], audio: Path, fps: float, single: bool = False):
+        self.videos, self.audio_path, self.fps, self.single = videos, audio, fps, single
+        self.names: list[str] = []  # where each person is, for messages: "left", "middle", "2", ...
         self.infos = [io.probe(v) for v in videos]
         self.n_frames: int | None = None  # known once the frames have been read
         for info in self.infos:
@@ -101,7 +106,7 @@ class Source:
             sampled = list(itertools.islice(self.frames(), 0, None, step))[:FIND_SAMPLES]
         span = f"{len(sampled)} frames spread over 0-{step * (len(sampled) - 1)}"
         if len(self.videos) == 2:
-            regions = []
+            regions, self.names = [], ["left", "right"]
             for v, path in enumerate(self.videos):
                 h, w = sampled[0][v].shape[:2]
                 counts = [len(detect_faces(f[v])) for f in sampled]
@@ -112,25 +117,27 @@ class Source:
             return regions
         path = self.videos[0]
         found = [detect_faces(f[0]) for f in sampled]
-        most = max(len(b) for b in found)
-        self._warn_extra_faces(path, [len(b) for b in found], 2, step)
-        if most == 0:
-            raise PrepareError(f"{path}: no face found in {span}")
-        if most == 1:
-            raise PrepareError(
-                f"{path}: only one face found in {span}; a side-by-side conversation needs two "
-                "(or pass one video per person with --left and --right)"
-            )
-        # the two most confident faces of each frame that shows two, left to right
-        centres = []
-        for boxes in found:
-            if len(boxes) >= 2:
-                two = boxes[np.argsort(-boxes[:, 4])[:2]]
-                centres.append(np.sort((two[:, 0] + two[:, 2]) / 2))
-        left_x, right_x = np.median(centres, axis=0)
+        counts = [len(b) for b in found]
         h, w = sampled[0][0].shape[:2]
-        split = int(round((left_x + right_x) / 2))
-        return [(0, 0, split, h, 0), (split, 0, w, h, 0)]
+        if max(counts) == 0:
+            raise PrepareError(f"{path}: no face found in {span}")
+        if self.single:
+            self._warn_extra_faces(path, counts, 1, step)
+            self.names = [""]
+            return [(0, 0, w, h, 0)]
+        if max(counts) == 1:
+            raise PrepareError(
+                f"{path}: only one face found in {span}; a conversation needs two or three side by side "
+                "(or pass one video per person with --left and --right, or one person with --single)"
+            )
+        # the number of people: the most faces that most frames showing several agree on, at most 3
+        several = [min(c, MAX_PEOPLE_IN_VIEW) for c in counts if c >= 2]
+        n = max(set(several), key=lambda k: (several.count(k), k))
+        self._warn_extra_faces(path, counts, n, step)
+        centres = [face_centres(boxes, n) for boxes in found if len(boxes) >= n]
+        face_height = float(np.median(np.concatenate([b[:, 3] - b[:, 1] for b in found])))
+        regions, self.names = grid_regions(np.median(centres, axis=0), w, h, face_height)
+        return regions
 
     def _warn_extra_faces(self, path, counts: list[int], expected: int, step: int) -> None:
         extra = [i * step for i, c in enumerate(counts) if c > expected]
@@ -188,7 +195,7 @@ class Source:
                 a, b = long_runs[0]
                 path, side = self._person(p)
                 raise PrepareError(
-                    f"{path}: the {side} person's face is lost in frames "
+                    f"{path}: {side} face is lost in frames "
                     f"{a}-{b} ({(b - a + 1) / self.fps:.2f} s); gaps up to {max_gap} frames are bridged"
                 )
 
@@ -210,7 +217,12 @@ class Source:
         return start, end
 
     def _person(self, p: int) -> tuple[Path, str]:
-        return self.videos[min(p, len(self.videos) - 1)], "left" if p == 0 else "right"
+        """The video person p is in, and words for them in a message ("the left person's")."""
+        name = self.names[p] if p < len(self.names) else str(p)
+        who = (
+            "the person's" if name == "" else f"person {name}'s" if name.isdigit() else f"the {name} person's"
+        )
+        return self.videos[min(p, len(self.videos) - 1)], who
 
     def warn_cuts(self, p: int, cuts: list[int]) -> None:
         """A change of shot in a person's view: named, kept in the report."""
@@ -218,7 +230,7 @@ class Source:
             path, side = self._person(p)
             at = ", ".join(f"{c} ({c / self.fps:.1f} s)" for c in cuts[:3])
             warnings.warn(
-                f"{path}: a cut (change of shot) in the {side} person's view at frame {at}; minitalk "
+                f"{path}: a cut (change of shot) in {side} view at frame {at}; minitalk "
                 "expects one still camera per person: the background and the field mix the shots",
                 category=PrepareWarning,
                 stacklevel=3,
@@ -231,7 +243,7 @@ class Source:
         if len(turned):
             path, side = self._person(p)
             warnings.warn(
-                f"{path}: the {side} person's head turns past {limit_deg:g} degrees in {len(turned)} frames "
+                f"{path}: {side} head turns past {limit_deg:g} degrees in {len(turned)} frames "
                 f"(first at frame {turned[0]}, {turned[0] / self.fps:.1f} s); few views of that side "
                 "of the face reach training",
                 category=PrepareWarning,
@@ -304,13 +316,62 @@ def scene_cuts(thumbs: np.ndarray, min_jump: float = 30.0, ratio: float = 6.0) -
     return [int(i) + 1 for i in np.flatnonzero((change > min_jump) & (change > ratio * np.median(change)))]
 
 
-def open_source(video=None, *, left=None, right=None, audio=None, fps: float = 25.0) -> Source:
+def face_centres(boxes: np.ndarray, n: int) -> np.ndarray:
+    """(n, 2) the centres (x, y) of the `n` most confident face boxes (M, 5) of a frame, in reading
+    order: rows top to bottom (faces whose centres lie within half a face height of each other in
+    y share a row), left to right in each."""
+    top = boxes[np.argsort(-boxes[:, 4])[:n]]
+    centres = np.stack([(top[:, 0] + top[:, 2]) / 2, (top[:, 1] + top[:, 3]) / 2], -1)
+    rows = row_of(centres[:, 1], float(np.median(top[:, 3] - top[:, 1])) / 2)
+    return centres[np.lexsort((centres[:, 0], rows))]
+
+
+def row_of(y: np.ndarray, tolerance: float) -> np.ndarray:
+    """(n,) a row number for each centre height y (n,): sorted heights further apart than
+    `tolerance` start a new row."""
+    order = np.argsort(y)
+    rows = np.zeros(len(y), np.int64)
+    rows[order] = np.cumsum(np.concatenate([[0], np.diff(y[order]) > tolerance]))
+    return rows
+
+
+def grid_regions(centres: np.ndarray, width: int, height: int, face_height: float):
+    """One region (x0, y0, x1, y1, 0) per face centre (n, 2) in reading order, and a name for each.
+
+    Rows split halfway between their centres' heights, faces in a row halfway between their
+    centres: two or three side by side give the frame's columns, a 2 x 2 call its quarters (a
+    face alone in a row takes the row's whole width). Names: "left" / "right" (and "middle") for
+    one row, else the reading order "1", "2", ..."""
+    rows = row_of(centres[:, 1], face_height / 2)  # as `face_centres` ordered them
+    row_y = np.array([centres[rows == r, 1].mean() for r in range(rows.max() + 1)])
+    y_cuts = np.concatenate([[0], (row_y[1:] + row_y[:-1]) / 2, [height]]).round().astype(int)
+    regions = []
+    for r in range(rows.max() + 1):
+        xs = np.sort(centres[rows == r, 0])
+        x_cuts = np.concatenate([[0], (xs[1:] + xs[:-1]) / 2, [width]]).round().astype(int)
+        regions += [(int(x_cuts[i]), int(y_cuts[r]), int(x_cuts[i + 1]), int(y_cuts[r + 1]), 0)
+                    for i in range(len(xs))]  # fmt: skip
+    if rows.max() == 0:
+        names = ["left", "right"] if len(regions) == 2 else ["left", "middle", "right"]
+    else:
+        names = [str(i + 1) for i in range(len(regions))]
+    return regions, names
+
+
+def open_source(video=None, *, left=None, right=None, single=None, audio=None, fps: float = 25.0) -> Source:
     """Check the inputs' combination and files; the audio defaults to the video's own track."""
-    if video is not None and (left is not None or right is not None):
-        raise PrepareError("give either one side-by-side VIDEO or --left and --right, not both")
-    if video is None and (left is None or right is None):
-        raise PrepareError("give one side-by-side VIDEO, or both --left and --right")
-    videos = [Path(video)] if video is not None else [Path(left), Path(right)]
+    given = [video is not None, left is not None or right is not None, single is not None]
+    if sum(given) > 1:
+        raise PrepareError("give one VIDEO of a conversation, --left and --right, or --single, not several")
+    if not any(given) or (given[1] and (left is None or right is None)):
+        raise PrepareError("give one VIDEO of a conversation, both --left and --right, or --single")
+    videos = (
+        [Path(video)]
+        if video is not None
+        else [Path(single)]
+        if single is not None
+        else [Path(left), Path(right)]
+    )
     for v in videos:
         if not v.is_file():
             raise FileNotFoundError(f"{v}: no such file")
@@ -322,4 +383,4 @@ def open_source(video=None, *, left=None, right=None, audio=None, fps: float = 2
     audio = Path(audio)
     if not audio.is_file():
         raise FileNotFoundError(f"{audio}: no such file")
-    return Source(videos, audio, fps)
+    return Source(videos, audio, fps, single=single is not None)
