@@ -32,7 +32,6 @@ import numpy as np
 import real_conversations as rc
 
 from minitalk import io
-from minitalk.prepare import audio as au
 from minitalk.prepare import data, diarize
 from minitalk.prepare import evaluate as prepare_eval
 
@@ -73,23 +72,6 @@ def fov_sensitivity(folder: Path, fovs=(15.0, 26.0, 40.0, 60.0)) -> dict:
     return out
 
 
-def who_speaks(folder: Path, truth: np.ndarray) -> dict:
-    """Frames right with each voice print, plainly and with a 0.25 s collar."""
-    tracks, wav = data.load_tracks(folder), io.read_audio(folder / "audio.wav")
-    fps, n = float(tracks["fps"]), tracks["speaking"].shape[1]
-    out = {}
-    for voice_print in diarize.VOICE_PRINTS:
-        start = time.perf_counter()
-        found = diarize.diarize(wav, au.log_mel(wav), n, fps, mouth=tracks["mouth"], voice_print=voice_print)
-        out[voice_print] = {
-            "acc": round(rc.frame_accuracy(found.speaking, truth), 4),
-            "acc_collar": round(rc.frame_accuracy(found.speaking, truth, fps, 0.25), 4),
-            "method": found.method,
-            "seconds": round(time.perf_counter() - start, 2),
-        }
-    return out
-
-
 def real_part(clips: Path) -> dict:
     out: dict = {"conversations": {}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +87,7 @@ def real_part(clips: Path) -> dict:
                 "seconds": round(truth.shape[1] / 25.0, 2),
                 "faces_found": report["faces_found"],
                 "prepare_seconds": round(time.perf_counter() - start, 1),
-                "who_speaks": who_speaks(folder, truth),
+                "who_speaks": rc.score_who_speaks(folder, truth),
                 **(jitter(data.load_tracks(folder)) if k == 0 else {}),
                 **({"fov": fov_sensitivity(folder)} if k == 0 else {}),
             }

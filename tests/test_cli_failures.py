@@ -101,6 +101,12 @@ CASES = {
     "truncated video": (["prepare", "truncated.mp4", "--out", "o"], 1, ["truncated.mp4"]),
     "no audio track": (["prepare", "mute.mp4", "--out", "o"], 1, ["mute.mp4", "no audio track"]),
     "only --left": (["prepare", "--left", "clip.mp4", "--out", "o"], 1, ["--left and --right"]),
+    "VIDEO and --single": (
+        ["prepare", "clip.mp4", "--single", "clip.mp4", "--out", "o"],
+        1,
+        ["--single", "not several"],
+    ),
+    "missing --single": (["prepare", "--single", "nope.mp4", "--out", "o"], 1, ["nope.mp4", "no such file"]),
     # --- prepare: options ---
     "--size 0": (["prepare", "clip.mp4", "--out", "o", "--size", "0"], 2, ["--size", "got 0"]),
     "--size -5": (["prepare", "clip.mp4", "--out", "o", "--size", "-5"], 2, ["--size", "got -5"]),

@@ -241,7 +241,7 @@ def test_a_third_voice_goes_to_the_nearer_person_with_a_warning(avatar, new_spee
     plan = dialogue_render.plan_dialogue(avatar, np.concatenate([one, gap, zero, gap, stranger]))
     first = [t["speaker"] for t in plan.roles.turns(plan.fps) if t["speaker"] >= 0][:2]
     assert first == [1, 0]
-    assert any("unlike either person's" in w for w in plan.roles.warnings)
+    assert any("unlike every person's" in w for w in plan.roles.warnings)
 
 
 def test_a_planned_blink_closes_the_rendered_eyes_as_far_as_a_counted_blink(avatar, new_speech):

@@ -85,7 +85,7 @@ def assign_roles(
     for (a, b), p, d in zip(pieces, person, nearest_distance, strict=True):
         if d > FOREIGN_VOICE:
             roles.warnings.append(
-                f"{a:.1f}-{b:.1f} s: a voice unlike either person's (distance {d:.1f}), given to person {p}"
+                f"{a:.1f}-{b:.1f} s: a voice unlike every person's (distance {d:.1f}), given to person {p}"
             )
     return roles
 

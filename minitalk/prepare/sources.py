@@ -27,6 +27,9 @@ from minitalk.utils import MinitalkWarning
 
 FIND_SAMPLES = 16  # people are looked for in this many frames spread over the whole clip
 MAX_PEOPLE_IN_VIEW = 3  # one video holds up to this many people (side by side, or in a grid)
+# a face counts as a person's when it is at least this share of the frame's largest face (height):
+# the people of a call sit alike; a face on a poster or passing far behind is much smaller
+PERSON_FACE_SHARE = 0.65
 QUIET_PEAK = 10 ** (-30 / 20)  # audio that never comes within 30 dB of full scale is raised
 TRACK_MAX_SIDE = 640  # larger regions are downscaled for FaceMesh (it works on a 192 px face crop)
 
@@ -45,7 +48,8 @@ class Source:
 
     def __init__(self, videos: list[Path], audio: Path, fps: float, single: bool = False):
         self.videos, self.audio_path, self.fps, self.single = videos, audio, fps, single
-        self.names: list[str] = []  # where each person is, for messages: "left", "middle", "2", ...
+        # where each person is, for messages: "left", "middle", "2", ... (`find_people` finds them)
+        self.names: list[str] = [""] if single else ["left", "right"]
         self.infos = [io.probe(v) for v in videos]
         self.n_frames: int | None = None  # known once the frames have been read
         for info in self.infos:
@@ -116,8 +120,9 @@ class Source:
                 regions.append((0, 0, w, h, v))
             return regions
         path = self.videos[0]
-        found = [detect_faces(f[0]) for f in sampled]
-        counts = [len(b) for b in found]
+        every = [detect_faces(f[0]) for f in sampled]
+        found = [people_faces(b) for b in every]
+        counts = [len(b) for b in every]
         h, w = sampled[0][0].shape[:2]
         if max(counts) == 0:
             raise PrepareError(f"{path}: no face found in {span}")
@@ -125,13 +130,13 @@ class Source:
             self._warn_extra_faces(path, counts, 1, step)
             self.names = [""]
             return [(0, 0, w, h, 0)]
-        if max(counts) == 1:
+        if max(len(b) for b in found) == 1:
             raise PrepareError(
                 f"{path}: only one face found in {span}; a conversation needs two or three side by side "
                 "(or pass one video per person with --left and --right, or one person with --single)"
             )
         # the number of people: the most faces that most frames showing several agree on, at most 3
-        several = [min(c, MAX_PEOPLE_IN_VIEW) for c in counts if c >= 2]
+        several = [min(len(b), MAX_PEOPLE_IN_VIEW) for b in found if len(b) >= 2]
         n = max(set(several), key=lambda k: (several.count(k), k))
         self._warn_extra_faces(path, counts, n, step)
         centres = [face_centres(boxes, n) for boxes in found if len(boxes) >= n]
@@ -218,7 +223,7 @@ class Source:
 
     def _person(self, p: int) -> tuple[Path, str]:
         """The video person p is in, and words for them in a message ("the left person's")."""
-        name = self.names[p] if p < len(self.names) else str(p)
+        name = self.names[p] if p < len(self.names) else str(p + 1)
         who = (
             "the person's" if name == "" else f"person {name}'s" if name.isdigit() else f"the {name} person's"
         )
@@ -314,6 +319,15 @@ def scene_cuts(thumbs: np.ndarray, min_jump: float = 30.0, ratio: float = 6.0) -
         return []
     change = np.abs(np.diff(thumbs, axis=0)).mean(axis=(1, 2))  # (T - 1,)
     return [int(i) + 1 for i in np.flatnonzero((change > min_jump) & (change > ratio * np.median(change)))]
+
+
+def people_faces(boxes: np.ndarray) -> np.ndarray:
+    """The face boxes (M, 5) of a frame that are people's: at least `PERSON_FACE_SHARE` of the
+    largest face's height."""
+    if len(boxes) == 0:
+        return boxes
+    height = boxes[:, 3] - boxes[:, 1]
+    return boxes[height >= PERSON_FACE_SHARE * height.max()]
 
 
 def face_centres(boxes: np.ndarray, n: int) -> np.ndarray:
