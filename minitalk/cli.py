@@ -32,7 +32,7 @@ from minitalk.evaluate.report import report_paths, summary, write_report
 from minitalk.export import check_names, export_avatar
 from minitalk.nerf.model import DialogueNeRFConfig
 from minitalk.nerf.train import TrainConfig, TrainingInterrupted, train
-from minitalk.prepare.data import PrepareConfig, prepare
+from minitalk.prepare.data import PrepareConfig, people_names, prepare
 from minitalk.settings import add_options, from_options
 from minitalk.utils import MinitalkWarning
 
@@ -197,9 +197,13 @@ def _train(args, sub: argparse.ArgumentParser) -> int:
         sub.error(f"argument --run: {len(folders)} folders train one model; name its run folder")
     run = Path(args.run) if args.run else folders[0] / "run"
     _check_output(sub, "--run", run, folder=True)
-    names = check_names(args.names.split(",") if args.names else None, folders, 2 * len(folders))
+    people = [len(people_names(f)) for f in folders]
+    names = check_names(args.names.split(",") if args.names else None, folders, sum(people))
     if args.export:
         _check_output(sub, "--export", args.export, folder=False)
+        if max(people) < 2:  # the avatar's motion models learn listening from a conversation
+            sub.error(f"argument --export: {', '.join(map(str, folders))}: one person each; an avatar "
+                      "file needs a conversation too (a folder of two or more people)")  # fmt: skip
     try:
         report = train(
             folders, run, model_cfg, resume=not args.fresh,

@@ -98,6 +98,30 @@ def test_three_people_in_a_row_and_one_alone_are_prepared(three_and_one):
     assert (lone["speaking"][0] == truth.any(axis=0)).mean() > 0.9  # alone: every voice heard is theirs
 
 
+def test_a_folder_of_three_and_one_alone_train_one_avatar_and_one_alone_cannot(three_and_one, tmp_path,
+                                                                               capsys):  # fmt: skip
+    row, alone, _ = three_and_one
+    avatar = tmp_path / "four.pt"
+    assert (
+        main(["train", str(row), str(alone), "--run", str(tmp_path / "run"), *TINY, "--export", str(avatar)])
+        == 0
+    )
+    assert load_avatar(avatar).names == ["row left", "row middle", "row right", "alone"]
+    with pytest.raises(SystemExit):  # refused before training: nobody to learn listening from
+        main(
+            [
+                "train",
+                str(alone),
+                "--run",
+                str(tmp_path / "solo"),
+                *TINY,
+                "--export",
+                str(tmp_path / "solo.pt"),
+            ]
+        )
+    assert "one person each" in capsys.readouterr().err and not (tmp_path / "solo").exists()
+
+
 def test_faces_in_a_grid_get_a_cell_each_in_reading_order():
     # a 2 x 2 call of three (the bottom right cell empty), faces 100 px high, two of them a little off level
     boxes = np.array([[660, 120, 760, 220, 0.9], [250, 600, 350, 700, 0.8], [240, 100, 340, 200, 0.95],

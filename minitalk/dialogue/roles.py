@@ -7,10 +7,9 @@ whose voice is whose, so each voice goes to the person whose voice print is near
 features of that person's pieces in the training clip, kept in the avatar file, compared in
 units of the training clip's spread of features). Where the pieces do not cluster, or two
 clusters are nearest one print (one voice, voices alike, a few pieces), each piece goes to its
-nearest print.
-One voice only: the others listen throughout; silence: everyone listens. A voice far from
-every print (someone not in the avatar, or more voices than people) still goes to the
-nearest one, with a warning.
+nearest print. One voice only: the others listen throughout; silence: everyone listens. A
+voice far from every print (someone not in the avatar, or more voices than people) still goes
+to the nearest one, with a warning.
 
 `--roles` overrides all of it: `0-4.2:0,4.2-9:1` (seconds: person), or a file of such entries.
 """
@@ -56,8 +55,8 @@ def assign_roles(
     prints: np.ndarray,
     spread: np.ndarray,
 ) -> Roles:
-    """Who speaks when (P, T) in new 16 kHz audio, the voices given to different ones of the P
-    voice prints (P, 13), nearest in all."""
+    """Who speaks when (P, T) in new 16 kHz audio: each voice given to the nearest of the P voice
+    prints (P, 13) where the voices' nearest prints all differ, else each piece to its nearest."""
     pieces = split_pieces(voice_activity(audio))
     if not pieces:
         return Roles(np.zeros((len(prints), n_frames), bool), "silence")
