@@ -322,3 +322,10 @@ def test_bad_people_are_refused_before_anything_is_written(case, four, prepared_
             and {"one name twice": "named twice", "too few names": "3 names for 4 people"}[case] in err
         )
     assert not (tmp_path / "run").exists()
+
+
+def test_one_video_read_as_one_person_is_not_the_cache_of_it_read_as_several(sample_dir):
+    from minitalk.prepare.sources import open_source
+
+    video = sample_dir / "dialogue.mp4"
+    assert open_source(video).key() != open_source(single=video).key()

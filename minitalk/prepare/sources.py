@@ -63,12 +63,13 @@ class Source:
     # -- identity ---------------------------------------------------------------------------
 
     def key(self) -> str:
-        """Changes when an input file changes (path, size, modification time) or the rate does."""
+        """Changes when an input file changes (path, size, modification time), the rate does, or
+        the one video is read as one person (`--single`) instead of two or three."""
         parts = [
             (str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns)
             for p in [*self.videos, self.audio_path]
         ]
-        return repr((parts, self.fps))
+        return repr((parts, self.fps, self.single))
 
     def describe(self) -> dict:
         return {
