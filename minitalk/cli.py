@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -172,11 +173,16 @@ def _demo(args, sub: argparse.ArgumentParser) -> int:
 def _prepare(args, sub: argparse.ArgumentParser) -> int:
     cfg = from_options(PrepareConfig, args, sub.error)
     _check_output(sub, "--out", args.out, folder=True)
+    started = time.time()
     out = prepare(
         args.video, args.out, left=args.left, right=args.right, single=args.single, audio=args.audio,
         progress=not args.quiet, **asdict(cfg),
     )  # fmt: skip
     report = json.loads((out / "prepare_report.json").read_text())
+    if (out / "prepare_report.json").stat().st_mtime < started:  # a finished preparation, returned as it was
+        print(f"{out} is already prepared from the same inputs and settings: {report['frames']} frames "
+              f"({report['seconds']:.1f} s)")  # fmt: skip
+        return 0
     print(
         f"prepared {report['frames']} frames ({report['seconds']:.1f} s) into {out} "
         f"in {report['total_seconds']:.0f} s; faces found {report['faces_found']}; "

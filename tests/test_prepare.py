@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import av
 import numpy as np
@@ -85,14 +86,40 @@ def test_landmarks_reproject_through_the_stored_camera(prepared):
         assert np.median(err) < 0.02 * SIZE
 
 
-def test_rerun_reuses_finished_stages(prepared, tmp_path):
-    before = data.load_tracks(prepared)
-    data.prepare(prepared.parent / "clip.mp4", prepared, size=SIZE, progress=False)
-    report = json.loads((prepared / "prepare_report.json").read_text())
+def test_a_finished_folder_is_returned_as_it_is_and_new_code_reuses_the_slow_stages(prepared, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(prepared, folder)
+    clip = prepared.parent / "clip.mp4"
+    written = {f.name: f.stat().st_mtime_ns for f in folder.iterdir() if f.is_file()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data.prepare(clip, folder, size=SIZE, progress=False)  # the same inputs, settings and code
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir() if f.is_file()} == written  # untouched
+    report = json.loads((folder / "prepare_report.json").read_text())
+    assert [str(w.message) for w in caught if w.category is PrepareWarning] == report["warnings"]
+
+    before = data.load_tracks(folder)
+    made_by_other_code(folder)  # the stages not cached run again; the slow ones are read back
+    data.prepare(clip, folder, size=SIZE, progress=False)
+    report = json.loads((folder / "prepare_report.json").read_text())
     assert set(report["cached_stages"]) == {"audio", "landmarks", "crops"}
-    after = data.load_tracks(prepared)
+    after = data.load_tracks(folder)
     for key in ("pose", "speaking", "blink", "expression"):
         np.testing.assert_array_equal(before[key], after[key])
+
+    (folder / "masks.npz").unlink()  # a file of the finished folder lost: prepared again, not returned
+    data.prepare(clip, folder, size=SIZE, progress=False)
+    assert (folder / "masks.npz").is_file()
+    report = json.loads((folder / "prepare_report.json").read_text())
+    assert set(report["cached_stages"]) == {"audio", "landmarks"}
+
+
+def made_by_other_code(folder) -> None:
+    """Mark a finished folder as prepared by another version of the code (its report's key changed)."""
+    report = json.loads((folder / "prepare_report.json").read_text())
+    (folder / "prepare_report.json").write_text(json.dumps({**report, "key": "another"}))
 
 
 def test_an_interrupted_run_leaves_the_folder_clearly_unfinished(prepared, tmp_path, monkeypatch):
@@ -108,6 +135,7 @@ def test_an_interrupted_run_leaves_the_folder_clearly_unfinished(prepared, tmp_p
         cached.unlink()
     before = {name: (folder / name).read_bytes() for name in ("frames_p0.mp4", "masks.npz", "tracks.npz")}
     monkeypatch.setattr(masks, "background_plate", fail)  # ... and is stopped after its last frame
+    made_by_other_code(folder)  # (else the finished folder would be returned as it is)
     with pytest.raises(KeyboardInterrupt):
         data.prepare(prepared.parent / "clip.mp4", folder, size=SIZE, progress=False)
     with pytest.raises(PrepareError, match="not a finished preparation"):

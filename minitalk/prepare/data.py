@@ -16,7 +16,8 @@ mouth, landmarks [P,T,478,3], crop_box, intrinsics, zcr, rms, mel [T,16,80], the
 and the Eq. 1 basis), each person's crops losslessly (`frames_p0.mp4`, ...), `masks.npz` (labels
 0 background / 1 torso / 2 head, background plates), `audio.wav` and `prepare_report.json`,
 written last: without it a folder is unfinished. Finished stages are cached in `.cache/`, keyed
-on inputs, settings and code, so a re-run resumes.
+on inputs, settings and code, so a re-run resumes; a re-run of a finished preparation with the
+same inputs, settings and code returns at once.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from minitalk import io
 from minitalk.camera import focal_from_fov, intrinsic_matrix
 from minitalk.files import FORMAT_VERSION, FileFormatError, load_npz
 from minitalk.prepare import audio as au
-from minitalk.prepare import diarize, expression, headpose, masks
+from minitalk.prepare import diarize, expression, headpose, masks, voices
 from minitalk.prepare.face import square_crop
 from minitalk.prepare.sources import PrepareError, PrepareWarning, open_source, scene_cuts, thumbnail
 from minitalk.settings import as_record, check_side, option
@@ -102,9 +103,13 @@ def prepare(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             src = open_source(video, left=left, right=right, single=single, audio=audio, fps=cfg.fps)
+            cache = _Cache(out / ".cache", src.key(), cfg)
+            done = _finished_report(out, cache.whole_key)
+            if done is not None:  # the same inputs, settings and code: nothing to do again
+                caught.extend(_as_warnings(done["warnings"]))
+                return out
             out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be there
             (out / "prepare_report.json").unlink(missing_ok=True)  # unfinished until the end
-            cache = _Cache(out / ".cache", src.key(), cfg)
             with _timed(seconds, "faces"):
                 regions = src.find_people()
                 n_people = len(regions)
@@ -200,7 +205,27 @@ def _report(src, cfg: PrepareConfig, start: int, n_frames: int, found, diarizati
         "stage_seconds": {k: round(v, 2) for k, v in seconds.items()},
         "total_seconds": round(sum(seconds.values()), 2),
         "cached_stages": sorted(cache.hits),
+        "key": cache.whole_key,  # inputs, settings and all the code: a re-run that matches returns at once
     }  # fmt: skip
+
+
+def _finished_report(out: Path, key: str) -> dict | None:
+    """The report of a finished preparation in `out` made with `key` (the same inputs, settings and
+    code), while every file it wrote is still there; otherwise None."""
+    try:
+        report = json.loads((out / "prepare_report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(report, dict) or report.get("key") != key or not report.get("complete"):
+        return None
+    people = len(report.get("people", []))
+    written = ["tracks.npz", "audio.wav", "masks.npz"] + [f"frames_p{p}.mp4" for p in range(people)]
+    return report if people and all((out / name).is_file() for name in written) else None
+
+
+def _as_warnings(notes: list[str]) -> list[warnings.WarningMessage]:
+    """A finished preparation's recorded warnings, to be issued again to the caller of a re-run."""
+    return [warnings.WarningMessage(note, PrepareWarning, __file__, 0) for note in notes]
 
 
 def _write_tracks(path: Path, heads: dict, faces: dict, speaking: np.ndarray, model, regions, audio: dict,
@@ -437,10 +462,16 @@ class _Cache:
     def __init__(self, folder: Path, source_key: str, cfg: PrepareConfig):
 
         # the code that computes the cached stages is part of the key, so an edit invalidates them
-        code = [(Path(minitalk.__file__).parent / m).read_bytes() for m in self.CODE]
+        package = Path(minitalk.__file__).parent
+        code = [(package / m).read_bytes() for m in self.CODE]
         text = json.dumps([source_key, asdict(cfg), minitalk.__version__], sort_keys=True)
-        text += hashlib.sha256(b"".join(code)).hexdigest()
-        self.key = hashlib.sha256(text.encode()).hexdigest()[:16]
+        staged = text + hashlib.sha256(b"".join(code)).hexdigest()
+        self.key = hashlib.sha256(staged.encode()).hexdigest()[:16]
+        # the whole preparation's key: every module of the package (the stages not cached, such as who
+        # speaks, read many), and whether the voice encoder's weights are installed (voice_print "auto")
+        everything = b"".join(f.read_bytes() for f in sorted(package.rglob("*.py")))
+        text += hashlib.sha256(everything).hexdigest() + str(voices.available())
+        self.whole_key = hashlib.sha256(text.encode()).hexdigest()[:16]
         self.folder = folder
         self.hits: set[str] = set()
 
