@@ -151,7 +151,8 @@ def _evaluate_parser(commands) -> argparse.ArgumentParser:
     ev = commands.add_parser(
         "evaluate",
         help="score a rendered clip: image, motion and sync metrics per person and role",
-        description="Evaluate CLIP (one or two square panels side by side, as minitalk render writes): "
+        description="Evaluate CLIP (a square panel per person, side by side or in a grid, as minitalk "
+        "render writes; its CLIP.json says how many people a grid holds): "
         "CPBD, blinks, head motion and the sync proxy (AVOffset, AVConf) always; PSNR, SSIM, LMD, "
         "ExpL1 and PoseL1 against real frames of the same moments; PoseFD and ExpFD against any real "
         "footage of the people. Writes CLIP.eval.json, CLIP.eval.md and CLIP.eval.png.",

@@ -122,6 +122,29 @@ def test_evaluate_scores_a_clip_against_its_real_frames_and_finds_its_shift(real
     )
 
 
+def test_a_call_of_three_is_cut_into_its_panels_in_the_order_render_lays_them_out(real):
+    """Three people in a 2 x 2 grid (the fourth cell empty), scored against a reference laid out the
+    same way whose third panel shows someone else: each panel is compared with its own."""
+    from minitalk.dialogue.render import grid
+
+    d, (a, b), n = real["dir"], real["crops"], 3 * FPS
+    calls = {"call": [a, b, a[:, :, ::-1]], "other": [a, b, b]}  # the third: the first mirrored, or b
+    for name, people in calls.items():
+        frames = np.stack([grid(np.stack([p[t] for p in people])) for t in range(n)])
+        io.write_video(d / f"{name}.mp4", frames, FPS, audio=real["audio"][: n * io.SAMPLE_RATE // FPS])
+    turns = [{"speaker": 2, "start": 0.0, "end": 3.0}]
+    (d / "call.json").write_text(json.dumps({"people": ["a", "b", "a mirrored"], "turns": turns}))
+    report = evaluate_clip(d / "call.mp4", reference=d / "other.mp4", progress=False)
+    assert (report["people"], report["size"], report["frame_aligned"]) == (3, SIZE, True)
+    assert [p["frames_without_face"] for p in report["per_person"]] == [0, 0, 0]
+    psnr = [p["all"]["psnr"] for p in report["per_person"]]
+    assert psnr[0] > 30 and psnr[1] > 30 and psnr[2] < 20, psnr
+    assert report["speaking_from"] == "turns in call.json" and report["_readings"]["speaking"][2].all()
+    (d / "other.json").write_text(json.dumps({"people": list("abcde"), "turns": turns}))  # five: not 2 x 2
+    with pytest.raises(io.MediaError, match="other.mp4: 256x256 is not the layout of 5 people, 2 x 3"):
+        evaluate_clip(d / "other.mp4", progress=False)
+
+
 def test_degradations_grow_with_their_level(real):
     first_blink = int(np.flatnonzero(real["tracks"]["blink"][0] > 0.5)[0])
     window = slice(max(0, first_blink - 15), max(0, first_blink - 15) + 30)  # holds a blink

@@ -13,7 +13,8 @@ from minitalk.cli import main
 from minitalk.dialogue.avatar import load_avatar
 from minitalk.dialogue.render import plan_dialogue
 from minitalk.dialogue.roles import assign_roles
-from minitalk.io import SAMPLE_RATE, probe, read_audio, read_video, write_audio
+from minitalk.evaluate.clip import evaluate_clip
+from minitalk.io import SAMPLE_RATE, MediaError, probe, read_audio, read_video, write_audio
 from minitalk.nerf.frames import Frames
 from minitalk.pose.face_state import ListenerConfig, ListenerExpression
 from minitalk.pose.generator import PoseConfig, PoseGenerator, speaker_track, staggered
@@ -242,6 +243,18 @@ def test_a_call_of_three_is_a_grid_with_the_speaker_framed(four, tmp_path):
     assert (first[2 * s - 1, :s] > 200).all() and (first[s - 1, s : 2 * s] < 200).any()
     assert (last[0, :s] > 200).all() and (last[2 * s - 1, :s] < 200).any()
     assert first[s + 4 :, s + 4 :].max() < 40  # no one in the fourth cell (H.264 leaves a little)
+
+    result = evaluate_clip(clip, progress=False)  # read back: three panels, the render report's turns
+    assert (result["people"], result["size"], len(result["per_person"])) == (3, s, 3)
+    assert result["speaking_from"] == "turns in call.json"
+    second = int(summary["fps"])
+    speaking = result["_readings"]["speaking"]  # (3, T): the third person speaks first, then the first
+    turn_1, turn_2 = slice(1, second - 1), slice(second + 1, 2 * second - 1)
+    assert speaking[2, turn_1].all() and not speaking[:2, turn_1].any()
+    assert speaking[0, turn_2].all() and not speaking[1:, turn_2].any()
+    clip.with_suffix(".json").write_text(json.dumps({**summary, "people": summary["people"] * 2}))
+    with pytest.raises(MediaError, match="call.mp4: .* not the layout of 6 people, 2 x 3"):
+        evaluate_clip(clip, progress=False)
 
 
 def test_voices_go_to_the_nearest_of_three_prints(new_speech_roles):

@@ -222,6 +222,7 @@ def dialogue_frames(avatar: Avatar, plan: Plan, states: torch.Tensor, size: int,
 
 
 GRIDS = {
+    1: (1, 1),  # (evaluate reads a clip of one person)
     2: (1, 2),
     3: (2, 2),
     4: (2, 2),

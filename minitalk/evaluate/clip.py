@@ -1,6 +1,7 @@
 """`minitalk evaluate`: every metric that applies to a rendered clip, per person and role.
 
-A clip written by `minitalk render` holds one square panel per person, side by side. Each panel
+A clip written by `minitalk render` holds one square panel per person, side by side (two) or in a
+grid (three or more; its render report, CLIP.json, says how many). Each panel
 is streamed through FaceMesh (`FaceReader`), and the metrics of the ViCo suite (the Preference
 Score paper, Table 1) are computed from the readings:
 
@@ -32,6 +33,7 @@ from tqdm.auto import tqdm
 
 from minitalk import io, metrics
 from minitalk.dialogue.avatar import load_avatar
+from minitalk.dialogue.render import GRIDS
 from minitalk.dialogue.roles import assign_roles
 from minitalk.evaluate import sync
 from minitalk.evaluate.faces import FaceModel, FaceReadings, ThreadedReader
@@ -66,20 +68,51 @@ class EvaluateConfig:
 
 
 def panels_of(frame: np.ndarray, n_people: int) -> list[np.ndarray]:
-    """One frame (S, n S, 3) cut into its square panels, left to right."""
-    s = frame.shape[0]
-    return [frame[:, p * s : (p + 1) * s] for p in range(n_people)]
+    """One frame of `n_people` square panels laid out as `minitalk render` lays them (`GRIDS`: side by
+    side, then rows, left to right and top to bottom), cut into the panels in that order."""
+    rows, _ = GRIDS[n_people]
+    s = frame.shape[0] // rows
+    cols = frame.shape[1] // s
+    cells = [divmod(p, cols) for p in range(n_people)]  # (row, column)
+    return [frame[r * s : (r + 1) * s, c * s : (c + 1) * s] for r, c in cells]
 
 
-def clip_layout(path, info: io.VideoInfo) -> int:
-    """How many people a clip shows: one or two square panels side by side, or a MediaError."""
+def clip_layout(path, info: io.VideoInfo, people: int | None = None) -> int:
+    """How many people a clip shows, or a MediaError. `people`, when known (from the clip's render
+    report, or the clip a reference stands beside), must fit the frame as `GRIDS[people]` square
+    panels; otherwise a square frame is one person and one twice as wide two side by side (a grid of
+    three or more cannot tell its empty cells from the frame's size alone)."""
     w, h = info.width, info.height
+    if people is not None:
+        rows, cols = GRIDS.get(people, (0, 0))
+        if rows and h % rows == 0 and w * rows == h * cols:
+            return people
+        raise io.MediaError(f"{path}: {w}x{h} is not the layout of {people} people, {rows} x {cols} square "
+                            "panels (as minitalk render lays them out)")  # fmt: skip
     if h > 0 and w % h == 0 and w // h in (1, 2):
         return w // h
     raise io.MediaError(
-        f"{path}: {w}x{h} is not one or two square panels side by side (the layout minitalk render "
-        "writes); for a real interview, prepare it and pass the folder with --prepared"
+        f"{path}: {w}x{h} is not one or two square panels side by side, and no render report "
+        f"({Path(path).with_suffix('.json').name}) says how many people it shows; for a real interview, "
+        "prepare it and pass the folder with --prepared"
     )
+
+
+def render_report(clip: Path) -> dict | None:
+    """The report `minitalk render` wrote beside `clip` (CLIP.json: who speaks when, and who is in
+    the clip), or None when there is none or it is not one."""
+    sidecar = clip.with_suffix(".json")
+    if not sidecar.is_file():
+        return None
+    try:
+        report = json.loads(sidecar.read_text())
+        if isinstance(report, dict) and isinstance(report["turns"], list):
+            return report
+    except (ValueError, KeyError):
+        pass
+    warnings.warn(f"{sidecar}: not a render report; who is in the clip and who speaks are read another way",
+                  EvaluateWarning, stacklevel=3)  # fmt: skip
+    return None
 
 
 def _fit_panel(panel: np.ndarray, size: int) -> np.ndarray:
@@ -93,8 +126,9 @@ def _reference_frames(reference, prepared, tracks, fps: float, size: int, n_peop
     and where it comes from; None when there is no reference. `tracks`: the prepared folder's."""
     if reference is not None:
         info = io.probe(reference)
-        n_ref = clip_layout(reference, info)
-        if n_ref != n_people:
+        if n_people > 2:  # a grid: the reference must be laid out as the clip is
+            clip_layout(reference, info, n_people)
+        elif (n_ref := clip_layout(reference, info)) != n_people:
             raise io.MediaError(f"{reference}: shows {n_ref} people; the clip shows {n_people}")
         count = int(round(info.n_frames * fps / info.fps))
         frames = (
@@ -113,22 +147,21 @@ def _reference_frames(reference, prepared, tracks, fps: float, size: int, n_peop
     return None
 
 
-def _speaking(clip: Path, n_frames: int, fps: float, audio, readings, prepared, tracks, aligned, avatar):
-    """(P, T) bool and where it came from (see the module docstring)."""
+def _speaking(clip: Path, rendered: dict | None, n_frames: int, fps: float, audio, readings, prepared, tracks,
+              aligned, avatar):  # fmt: skip
+    """(P, T) bool and where it came from (see the module docstring). `rendered`: the render report."""
     n_people = len(readings)
-    sidecar = clip.with_suffix(".json")
-    if sidecar.is_file():
+    if rendered is not None:
         try:
-            turns = json.loads(sidecar.read_text())["turns"]
             speaking = np.zeros((n_people, n_frames), bool)
-            for turn in turns:
+            for turn in rendered["turns"]:
                 if 0 <= turn["speaker"] < n_people:
                     a, b = int(round(turn["start"] * fps)), int(round(turn["end"] * fps))
                     speaking[turn["speaker"], a:b] = True
-            return speaking, f"turns in {sidecar.name}"
+            return speaking, f"turns in {clip.with_suffix('.json').name}"
         except (ValueError, KeyError, TypeError):
-            warnings.warn(f"{sidecar}: not a render report; who speaks is read another way", EvaluateWarning,
-                          stacklevel=3)  # fmt: skip
+            warnings.warn(f"{clip.with_suffix('.json')}: its turns are not a render report's; who speaks is "
+                          "read another way", EvaluateWarning, stacklevel=3)  # fmt: skip
     if prepared is not None and aligned:
         return tracks["speaking"][:n_people, :n_frames], f"the tracks in {Path(prepared).name}"
     if audio is None:
@@ -172,8 +205,10 @@ def evaluate_clip(clip, *, progress: bool = True, **settings) -> dict:
     clip = Path(clip)
     clock = time.perf_counter()
     info = io.probe(clip)
-    n_people = clip_layout(clip, info)
-    size, fps = info.height, info.fps
+    rendered = render_report(clip)
+    listed = rendered.get("people") if rendered is not None else None
+    n_people = clip_layout(clip, info, len(listed) if isinstance(listed, list) else None)
+    size, fps = info.height // GRIDS[n_people][0], info.fps  # a panel's side
     notes: list[str] = []  # warnings
     remarks: list[str] = []  # what the reader should know, expected in normal use
 
@@ -195,7 +230,7 @@ def evaluate_clip(clip, *, progress: bool = True, **settings) -> dict:
     else:
         audio = io.read_audio(clip)
     speaking, speaking_from = _speaking(
-        clip, n_frames, fps, audio, readings, cfg.prepared, tracks, aligned, cfg.avatar
+        clip, rendered, n_frames, fps, audio, readings, cfg.prepared, tracks, aligned, cfg.avatar
     )
     envelope = sync.speech_envelope(audio, fps, n_frames) if audio is not None else None
 
