@@ -244,14 +244,7 @@ def test_a_call_of_three_is_a_grid_with_the_speaker_framed(four, tmp_path):
     assert (last[0, :s] > 200).all() and (last[2 * s - 1, :s] < 200).any()
     assert first[s + 4 :, s + 4 :].max() < 40  # no one in the fourth cell (H.264 leaves a little)
 
-    result = evaluate_clip(clip, progress=False)  # read back: three panels, the render report's turns
-    assert (result["people"], result["size"], len(result["per_person"])) == (3, s, 3)
-    assert result["speaking_from"] == "turns in call.json"
-    second = int(summary["fps"])
-    speaking = result["_readings"]["speaking"]  # (3, T): the third person speaks first, then the first
-    turn_1, turn_2 = slice(1, second - 1), slice(second + 1, 2 * second - 1)
-    assert speaking[2, turn_1].all() and not speaking[:2, turn_1].any()
-    assert speaking[0, turn_2].all() and not speaking[1:, turn_2].any()
+    # evaluate cuts the grid by the render report's people (test_evaluate.py scores a grid): six do not fit
     clip.with_suffix(".json").write_text(json.dumps({**summary, "people": summary["people"] * 2}))
     with pytest.raises(MediaError, match="call.mp4: .* not the layout of 6 people, 2 x 3"):
         evaluate_clip(clip, progress=False)
