@@ -30,9 +30,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.keep or tmp) / "prepared"
-        if (out / ".cache").exists():
+        if (out / ".cache").exists():  # a kept folder: every stage runs again, none read back
             for f in (out / ".cache").iterdir():
                 f.unlink()
+        (out / "prepare_report.json").unlink(missing_ok=True)  # else a finished folder is returned as it is
         start = time.perf_counter()
         data.prepare(mt.SAMPLE_DIR / "dialogue.mp4", out, size=args.size, progress=False)
         seconds = time.perf_counter() - start
